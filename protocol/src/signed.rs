@@ -1,0 +1,402 @@
+//! Signed offers: the only form in which an offer is stored, forwarded or ranked.
+//!
+//! Wire format: `signer (32 bytes) ‖ signature (64 bytes) ‖ body`, where the body is the
+//! bincode encoding of a [`ServiceOffer`] and the signature is ed25519 over
+//! [`SIGNING_DOMAIN`] ‖ body. A [`SignedOffer`] exists only if it was made with the
+//! provider's secret key ([`SignedOffer::sign`]) or has passed every check of
+//! [`SignedOffer::decode`]: size, encoding, version, signature, signer = provider, field
+//! bounds and the expiry window. Its fields cannot be changed; a new offer needs the key
+//! again and, to replace the old one, a higher `seq`.
+
+use std::time::Duration;
+
+use crate::codec::{self, CodecError};
+use crate::identity::{ProviderId, SIGNATURE_LEN, SecretKey};
+use crate::offer::{FieldError, OFFER_FORMAT_VERSION, ServiceOffer};
+use crate::time::UnixTime;
+
+/// Largest signed offer accepted from the network or produced by [`SignedOffer::sign`].
+pub const MAX_SIGNED_OFFER_BYTES: usize = 16 * 1024;
+/// An offer may not expire more than this long after `now`.
+pub const MAX_OFFER_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// How far in the future an offer's issue time may lie, for clocks that disagree.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// Prepended to the body before signing, so an offer signature means nothing elsewhere.
+pub const SIGNING_DOMAIN: &[u8] = b"interlink/offer/v1\0";
+
+const HEADER_LEN: usize = 32 + SIGNATURE_LEN;
+const MAX_BODY_BYTES: usize = MAX_SIGNED_OFFER_BYTES - HEADER_LEN;
+
+/// Why bytes are not a valid signed offer, or an offer does not replace another.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfferError {
+    #[error("offer of {size} bytes is over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the offer is truncated")]
+    Truncated,
+    #[error("malformed offer: {0}")]
+    Malformed(String),
+    #[error(
+        "offer format version {0} is not supported (this node reads version {OFFER_FORMAT_VERSION})"
+    )]
+    UnsupportedVersion(u16),
+    #[error("the offer's signature does not verify")]
+    BadSignature,
+    #[error("signed by {signer}, but the offer names provider {provider}")]
+    SignerNotProvider {
+        signer: ProviderId,
+        provider: ProviderId,
+    },
+    #[error(transparent)]
+    InvalidField(#[from] FieldError),
+    #[error("the offer expired at {expires_at} (now {now})")]
+    Expired { expires_at: UnixTime, now: UnixTime },
+    #[error("the offer expires at {expires_at}, more than 24 h after now ({now})")]
+    TooFarAhead { expires_at: UnixTime, now: UnixTime },
+    #[error("the offer was issued at {issued_at}, in the future (now {now})")]
+    IssuedInFuture { issued_at: UnixTime, now: UnixTime },
+    #[error("seq {seq} does not replace the current offer's seq {current}")]
+    Stale { seq: u64, current: u64 },
+    #[error("the offer is from {incoming}, not {current}")]
+    OtherProvider {
+        incoming: ProviderId,
+        current: ProviderId,
+    },
+}
+
+impl From<CodecError> for OfferError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::TooLarge { size, limit } => OfferError::TooLarge { size, limit },
+            CodecError::Truncated => OfferError::Truncated,
+            CodecError::Malformed(reason) => OfferError::Malformed(reason),
+        }
+    }
+}
+
+/// A verified, signed [`ServiceOffer`] and its exact wire bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedOffer {
+    offer: ServiceOffer,
+    bytes: Vec<u8>,
+}
+
+impl SignedOffer {
+    /// Signs `offer` with the provider's key, after checking its fields.
+    pub fn sign(offer: ServiceOffer, key: &SecretKey) -> Result<SignedOffer, OfferError> {
+        if offer.provider != key.provider_id() {
+            return Err(OfferError::SignerNotProvider {
+                signer: key.provider_id(),
+                provider: offer.provider,
+            });
+        }
+        if offer.version != OFFER_FORMAT_VERSION {
+            return Err(OfferError::UnsupportedVersion(offer.version));
+        }
+        offer.check_fields()?;
+        Self::sign_unchecked(offer, key)
+    }
+
+    /// Signs without checking the offer: only for building refused input in tests.
+    fn sign_unchecked(offer: ServiceOffer, key: &SecretKey) -> Result<SignedOffer, OfferError> {
+        let body = codec::encode::<_, MAX_BODY_BYTES>(&offer)?;
+        let signature = key.sign(&signed_message(&body));
+        let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
+        bytes.extend_from_slice(key.provider_id().as_bytes());
+        bytes.extend_from_slice(&signature);
+        bytes.extend_from_slice(&body);
+        Ok(SignedOffer { offer, bytes })
+    }
+
+    /// Reads and verifies a signed offer received at `now`.
+    pub fn decode(bytes: &[u8], now: UnixTime) -> Result<SignedOffer, OfferError> {
+        if bytes.len() > MAX_SIGNED_OFFER_BYTES {
+            return Err(OfferError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_SIGNED_OFFER_BYTES,
+            });
+        }
+        let (Some(signer), Some(signature), Some(body)) = (
+            bytes.get(..32),
+            bytes.get(32..HEADER_LEN),
+            bytes.get(HEADER_LEN..),
+        ) else {
+            return Err(OfferError::Truncated);
+        };
+        let version: u16 = codec::decode_prefix(body)?;
+        if version != OFFER_FORMAT_VERSION {
+            return Err(OfferError::UnsupportedVersion(version));
+        }
+        let offer: ServiceOffer = codec::decode::<_, MAX_BODY_BYTES>(body)?;
+        let signer = ProviderId::from_bytes(signer.try_into().map_err(|_| OfferError::Truncated)?);
+        let signature: &[u8; SIGNATURE_LEN] =
+            signature.try_into().map_err(|_| OfferError::Truncated)?;
+        if !signer.verify(&signed_message(body), signature) {
+            return Err(OfferError::BadSignature);
+        }
+        if signer != offer.provider {
+            return Err(OfferError::SignerNotProvider {
+                signer,
+                provider: offer.provider,
+            });
+        }
+        offer.check_fields()?;
+        check_validity_window(&offer, now)?;
+        Ok(SignedOffer {
+            offer,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// The offer.
+    pub fn offer(&self) -> &ServiceOffer {
+        &self.offer
+    }
+
+    /// The provider that signed it.
+    pub fn provider(&self) -> ProviderId {
+        self.offer.provider
+    }
+
+    /// Its sequence number.
+    pub fn seq(&self) -> u64 {
+        self.offer.seq
+    }
+
+    /// The exact bytes to store or send.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Whether the offer has expired at `now`.
+    pub fn is_expired(&self, now: UnixTime) -> bool {
+        now >= self.offer.expires_at
+    }
+
+    /// Checks that this offer may replace `current`: same provider, higher `seq`.
+    pub fn may_replace(&self, current: &SignedOffer) -> Result<(), OfferError> {
+        if self.provider() != current.provider() {
+            return Err(OfferError::OtherProvider {
+                incoming: self.provider(),
+                current: current.provider(),
+            });
+        }
+        if self.seq() <= current.seq() {
+            return Err(OfferError::Stale {
+                seq: self.seq(),
+                current: current.seq(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn signed_message(body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(SIGNING_DOMAIN.len() + body.len());
+    message.extend_from_slice(SIGNING_DOMAIN);
+    message.extend_from_slice(body);
+    message
+}
+
+fn check_validity_window(offer: &ServiceOffer, now: UnixTime) -> Result<(), OfferError> {
+    let ServiceOffer {
+        issued_at,
+        expires_at,
+        ..
+    } = *offer;
+    if now >= expires_at {
+        return Err(OfferError::Expired { expires_at, now });
+    }
+    if expires_at > now.plus(MAX_OFFER_LIFETIME) {
+        return Err(OfferError::TooFarAhead { expires_at, now });
+    }
+    if issued_at > now.plus(MAX_CLOCK_SKEW) {
+        return Err(OfferError::IssuedInFuture { issued_at, now });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destination::Prefix;
+    use crate::offer::tests::{route, sample_offer};
+
+    const NOW: UnixTime = UnixTime(2000);
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_seed(&[n; 32])
+    }
+
+    fn signed(key: &SecretKey) -> SignedOffer {
+        SignedOffer::sign(
+            sample_offer(key, vec![route("44", 3), route("447", 2)]),
+            key,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn sign_then_decode_round_trips() {
+        let key = key(1);
+        let offer = signed(&key);
+        let decoded = SignedOffer::decode(offer.as_bytes(), NOW).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decoded, offer);
+        assert_eq!(decoded.provider(), key.provider_id());
+    }
+
+    #[test]
+    fn only_the_providers_key_can_sign() {
+        let offer = sample_offer(&key(1), vec![route("44", 3)]);
+        let result = SignedOffer::sign(offer, &key(2));
+        assert!(matches!(result, Err(OfferError::SignerNotProvider { .. })));
+    }
+
+    #[test]
+    fn a_flipped_bit_breaks_the_signature() {
+        let offer = signed(&key(1));
+        let name_at = offer
+            .as_bytes()
+            .windows(5)
+            .position(|w| w == b"Inter")
+            .unwrap_or_else(|| panic!("name not found"));
+        let mut bytes = offer.as_bytes().to_vec();
+        bytes[name_at] ^= 0x01;
+        assert_eq!(
+            SignedOffer::decode(&bytes, NOW),
+            Err(OfferError::BadSignature)
+        );
+        let mut bytes = offer.as_bytes().to_vec();
+        bytes[40] ^= 0x80; // inside the signature
+        assert_eq!(
+            SignedOffer::decode(&bytes, NOW),
+            Err(OfferError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn another_key_is_not_the_provider() {
+        let offer = sample_offer(&key(1), vec![route("44", 3)]);
+        let forged = SignedOffer::sign_unchecked(offer, &key(2)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            SignedOffer::decode(forged.as_bytes(), NOW),
+            Err(OfferError::SignerNotProvider { signer, .. }) if signer == key(2).provider_id()
+        ));
+    }
+
+    #[test]
+    fn truncated_and_oversize_input_is_refused() {
+        let bytes = signed(&key(1)).as_bytes().to_vec();
+        for len in [0, 10, HEADER_LEN, HEADER_LEN + 5, bytes.len() - 1] {
+            assert_eq!(
+                SignedOffer::decode(&bytes[..len], NOW),
+                Err(OfferError::Truncated),
+                "{len} bytes"
+            );
+        }
+        let mut oversize = bytes.clone();
+        oversize.resize(MAX_SIGNED_OFFER_BYTES + 1, 0);
+        assert!(matches!(
+            SignedOffer::decode(&oversize, NOW),
+            Err(OfferError::TooLarge { .. })
+        ));
+        let mut trailing = bytes;
+        trailing.push(0);
+        assert!(matches!(
+            SignedOffer::decode(&trailing, NOW),
+            Err(OfferError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn the_validity_window_is_enforced() {
+        let key = key(1);
+        let offer = signed(&key);
+        let expires = offer.offer().expires_at;
+        assert!(matches!(
+            SignedOffer::decode(offer.as_bytes(), expires),
+            Err(OfferError::Expired { .. })
+        ));
+
+        let mut far = sample_offer(&key, vec![route("44", 3)]);
+        far.expires_at = NOW.plus(MAX_OFFER_LIFETIME + Duration::from_secs(1));
+        let far = SignedOffer::sign(far, &key).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            SignedOffer::decode(far.as_bytes(), NOW),
+            Err(OfferError::TooFarAhead { .. })
+        ));
+
+        let mut future = sample_offer(&key, vec![route("44", 3)]);
+        future.issued_at = NOW.plus(MAX_CLOCK_SKEW + Duration::from_secs(1));
+        future.expires_at = future.issued_at.plus(Duration::from_secs(60));
+        let future = SignedOffer::sign(future, &key).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            SignedOffer::decode(future.as_bytes(), NOW),
+            Err(OfferError::IssuedInFuture { .. })
+        ));
+    }
+
+    #[test]
+    fn a_malformed_prefix_is_refused_even_when_signed() {
+        let key = key(1);
+        let mut offer = sample_offer(&key, vec![route("44", 3)]);
+        offer.routes[0].prefix = Prefix::unchecked("44a");
+        assert!(matches!(
+            SignedOffer::sign(offer.clone(), &key),
+            Err(OfferError::InvalidField(_))
+        ));
+        let signed = SignedOffer::sign_unchecked(offer, &key).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            SignedOffer::decode(signed.as_bytes(), NOW),
+            Err(OfferError::InvalidField(FieldError { field, .. })) if field == "routes[0].prefix"
+        ));
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused_before_parsing() {
+        let key = key(1);
+        let mut offer = sample_offer(&key, vec![route("44", 3)]);
+        offer.version = 2;
+        let signed = SignedOffer::sign_unchecked(offer, &key).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            SignedOffer::decode(signed.as_bytes(), NOW),
+            Err(OfferError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn an_older_seq_never_replaces_a_newer_one() {
+        let key = key(1);
+        let mut newer = sample_offer(&key, vec![route("44", 3)]);
+        newer.seq = 10;
+        let newer = SignedOffer::sign(newer.clone(), &key).unwrap_or_else(|e| panic!("{e}"));
+        let mut older = newer.offer().clone();
+        older.seq = 9;
+        let older = SignedOffer::sign(older, &key).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            older.may_replace(&newer),
+            Err(OfferError::Stale {
+                seq: 9,
+                current: 10
+            })
+        );
+        assert_eq!(
+            newer.may_replace(&newer),
+            Err(OfferError::Stale {
+                seq: 10,
+                current: 10
+            })
+        );
+        assert_eq!(newer.may_replace(&older), Ok(()));
+
+        let withdrawal = SignedOffer::sign(newer.offer().withdrawal(NOW), &key)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(withdrawal.may_replace(&newer), Ok(()));
+        let other = signed(&super::SecretKey::from_seed(&[3; 32]));
+        assert!(matches!(
+            other.may_replace(&newer),
+            Err(OfferError::OtherProvider { .. })
+        ));
+    }
+}
