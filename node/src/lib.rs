@@ -1,1 +1,27 @@
-//! placeholder
+//! The Interlink node: a libp2p peer that publishes signed gateway offers into a Kademlia
+//! DHT and finds and ranks the offers of others.
+//!
+//! How a node runs: [`network::start`] spawns the one task that owns the libp2p swarm;
+//! everything else holds a [`network::Client`] and sends it commands. A gateway node also
+//! runs a [`publisher::Publisher`], which signs its offer, stores it in the DHT, announces
+//! the node under each (service kind, country code) it serves and republishes with a
+//! higher `seq` before the offer expires. Every node checks each record others ask it to
+//! store ([`network::records`]). A caller runs [`discovery::discover`] and ranks the result
+//! with `interlink_protocol::ranking::rank`.
+//!
+//! - [`config`]: the TOML configuration, its defaults and checks.
+//! - [`identity`]: the ed25519 key file, shared by libp2p and offer signing.
+//! - [`node`]: a running node: network, membership, publisher.
+//! - [`local_network`]: many nodes in one process on loopback (demo, tests, benchmarks).
+//! - [`listing`]: the ranked gateways as a table or JSON.
+
+pub mod clock;
+pub mod config;
+pub mod discovery;
+pub mod identity;
+pub mod listing;
+pub mod local_network;
+pub mod logging;
+pub mod network;
+pub mod node;
+pub mod publisher;

@@ -31,7 +31,10 @@ pub fn encode<T: Serialize, const LIMIT: usize>(value: &T) -> Result<Vec<u8>, Co
     let bytes = bincode::serde::encode_to_vec(value, config::<LIMIT>())
         .map_err(|e: EncodeError| CodecError::Malformed(e.to_string()))?;
     if bytes.len() > LIMIT {
-        return Err(CodecError::TooLarge { size: bytes.len(), limit: LIMIT });
+        return Err(CodecError::TooLarge {
+            size: bytes.len(),
+            limit: LIMIT,
+        });
     }
     Ok(bytes)
 }

@@ -17,7 +17,7 @@ const PROVIDERS_PREFIX: &str = "/interlink/providers/1/";
 const OFFER_PREFIX: &str = "/interlink/offer/1/";
 
 /// A key of the Interlink DHT.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DhtKey {
     /// Providers of `kind` that serve numbers under `country_code`.
     Providers {

@@ -120,17 +120,23 @@ impl Money {
     }
 }
 
-impl fmt::Display for Money {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Money {
+    /// The amount in major units with the currency's decimals, without the code: `0.05`.
+    pub fn decimal(&self) -> String {
         let exponent = self.currency.exponent().unwrap_or(2);
         let scale = 10u64.pow(exponent);
         let (whole, fraction) = (self.minor_units / scale, self.minor_units % scale);
         if exponent == 0 {
-            write!(f, "{whole} {}", self.currency)
+            whole.to_string()
         } else {
-            let width = exponent as usize;
-            write!(f, "{whole}.{fraction:0width$} {}", self.currency)
+            format!("{whole}.{fraction:0width$}", width = exponent as usize)
         }
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.decimal(), self.currency)
     }
 }
 

@@ -1,0 +1,242 @@
+//! `interlink demo`: the use case on one machine, with no setup.
+//!
+//! Starts a bootstrap node, three DHT nodes and five gateways on 127.0.0.1, each with its
+//! own prices, quality and prefixes; waits until their signed offers are in the DHT; then
+//! shows what Alice sees when she calls Bob on a UK mobile: the gateways that can reach
+//! him, ranked, with the reasons. Gateways that do not cover the number are left out
+//! with the reason, or never found because they serve another country.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use interlink_gateway_plugin::Capabilities;
+use interlink_node::config::{DhtSection, GatewayPlan};
+use interlink_node::discovery::{self, Discovery, Query};
+use interlink_node::listing;
+use interlink_node::local_network::LocalNetwork;
+use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
+use interlink_protocol::ranking::{self, History, Policy};
+use interlink_protocol::{Codec, Currency, E164, Prefix, ServiceKind};
+
+/// Bob's number: a UK mobile in Ofcom's range for drama.
+const BOB: &str = "+44 7700 900123";
+/// DHT nodes besides the bootstrap node and the gateways.
+const DHT_NODES: usize = 3;
+/// How long the network may take to publish and find the offers.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(15);
+
+struct DemoGateway {
+    name: &'static str,
+    region: &'static str,
+    routes: &'static [(&'static str, u64)],
+    mos: u16,
+    asr: u16,
+    pdd_ms: u32,
+}
+
+const GATEWAYS: &[DemoGateway] = &[
+    DemoGateway {
+        name: "Inter Telecom",
+        region: "eu-west",
+        routes: &[("+44", 1), ("+447", 3)],
+        mos: 430,
+        asr: 620,
+        pdd_ms: 1800,
+    },
+    DemoGateway {
+        name: "Budget Voice",
+        region: "eu-west",
+        routes: &[("+44", 2)],
+        mos: 310,
+        asr: 350,
+        pdd_ms: 4500,
+    },
+    DemoGateway {
+        name: "Premium Connect",
+        region: "eu-west",
+        routes: &[("+44", 6), ("+447", 8)],
+        mos: 450,
+        asr: 750,
+        pdd_ms: 1200,
+    },
+    DemoGateway {
+        name: "London Local",
+        region: "uk-london",
+        routes: &[("+4420", 1)],
+        mos: 420,
+        asr: 600,
+        pdd_ms: 2000,
+    },
+    DemoGateway {
+        name: "Paris Interconnect",
+        region: "eu-central",
+        routes: &[("+33", 1)],
+        mos: 430,
+        asr: 600,
+        pdd_ms: 1500,
+    },
+];
+
+fn plan(gateway: &DemoGateway) -> anyhow::Result<GatewayPlan> {
+    let gbp = Currency::new("GBP")?;
+    let eur = Currency::new("EUR")?;
+    let routes = gateway
+        .routes
+        .iter()
+        .map(|&(prefix, per_minute)| {
+            let currency = if prefix.starts_with("+33") { eur } else { gbp };
+            Ok(Route {
+                prefix: Prefix::new(prefix)?,
+                tariff: Tariff {
+                    currency,
+                    setup_fee: 0,
+                    per_minute,
+                    billing_increment_secs: 60,
+                },
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(GatewayPlan {
+        name: gateway.name.into(),
+        region: gateway.region.into(),
+        capabilities: Capabilities::new(
+            ServiceKind::WEBRTC_TO_PSTN,
+            vec![Codec::Pcmu, Codec::Pcma],
+            50,
+        )?,
+        quality: ClaimedQuality {
+            answer_seizure_ratio: Permille(gateway.asr),
+            post_dial_delay_ms: gateway.pdd_ms,
+            mos: Mos(gateway.mos),
+        },
+        routes,
+        offer_ttl: Duration::from_secs(600),
+    })
+}
+
+pub(crate) async fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let plans = GATEWAYS
+        .iter()
+        .map(plan)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    println!(
+        "Interlink demo: {} nodes on 127.0.0.1, each with its own libp2p swarm.",
+        1 + DHT_NODES + plans.len()
+    );
+    let dht = DhtSection::default();
+    let network = LocalNetwork::start(DHT_NODES, plans, &dht)
+        .await
+        .context("cannot start the local network")?;
+    println!("  bootstrap node    {}", network.bootstrap_addr);
+    for (gateway, node) in GATEWAYS.iter().zip(&network.gateways) {
+        let routes: Vec<String> = gateway
+            .routes
+            .iter()
+            .map(|(prefix, pence)| {
+                format!(
+                    "{prefix} at {pence} {}/min",
+                    if prefix.starts_with("+33") { "c" } else { "p" }
+                )
+            })
+            .collect();
+        println!(
+            "  gateway           {:<19} {}  {}",
+            gateway.name,
+            listing::short_peer_id(&node.peer_id().to_string()),
+            routes.join(", ")
+        );
+    }
+    network
+        .wait_published(SETTLE_DEADLINE)
+        .await
+        .context("the gateways could not publish their offers")?;
+    println!(
+        "All {} offers are signed, stored in the DHT and announced ({:.1} s).\n",
+        GATEWAYS.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let caller = network.caller().await.context("Alice's node cannot join")?;
+    let bob = E164::parse(BOB)?;
+    let expected = GATEWAYS
+        .iter()
+        .filter(|g| g.routes.iter().any(|(p, _)| p.starts_with("+44")))
+        .count();
+    let query = Query {
+        destination: bob.clone(),
+        kinds: vec![ServiceKind::WEBRTC_TO_PSTN],
+        measure_rtt: true,
+    };
+    let found = find_all(&caller, &query, expected).await?;
+
+    let policy = Policy::default();
+    let ranking = ranking::rank(
+        &found.offers,
+        &bob,
+        &found.measurements,
+        &History::new(),
+        &policy,
+    );
+    let rows = listing::rows(&ranking);
+    println!(
+        "Alice presses Call for Bob at {bob} ({}). Her node found {} offers under +{} in {} ms and ranks them ({}):",
+        bob.country_code().name(),
+        found.offers.len(),
+        bob.country_code(),
+        found.stats.lookup_time.as_millis(),
+        policy.kind
+    );
+    println!("{}", listing::table(&rows));
+    super::gateways::print_reasons(&rows);
+    for row in listing::excluded(&ranking) {
+        println!("Left out: {}: {}", row.name, row.reason);
+    }
+    let found_names: Vec<&str> = found
+        .offers
+        .iter()
+        .map(|o| o.offer().display_name.as_str())
+        .collect();
+    for gateway in GATEWAYS.iter().filter(|g| !found_names.contains(&g.name)) {
+        let prefixes: Vec<&str> = gateway.routes.iter().map(|(p, _)| *p).collect();
+        println!(
+            "Not found: {}, which serves {} only, is announced under another country's key.",
+            gateway.name,
+            prefixes.join(", ")
+        );
+    }
+    if let Some(best) = rows.first() {
+        println!(
+            "\nAlice picks {} at {} {}/min.",
+            best.name, best.price_per_minute, best.currency
+        );
+    }
+
+    caller.shutdown().await?;
+    network
+        .shutdown()
+        .await
+        .context("a gateway could not withdraw its offer")?;
+    println!(
+        "Gateways withdrew their offers; the demo took {:.1} s.",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Looks up until the `expected` offers are all found (they were acknowledged, so this
+/// is normally the first try), or the deadline passes.
+async fn find_all(
+    caller: &interlink_node::node::Node,
+    query: &Query,
+    expected: usize,
+) -> anyhow::Result<Discovery> {
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    loop {
+        let found = discovery::discover(caller.client(), query).await?;
+        if found.offers.len() >= expected || Instant::now() >= deadline {
+            return Ok(found);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,66 @@
+//! `interlink node`: run until SIGINT or SIGTERM, then withdraw and stop.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use interlink_node::config::Config;
+use interlink_node::identity;
+use interlink_node::node::{Node, NodeSpec};
+use libp2p::Multiaddr;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How long a clean shutdown (withdrawing the offer) may take.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Configuration file [default: $INTERLINK_HOME/config.toml, else
+    /// ~/.local/share/interlink/config.toml].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen on this address instead of the configured ones (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+    /// Join through this peer as well as the configured ones (repeatable; ends in /p2p/ID).
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let path = args.config.unwrap_or_else(super::default_config_path);
+    let mut config = Config::load(&path)?;
+    if !args.listen.is_empty() {
+        config.network.listen = args.listen;
+    }
+    config.network.bootstrap.extend(args.bootstrap);
+    config.validate()?;
+    let keypair = identity::load(&config.node.data_dir)?;
+    let spec = NodeSpec::from_config(&config)?;
+    let role = if spec.gateway.is_some() {
+        "gateway"
+    } else {
+        "DHT node"
+    };
+    let node = Node::start(spec, keypair)
+        .await
+        .context("cannot start the node")?;
+    tracing::info!(peer_id = %node.peer_id(), config = %path.display(), "{role} running; stop with Ctrl-C or SIGTERM");
+
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+    }
+    match tokio::time::timeout(SHUTDOWN_DEADLINE, node.shutdown()).await {
+        Ok(Ok(())) => tracing::info!("stopped cleanly"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "stopped, but the offer may not have been withdrawn everywhere")
+        }
+        Err(_) => tracing::warn!(
+            "shutdown took longer than {}s; stopping anyway",
+            SHUTDOWN_DEADLINE.as_secs()
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,647 @@
+//! The node's configuration: one TOML file, documented defaults, checked once at start.
+//!
+//! [`Config::load`] reads the file, fills in defaults for what it leaves out and checks
+//! every field, so that a mistake stops the node at start with the name of the field, not
+//! later in the middle of a call. [`TEMPLATE`] is the commented file `interlink init`
+//! writes; a test checks that it loads.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use interlink_gateway_plugin::Capabilities;
+use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
+use interlink_protocol::ranking::{Policy, PolicyKind};
+use interlink_protocol::signed::MAX_OFFER_LIFETIME;
+use interlink_protocol::{Codec, Currency, Money, Prefix, ServiceKind};
+use libp2p::Multiaddr;
+use serde::Deserialize;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeSection,
+    pub network: NetworkSection,
+    pub dht: DhtSection,
+    pub caller: CallerSection,
+    /// Present on a gateway node: what it sells and at which prices.
+    pub gateway: Option<GatewaySection>,
+}
+
+/// `[node]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Where the identity key and local data live; relative to the config file.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            data_dir: PathBuf::from("."),
+        }
+    }
+}
+
+/// `[network]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    /// Addresses to listen on (TCP and QUIC).
+    pub listen: Vec<Multiaddr>,
+    /// Addresses others should dial, if not the listen addresses (behind NAT, say).
+    pub external_addresses: Vec<Multiaddr>,
+    /// Peers to join the network through, each ending in `/p2p/PEER_ID`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Close a connection after this long without use.
+    pub idle_connection_timeout_secs: u64,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        NetworkSection {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4001"
+                    .parse()
+                    .unwrap_or_else(|_| Multiaddr::empty()),
+                "/ip4/0.0.0.0/udp/4001/quic-v1"
+                    .parse()
+                    .unwrap_or_else(|_| Multiaddr::empty()),
+            ],
+            external_addresses: Vec::new(),
+            bootstrap: Vec::new(),
+            idle_connection_timeout_secs: 60,
+        }
+    }
+}
+
+/// `[dht]`: Kademlia settings. The defaults suit networks of up to thousands of nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhtSection {
+    /// How many of the closest nodes store each record (Kademlia's k).
+    pub replication_factor: usize,
+    /// Concurrent requests per lookup (Kademlia's α).
+    pub parallelism: usize,
+    /// Look up over disjoint paths (S/Kademlia), so a few bad nodes cannot hide a record.
+    pub disjoint_paths: bool,
+    /// Valid copies of an offer to collect before a lookup stops early.
+    pub record_quorum: usize,
+    /// Give up on a lookup after this long.
+    pub query_timeout_secs: u64,
+    /// Longest time a stored record is kept (offers also expire on their own).
+    pub record_ttl_secs: u64,
+    /// How often stored records are re-sent to the nodes closest to their key.
+    pub record_replication_secs: u64,
+    /// How long a provider record is kept.
+    pub provider_record_ttl_secs: u64,
+    /// How often this node re-announces itself as a provider.
+    pub provider_publication_secs: u64,
+    /// Most providers kept per key.
+    pub max_providers_per_key: usize,
+    /// Most records kept in all.
+    pub max_records: usize,
+}
+
+impl Default for DhtSection {
+    fn default() -> Self {
+        DhtSection {
+            replication_factor: 20,
+            parallelism: 3,
+            disjoint_paths: true,
+            record_quorum: 2,
+            query_timeout_secs: 10,
+            record_ttl_secs: 24 * 3600,
+            record_replication_secs: 3600,
+            provider_record_ttl_secs: 2 * 3600,
+            provider_publication_secs: 1800,
+            max_providers_per_key: 64,
+            max_records: 4096,
+        }
+    }
+}
+
+/// `[caller]`: how this node picks gateways for its own calls.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallerSection {
+    /// `cheapest`, `best-quality` or `balanced`.
+    pub policy: Option<String>,
+    /// Only consider offers in this ISO 4217 currency.
+    pub currency: Option<String>,
+    /// Never pay more per minute than this, e.g. `"0.10 GBP"`.
+    pub max_price_per_minute: Option<String>,
+    /// Only consider offers that list this codec.
+    pub required_codec: Option<String>,
+}
+
+/// `[gateway]`: present on a node that sells a gateway service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// The name callers see.
+    pub name: String,
+    /// Where the gateway runs, e.g. `eu-west`.
+    #[serde(default)]
+    pub region: String,
+    /// `webrtc-pstn`, `webrtc-sip`, …
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// Concurrent calls.
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+    /// Codecs on the WebRTC leg.
+    #[serde(default = "default_codecs")]
+    pub codecs: Vec<String>,
+    /// How long each published offer is valid; it is republished at half this.
+    #[serde(default = "default_offer_ttl")]
+    pub offer_ttl_secs: u64,
+    #[serde(default)]
+    pub quality: QualitySection,
+    /// The price list.
+    pub routes: Vec<RouteSection>,
+}
+
+fn default_kind() -> String {
+    "webrtc-pstn".into()
+}
+fn default_capacity() -> u32 {
+    100
+}
+fn default_codecs() -> Vec<String> {
+    vec!["PCMU".into(), "PCMA".into()]
+}
+fn default_offer_ttl() -> u64 {
+    3600
+}
+
+/// `[gateway.quality]`: the quality the operator claims.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualitySection {
+    /// Answered over attempted calls, 0 to 1.
+    pub answer_seizure_ratio: f64,
+    /// Milliseconds from dialling to ringing.
+    pub post_dial_delay_ms: u32,
+    /// Mean opinion score, 1 to 5.
+    pub mos: f64,
+}
+
+impl Default for QualitySection {
+    fn default() -> Self {
+        QualitySection {
+            answer_seizure_ratio: 0.5,
+            post_dial_delay_ms: 3000,
+            mos: 4.0,
+        }
+    }
+}
+
+/// `[[gateway.routes]]`: one prefix and its price.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// E.164 prefix, e.g. `"+44"` or `"+447"`.
+    pub prefix: String,
+    /// ISO 4217 code of the prices below.
+    pub currency: String,
+    /// Price per minute in the currency, e.g. `"0.02"`.
+    pub per_minute: String,
+    /// Charge per answered call.
+    #[serde(default = "zero")]
+    pub setup_fee: String,
+    /// Billing increment in seconds.
+    #[serde(default = "default_increment")]
+    pub billing_increment_secs: u32,
+}
+
+fn zero() -> String {
+    "0".into()
+}
+fn default_increment() -> u32 {
+    60
+}
+
+/// What a gateway node publishes, checked and in protocol types.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatewayPlan {
+    pub name: String,
+    pub region: String,
+    pub capabilities: Capabilities,
+    pub quality: ClaimedQuality,
+    pub routes: Vec<Route>,
+    pub offer_ttl: Duration,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`; `data_dir` becomes relative to the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        if config.node.data_dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.node.data_dir = base.join(&config.node.data_dir);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text without checking it.
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, addr) in self.network.bootstrap.iter().enumerate() {
+            if peer_id_of(addr).is_none() {
+                return Err(invalid(
+                    format!("network.bootstrap[{i}]"),
+                    format!("{addr} does not end in /p2p/PEER_ID"),
+                ));
+            }
+        }
+        self.dht.validate()?;
+        self.caller_policy()?;
+        if self.gateway.is_some() {
+            self.gateway_plan()?;
+        }
+        Ok(())
+    }
+
+    /// The caller's policy from `[caller]`.
+    pub fn caller_policy(&self) -> Result<Policy, ConfigError> {
+        let caller = &self.caller;
+        let kind = match &caller.policy {
+            Some(name) => name
+                .parse::<PolicyKind>()
+                .map_err(|e| invalid("caller.policy", e))?,
+            None => PolicyKind::default(),
+        };
+        let currency = caller
+            .currency
+            .as_deref()
+            .map(str::parse::<Currency>)
+            .transpose()
+            .map_err(|e| invalid("caller.currency", e))?;
+        let max_price_per_minute = caller
+            .max_price_per_minute
+            .as_deref()
+            .map(|m| Money::parse(m, currency))
+            .transpose()
+            .map_err(|e| invalid("caller.max_price_per_minute", e))?;
+        let required_codec = caller
+            .required_codec
+            .as_deref()
+            .map(str::parse::<Codec>)
+            .transpose()
+            .map_err(|e| invalid("caller.required_codec", e))?;
+        Ok(Policy {
+            kind,
+            max_price_per_minute,
+            currency,
+            required_codec,
+        })
+    }
+
+    /// What this node publishes as a gateway, if it is one.
+    pub fn gateway_plan(&self) -> Result<Option<GatewayPlan>, ConfigError> {
+        let Some(gateway) = &self.gateway else {
+            return Ok(None);
+        };
+        gateway.plan().map(Some)
+    }
+}
+
+impl DhtSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("dht.replication_factor", self.replication_factor as u64),
+            ("dht.parallelism", self.parallelism as u64),
+            ("dht.record_quorum", self.record_quorum as u64),
+            ("dht.query_timeout_secs", self.query_timeout_secs),
+            ("dht.record_ttl_secs", self.record_ttl_secs),
+            ("dht.record_replication_secs", self.record_replication_secs),
+            (
+                "dht.provider_record_ttl_secs",
+                self.provider_record_ttl_secs,
+            ),
+            (
+                "dht.provider_publication_secs",
+                self.provider_publication_secs,
+            ),
+            (
+                "dht.max_providers_per_key",
+                self.max_providers_per_key as u64,
+            ),
+            ("dht.max_records", self.max_records as u64),
+        ];
+        if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(invalid(*field, "must be greater than zero"));
+        }
+        if self.provider_publication_secs >= self.provider_record_ttl_secs {
+            return Err(invalid(
+                "dht.provider_publication_secs",
+                "must be shorter than dht.provider_record_ttl_secs, or provider records lapse",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl GatewaySection {
+    fn plan(&self) -> Result<GatewayPlan, ConfigError> {
+        if self.name.trim().is_empty() {
+            return Err(invalid("gateway.name", "is empty"));
+        }
+        let kind: ServiceKind = self.kind.parse().map_err(|e| invalid("gateway.kind", e))?;
+        let codecs = self
+            .codecs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.parse::<Codec>()
+                    .map_err(|e| invalid(format!("gateway.codecs[{i}]"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let capabilities =
+            Capabilities::new(kind, codecs, self.capacity).map_err(|e| invalid("gateway", e))?;
+        let offer_ttl = Duration::from_secs(self.offer_ttl_secs);
+        if !(Duration::from_secs(60)..=MAX_OFFER_LIFETIME).contains(&offer_ttl) {
+            return Err(invalid(
+                "gateway.offer_ttl_secs",
+                "must be between 60 and 86400",
+            ));
+        }
+        let q = &self.quality;
+        if !(0.0..=1.0).contains(&q.answer_seizure_ratio) {
+            return Err(invalid(
+                "gateway.quality.answer_seizure_ratio",
+                "must be between 0 and 1",
+            ));
+        }
+        if !(1.0..=5.0).contains(&q.mos) {
+            return Err(invalid("gateway.quality.mos", "must be between 1 and 5"));
+        }
+        // Both are range-checked above, so the rounded values fit a u16.
+        #[allow(clippy::cast_possible_truncation)]
+        let quality = ClaimedQuality {
+            answer_seizure_ratio: Permille((q.answer_seizure_ratio * 1000.0).round() as u16),
+            post_dial_delay_ms: q.post_dial_delay_ms,
+            mos: Mos((q.mos * 100.0).round() as u16),
+        };
+        if self.routes.is_empty() {
+            return Err(invalid(
+                "gateway.routes",
+                "a gateway needs at least one route",
+            ));
+        }
+        let routes = self
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.route().map_err(|(field, reason)| {
+                    invalid(format!("gateway.routes[{i}].{field}"), reason)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(GatewayPlan {
+            name: self.name.clone(),
+            region: self.region.clone(),
+            capabilities,
+            quality,
+            routes,
+            offer_ttl,
+        })
+    }
+}
+
+impl RouteSection {
+    fn route(&self) -> Result<Route, (&'static str, String)> {
+        let prefix = Prefix::new(&self.prefix).map_err(|e| ("prefix", e.to_string()))?;
+        let currency: Currency = self
+            .currency
+            .parse()
+            .map_err(|e: interlink_protocol::money::MoneyError| ("currency", e.to_string()))?;
+        let amount = |field: &'static str, text: &str| {
+            Money::parse(text, Some(currency))
+                .map_err(|e| (field, e.to_string()))
+                .and_then(|m| {
+                    if m.currency == currency {
+                        Ok(m.minor_units)
+                    } else {
+                        Err((
+                            field,
+                            format!("is in {}, the route is priced in {currency}", m.currency),
+                        ))
+                    }
+                })
+        };
+        Ok(Route {
+            prefix,
+            tariff: Tariff {
+                currency,
+                setup_fee: amount("setup_fee", &self.setup_fee)?,
+                per_minute: amount("per_minute", &self.per_minute)?,
+                billing_increment_secs: self.billing_increment_secs,
+            },
+        })
+    }
+}
+
+/// The peer id at the end of a `/p2p/` multiaddr.
+pub fn peer_id_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
+}
+
+/// The commented configuration `interlink init` writes.
+pub const TEMPLATE: &str = r#"# Interlink node configuration.
+# Every setting has a working default; uncomment to change one.
+
+[node]
+# Where the identity key (identity.key) and local data live, relative to this file.
+data_dir = "."
+
+[network]
+# Addresses to listen on: TCP and QUIC on port 4001 of every interface.
+# listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+# Addresses other nodes should dial, when they differ from the listen addresses
+# (a public address behind NAT, say). Gateways publish these in their offers.
+# external_addresses = ["/ip4/203.0.113.7/tcp/4001"]
+# Nodes to join the network through; each ends in /p2p/PEER_ID.
+# bootstrap = ["/ip4/203.0.113.1/tcp/4001/p2p/12D3KooW..."]
+# idle_connection_timeout_secs = 60
+
+[dht]
+# replication_factor = 20        # nodes that store each record (Kademlia's k)
+# parallelism = 3                # concurrent requests per lookup (alpha)
+# disjoint_paths = true          # S/Kademlia disjoint lookups
+# record_quorum = 2              # valid copies of an offer before a lookup stops
+# query_timeout_secs = 10
+# record_ttl_secs = 86400        # offers also expire on their own, sooner
+# record_replication_secs = 3600
+# provider_record_ttl_secs = 7200
+# provider_publication_secs = 1800
+# max_providers_per_key = 64
+# max_records = 4096
+
+[caller]
+# How this node ranks gateways: cheapest, best-quality or balanced.
+# policy = "balanced"
+# currency = "GBP"
+# max_price_per_minute = "0.10 GBP"
+# required_codec = "PCMU"
+
+# Uncomment to sell a gateway service from this node.
+# [gateway]
+# name = "Inter"
+# region = "eu-west"
+# kind = "webrtc-pstn"           # webrtc-pstn, webrtc-sip, ...
+# capacity = 100                 # concurrent calls
+# codecs = ["PCMU", "PCMA"]
+# offer_ttl_secs = 3600          # offers are republished at half this
+#
+# [gateway.quality]              # what you claim; callers check it against their calls
+# answer_seizure_ratio = 0.55
+# post_dial_delay_ms = 2500
+# mos = 4.2
+#
+# [[gateway.routes]]
+# prefix = "+44"
+# currency = "GBP"
+# per_minute = "0.02"
+# setup_fee = "0.00"
+# billing_increment_secs = 60
+#
+# [[gateway.routes]]
+# prefix = "+447"
+# currency = "GBP"
+# per_minute = "0.03"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_loads_with_defaults() {
+        let config = Config::parse(TEMPLATE).unwrap_or_else(|e| panic!("{e}"));
+        config.validate().unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.gateway.is_none());
+        assert_eq!(config.dht, DhtSection::default());
+        assert_eq!(config.network.listen.len(), 2);
+    }
+
+    #[test]
+    fn the_commented_gateway_example_is_valid() {
+        let uncommented: String = TEMPLATE
+            .lines()
+            .skip_while(|l| !l.starts_with("# [gateway]"))
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .or_else(|| l.strip_prefix('#'))
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = Config::parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        let plan = config
+            .gateway_plan()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no plan"));
+        assert_eq!(plan.routes.len(), 2);
+        assert_eq!(plan.routes[1].tariff.per_minute, 3);
+        assert_eq!(plan.quality.mos, Mos(420));
+    }
+
+    fn error_field(text: &str) -> String {
+        let config = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        match config.validate() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let gateway =
+            |route: &str| format!("[gateway]\nname = \"G\"\n[[gateway.routes]]\n{route}\n");
+        assert_eq!(
+            error_field(&gateway(
+                "prefix = \"+4x\"\ncurrency = \"GBP\"\nper_minute = \"0.02\""
+            )),
+            "gateway.routes[0].prefix"
+        );
+        assert_eq!(
+            error_field(&gateway(
+                "prefix = \"+44\"\ncurrency = \"QQQ\"\nper_minute = \"0.02\""
+            )),
+            "gateway.routes[0].currency"
+        );
+        assert_eq!(
+            error_field(&gateway(
+                "prefix = \"+44\"\ncurrency = \"GBP\"\nper_minute = \"0.025\""
+            )),
+            "gateway.routes[0].per_minute"
+        );
+        assert_eq!(
+            error_field(&gateway(
+                "prefix = \"+44\"\ncurrency = \"GBP\"\nper_minute = \"0.02 EUR\""
+            )),
+            "gateway.routes[0].per_minute"
+        );
+        assert_eq!(
+            error_field("[caller]\npolicy = \"fastest\""),
+            "caller.policy"
+        );
+        assert_eq!(
+            error_field("[dht]\nreplication_factor = 0"),
+            "dht.replication_factor"
+        );
+        assert_eq!(
+            error_field("[network]\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]"),
+            "network.bootstrap[0]"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(Config::parse("[network]\nlisten_on = []").is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! The libp2p behaviours every Interlink node runs.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{StreamProtocol, connection_limits, identify, kad, ping};
+
+use crate::config::DhtSection;
+use interlink_protocol::signed::MAX_SIGNED_OFFER_BYTES;
+
+/// Our own Kademlia protocol, so the network stays apart from the public IPFS DHT.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/interlink/kad/1.0.0");
+/// What identify announces as the protocol family.
+const IDENTIFY_PROTOCOL_VERSION: &str = "/interlink/1.0.0";
+
+/// Kademlia messages carry at most one offer plus its record envelope and peer lists.
+const MAX_KAD_PACKET_BYTES: usize = 2 * MAX_SIGNED_OFFER_BYTES;
+
+/// Kademlia for offers and provider records, identify to learn listen addresses, ping to
+/// measure round trips and keep connections honest, and connection limits.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub kad: kad::Behaviour<MemoryStore>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub limits: connection_limits::Behaviour,
+}
+
+impl Behaviour {
+    /// The behaviours of a node with `keypair`, configured by `[dht]`.
+    pub fn new(keypair: &Keypair, dht: &DhtSection) -> Behaviour {
+        let peer_id = keypair.public().to_peer_id();
+        let nonzero = |n: usize| NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN);
+
+        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+        kad_config
+            .set_replication_factor(nonzero(dht.replication_factor))
+            .set_parallelism(nonzero(dht.parallelism))
+            .disjoint_query_paths(dht.disjoint_paths)
+            .set_query_timeout(Duration::from_secs(dht.query_timeout_secs))
+            // Every inbound record and provider record is checked by the event loop
+            // before it is stored (see `records.rs`).
+            .set_record_filtering(kad::StoreInserts::FilterBoth)
+            .set_record_ttl(Some(Duration::from_secs(dht.record_ttl_secs)))
+            .set_replication_interval(Some(Duration::from_secs(dht.record_replication_secs)))
+            // The publisher republishes offers itself, each time with a higher seq: a
+            // republished unchanged record would be refused as stale.
+            .set_publication_interval(None)
+            .set_provider_record_ttl(Some(Duration::from_secs(dht.provider_record_ttl_secs)))
+            .set_provider_publication_interval(Some(Duration::from_secs(
+                dht.provider_publication_secs,
+            )))
+            .set_max_packet_size(MAX_KAD_PACKET_BYTES);
+        let store = MemoryStore::with_config(
+            peer_id,
+            MemoryStoreConfig {
+                max_records: dht.max_records,
+                max_value_bytes: MAX_SIGNED_OFFER_BYTES,
+                max_providers_per_key: dht.max_providers_per_key,
+                max_provided_keys: 1024,
+            },
+        );
+        let kad = kad::Behaviour::with_config(peer_id, store, kad_config);
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), keypair.public())
+                .with_agent_version(format!("interlink/{}", env!("CARGO_PKG_VERSION"))),
+        );
+        let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15)));
+        // Two per peer, not one: two nodes dialling each other at once must both succeed.
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established_per_peer(Some(2))
+                .with_max_pending_incoming(Some(256)),
+        );
+        Behaviour {
+            kad,
+            identify,
+            ping,
+            limits,
+        }
+    }
+}
+
+impl std::fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Behaviour").finish_non_exhaustive()
+    }
+}

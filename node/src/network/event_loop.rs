@@ -1,0 +1,521 @@
+//! The task that owns the swarm.
+//!
+//! Everything else talks to the network through [`super::Client`], which sends a
+//! [`Command`] with a `oneshot` for the reply. The loop turns commands into Kademlia
+//! queries and dials, and Kademlia events into replies; it is also where inbound records
+//! are checked before they are stored. It never blocks: each reply waits in a map keyed
+//! by query id or peer until its event arrives.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use interlink_protocol::{DhtKey, SignedOffer};
+use libp2p::kad::store::RecordStore;
+use libp2p::kad::{
+    self, GetProvidersOk, GetRecordOk, QueryId, QueryResult, Quorum, Record, RecordKey,
+};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::{Command, NetworkError, RefusalCounts, Status};
+use crate::clock::unix_now;
+use crate::identity;
+use crate::network::records;
+
+/// Most providers collected by one lookup.
+const MAX_PROVIDERS_PER_LOOKUP: usize = 256;
+/// Most offer lookups, provider lookups, dials or round-trip waits in flight at once.
+const MAX_PENDING: usize = 1024;
+
+type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
+
+struct OfferLookup {
+    provider: PeerId,
+    best: Option<SignedOffer>,
+    valid_copies: usize,
+    /// Peers that answered with an older copy, to be sent the newest one.
+    stale_peers: HashSet<PeerId>,
+    reply: Reply<Option<SignedOffer>>,
+}
+
+pub(super) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    listen_addrs: watch::Sender<Vec<Multiaddr>>,
+    record_quorum: usize,
+    offer_lookups: HashMap<QueryId, OfferLookup>,
+    provider_lookups: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
+    puts: HashMap<QueryId, Reply<usize>>,
+    announcements: HashMap<QueryId, Reply<()>>,
+    bootstraps: HashMap<QueryId, Reply<()>>,
+    dials: HashMap<PeerId, Vec<Reply<()>>>,
+    rtt_waiters: HashMap<PeerId, Vec<Reply<Duration>>>,
+    last_rtt: HashMap<PeerId, Duration>,
+    refusals: RefusalCounts,
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        listen_addrs: watch::Sender<Vec<Multiaddr>>,
+        record_quorum: usize,
+    ) -> EventLoop {
+        EventLoop {
+            swarm,
+            commands,
+            listen_addrs,
+            record_quorum: record_quorum.max(1),
+            offer_lookups: HashMap::new(),
+            provider_lookups: HashMap::new(),
+            puts: HashMap::new(),
+            announcements: HashMap::new(),
+            bootstraps: HashMap::new(),
+            dials: HashMap::new(),
+            rtt_waiters: HashMap::new(),
+            last_rtt: HashMap::new(),
+            refusals: RefusalCounts::default(),
+        }
+    }
+
+    /// Runs until `shutdown` resolves or every client is dropped.
+    pub(super) async fn run(mut self, shutdown: oneshot::Receiver<()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                _ = &mut shutdown => break,
+            }
+        }
+        tracing::debug!("network event loop stopped");
+    }
+
+    fn kad(&mut self) -> &mut kad::Behaviour<libp2p::kad::store::MemoryStore> {
+        &mut self.swarm.behaviour_mut().kad
+    }
+
+    fn pending(&self) -> usize {
+        self.offer_lookups.len()
+            + self.provider_lookups.len()
+            + self.puts.len()
+            + self.announcements.len()
+            + self.dials.values().map(Vec::len).sum::<usize>()
+            + self.rtt_waiters.values().map(Vec::len).sum::<usize>()
+    }
+
+    fn on_command(&mut self, command: Command) {
+        if self.pending() >= MAX_PENDING && command.waits() {
+            command.refuse(NetworkError::Busy);
+            return;
+        }
+        match command {
+            Command::Dial {
+                peer,
+                addresses,
+                reply,
+            } => self.dial(peer, addresses, reply),
+            Command::AddPeer { peer, address } => {
+                self.kad().add_address(&peer, address);
+            }
+            Command::Bootstrap { reply } => match self.kad().bootstrap() {
+                Ok(id) => {
+                    self.bootstraps.insert(id, reply);
+                }
+                Err(_) => {
+                    let _ = reply.send(Err(NetworkError::NoPeers));
+                }
+            },
+            Command::PutOffer { offer, reply } => self.put_offer(offer, reply),
+            Command::StartProviding { key, reply } => {
+                match self.kad().start_providing(RecordKey::new(&key.to_bytes())) {
+                    Ok(id) => {
+                        self.announcements.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetworkError::Store(format!("{e:?}"))));
+                    }
+                }
+            }
+            Command::StopProviding { key } => {
+                self.kad().stop_providing(&RecordKey::new(&key.to_bytes()));
+            }
+            Command::GetProviders { key, reply } => {
+                let id = self.kad().get_providers(RecordKey::new(&key.to_bytes()));
+                self.provider_lookups.insert(id, (HashSet::new(), reply));
+            }
+            Command::GetOffer { provider, reply } => {
+                let Some(provider_id) = identity::provider_id(&provider) else {
+                    let _ = reply.send(Ok(None));
+                    return;
+                };
+                let key = RecordKey::new(&DhtKey::Offer(provider_id).to_bytes());
+                let id = self.kad().get_record(key);
+                self.offer_lookups.insert(
+                    id,
+                    OfferLookup {
+                        provider,
+                        best: None,
+                        valid_copies: 0,
+                        stale_peers: HashSet::new(),
+                        reply,
+                    },
+                );
+            }
+            Command::MeasureRtt {
+                peer,
+                addresses,
+                reply,
+            } => self.measure_rtt(peer, addresses, reply),
+            Command::StoredRecord { key, reply } => {
+                let value = self
+                    .kad()
+                    .store_mut()
+                    .get(&RecordKey::new(&key))
+                    .map(|r| r.value.clone());
+                let _ = reply.send(value);
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn status(&mut self) -> Status {
+        let routing_table_size = self
+            .kad()
+            .kbuckets()
+            .map(|bucket| bucket.num_entries())
+            .sum();
+        let stored_records = self.kad().store_mut().records().count();
+        Status {
+            peer_id: *self.swarm.local_peer_id(),
+            connected_peers: self.swarm.connected_peers().count(),
+            routing_table_size,
+            stored_records,
+            listen_addrs: self.listen_addrs.borrow().clone(),
+            refusals: self.refusals.clone(),
+        }
+    }
+
+    fn dial(&mut self, peer: PeerId, addresses: Vec<Multiaddr>, reply: Reply<()>) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        for address in &addresses {
+            self.kad().add_address(&peer, address.clone());
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addresses)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) => self.dials.entry(peer).or_default().push(reply),
+            // Already dialling: wait for that attempt.
+            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                self.dials.entry(peer).or_default().push(reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NetworkError::Unreachable {
+                    peer,
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    }
+
+    fn measure_rtt(&mut self, peer: PeerId, addresses: Vec<Multiaddr>, reply: Reply<Duration>) {
+        if self.swarm.is_connected(&peer)
+            && let Some(rtt) = self.last_rtt.get(&peer)
+        {
+            let _ = reply.send(Ok(*rtt));
+            return;
+        }
+        let waiters = self.rtt_waiters.entry(peer).or_default();
+        waiters.retain(|w| !w.is_closed());
+        waiters.push(reply);
+        if !self.swarm.is_connected(&peer) {
+            let (dial_reply, _) = oneshot::channel();
+            self.dial(peer, addresses, dial_reply);
+        }
+    }
+
+    fn put_offer(&mut self, offer: SignedOffer, reply: Reply<usize>) {
+        let now = unix_now();
+        let record = Record {
+            key: RecordKey::new(&DhtKey::Offer(offer.provider()).to_bytes()),
+            value: offer.as_bytes().to_vec(),
+            publisher: None,
+            expires: Some(records::expiry(&offer, now, Instant::now())),
+        };
+        match self.kad().put_record(record, Quorum::One) {
+            Ok(id) => {
+                self.puts.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NetworkError::Store(format!("{e:?}"))));
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let local = *self.swarm.local_peer_id();
+                tracing::info!(address = %address, peer_id = %local, "listening on {address}/p2p/{local}");
+                self.listen_addrs.send_modify(|addrs| addrs.push(address));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs
+                    .send_modify(|addrs| addrs.retain(|a| a != &address));
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                for reply in self.dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.last_rtt.remove(&peer_id);
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                if self.swarm.is_connected(&peer) {
+                    return;
+                }
+                let reason = error.to_string();
+                for reply in self.dials.remove(&peer).unwrap_or_default() {
+                    let _ = reply.send(Err(NetworkError::Unreachable {
+                        peer,
+                        reason: reason.clone(),
+                    }));
+                }
+                for reply in self.rtt_waiters.remove(&peer).unwrap_or_default() {
+                    let _ = reply.send(Err(NetworkError::Unreachable {
+                        peer,
+                        reason: reason.clone(),
+                    }));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if info.protocols.contains(&KAD_PROTOCOL) => {
+                // Kademlia learns addresses only from connections it dialled itself.
+                for address in info.listen_addrs {
+                    self.kad().add_address(&peer_id, address);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) => {
+                self.last_rtt.insert(peer, rtt);
+                for reply in self.rtt_waiters.remove(&peer).unwrap_or_default() {
+                    let _ = reply.send(Ok(rtt));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest { request } => self.on_inbound_request(request),
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => {
+                self.on_query_progress(id, result, step.last);
+            }
+            _ => {}
+        }
+    }
+
+    /// Stores an inbound record or provider record only if [`records`] admits it.
+    fn on_inbound_request(&mut self, request: kad::InboundRequest) {
+        match request {
+            kad::InboundRequest::PutRecord {
+                source,
+                record: Some(mut record),
+                ..
+            } => {
+                let now = unix_now();
+                let stored = self
+                    .kad()
+                    .store_mut()
+                    .get(&record.key)
+                    .map(|r| r.value.clone());
+                match records::admit_value(
+                    record.key.as_ref(),
+                    &record.value,
+                    stored.as_deref(),
+                    now,
+                ) {
+                    Ok(offer) => {
+                        record.expires = Some(records::expiry(&offer, now, Instant::now()));
+                        if let Err(e) = self.kad().store_mut().put(record) {
+                            tracing::debug!(peer = %source, error = ?e, "record store full");
+                            self.refusals.record("store_full");
+                        } else {
+                            tracing::debug!(peer = %source, provider = %offer.provider(), seq = offer.seq(), "stored offer");
+                        }
+                    }
+                    Err(refusal) => {
+                        tracing::debug!(peer = %source, reason = %refusal, "refused record");
+                        self.refusals.record(refusal.label());
+                    }
+                }
+            }
+            kad::InboundRequest::AddProvider {
+                record: Some(record),
+            } => match records::admit_provider(record.key.as_ref()) {
+                Ok(()) => {
+                    if let Err(e) = self.kad().store_mut().add_provider(record) {
+                        tracing::debug!(error = ?e, "provider store full");
+                        self.refusals.record("store_full");
+                    }
+                }
+                Err(refusal) => {
+                    tracing::debug!(peer = %record.provider, reason = %refusal, "refused provider record");
+                    self.refusals.record(refusal.label());
+                }
+            },
+            _ => {}
+        }
+    }
+
+    fn on_query_progress(&mut self, id: QueryId, result: QueryResult, last: bool) {
+        match result {
+            QueryResult::GetRecord(result) => {
+                if let Ok(GetRecordOk::FoundRecord(found)) = &result {
+                    self.on_offer_copy(id, found.peer, &found.record);
+                }
+                if last {
+                    self.finish_offer_lookup(id);
+                }
+            }
+            QueryResult::GetProviders(result) => {
+                if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = result
+                    && let Some((found, _)) = self.provider_lookups.get_mut(&id)
+                {
+                    found.extend(providers.into_iter().take(MAX_PROVIDERS_PER_LOOKUP));
+                    if found.len() >= MAX_PROVIDERS_PER_LOOKUP
+                        && let Some(mut query) = self.kad().query_mut(&id)
+                    {
+                        query.finish();
+                    }
+                }
+                if last {
+                    self.finish_provider_lookup(id);
+                }
+            }
+            QueryResult::PutRecord(result) => {
+                if let Some(reply) = self.puts.remove(&id) {
+                    let _ = reply.send(match result {
+                        Ok(_) => Ok(1),
+                        Err(
+                            kad::PutRecordError::QuorumFailed { success, .. }
+                            | kad::PutRecordError::Timeout { success, .. },
+                        ) => Err(NetworkError::NotReplicated {
+                            acknowledged: success.len(),
+                        }),
+                    });
+                }
+            }
+            QueryResult::StartProviding(result) => {
+                if let Some(reply) = self.announcements.remove(&id) {
+                    let _ = reply.send(
+                        result
+                            .map(|_| ())
+                            .map_err(|_| NetworkError::NotReplicated { acknowledged: 0 }),
+                    );
+                }
+            }
+            QueryResult::Bootstrap(result) if last => {
+                if let Some(reply) = self.bootstraps.remove(&id) {
+                    let _ = reply.send(result.map(|_| ()).map_err(|_| NetworkError::Timeout));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks one copy of an offer found by a lookup, keeping the newest valid one.
+    fn on_offer_copy(&mut self, id: QueryId, from: Option<PeerId>, record: &Record) {
+        let now = unix_now();
+        let quorum = self.record_quorum;
+        let Some(lookup) = self.offer_lookups.get_mut(&id) else {
+            return;
+        };
+        let expected = identity::provider_id(&lookup.provider).map(|p| DhtKey::Offer(p).to_bytes());
+        if expected.as_deref() != Some(record.key.as_ref()) {
+            return;
+        }
+        match records::admit_value(record.key.as_ref(), &record.value, None, now) {
+            Ok(offer) => {
+                lookup.valid_copies += 1;
+                match &lookup.best {
+                    Some(best) if best.seq() > offer.seq() => {
+                        lookup.stale_peers.extend(from);
+                    }
+                    Some(best) if best.seq() == offer.seq() => {}
+                    _ => {
+                        lookup.best = Some(offer);
+                        lookup.stale_peers.clear();
+                    }
+                }
+                if lookup.valid_copies >= quorum
+                    && let Some(mut query) = self.kad().query_mut(&id)
+                {
+                    query.finish();
+                }
+            }
+            Err(refusal) => {
+                tracing::debug!(peer = ?from, reason = %refusal, "lookup returned an invalid offer");
+                self.refusals.record(refusal.label());
+            }
+        }
+    }
+
+    fn finish_offer_lookup(&mut self, id: QueryId) {
+        let Some(lookup) = self.offer_lookups.remove(&id) else {
+            return;
+        };
+        // Read repair: peers that answered with an older copy get the newest.
+        if let Some(best) = &lookup.best
+            && !lookup.stale_peers.is_empty()
+        {
+            let record = Record::new(
+                DhtKey::Offer(best.provider()).to_bytes(),
+                best.as_bytes().to_vec(),
+            );
+            let peers: Vec<PeerId> = lookup.stale_peers.into_iter().collect();
+            self.kad()
+                .put_record_to(record, peers.into_iter(), Quorum::One);
+        }
+        let _ = lookup.reply.send(Ok(lookup.best));
+    }
+
+    fn finish_provider_lookup(&mut self, id: QueryId) {
+        if let Some((providers, reply)) = self.provider_lookups.remove(&id) {
+            let _ = reply.send(Ok(providers));
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! The node's libp2p network: one task owns the swarm, a [`Client`] talks to it.
+//!
+//! [`start`] builds the swarm (TCP and QUIC, noise, yamux; Kademlia, identify, ping and
+//! connection limits), starts listening and spawns the [`event_loop`]. The returned
+//! [`Client`] is cheap to clone; each call sends a command over a bounded channel and
+//! awaits its reply, and every network wait inside has a deadline (Kademlia's query
+//! timeout, the dial timeout) so that no call hangs forever.
+
+mod behaviour;
+mod event_loop;
+pub mod records;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use interlink_protocol::{DhtKey, SignedOffer};
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId, kad, noise, tcp, yamux};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use behaviour::{Behaviour, KAD_PROTOCOL};
+
+use crate::config::{Config, DhtSection, peer_id_of};
+
+/// Commands queued for the event loop before senders wait.
+const COMMAND_QUEUE: usize = 256;
+
+/// What the network layer needs to know, drawn from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub idle_connection_timeout: Duration,
+    pub dht: DhtSection,
+    /// Serve the DHT to others (a reachable node) or only query it (a short-lived client).
+    pub server_mode: bool,
+}
+
+impl Settings {
+    /// The settings of a long-running node from its configuration.
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            listen: config.network.listen.clone(),
+            bootstrap: config.network.bootstrap.clone(),
+            idle_connection_timeout: Duration::from_secs(
+                config.network.idle_connection_timeout_secs,
+            ),
+            dht: config.dht.clone(),
+            server_mode: true,
+        }
+    }
+}
+
+/// Why a network operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetworkError {
+    #[error("the network task has stopped")]
+    Stopped,
+    #[error(
+        "the node knows no peers: it has not joined the network (check the bootstrap addresses)"
+    )]
+    NoPeers,
+    #[error("cannot reach {peer}: {reason}")]
+    Unreachable { peer: PeerId, reason: String },
+    #[error("cannot listen on {address}: {reason}")]
+    Listen { address: Multiaddr, reason: String },
+    #[error("timed out")]
+    Timeout,
+    #[error("too many operations in flight; try again")]
+    Busy,
+    #[error("record store: {0}")]
+    Store(String),
+    #[error("only {acknowledged} peers acknowledged the record")]
+    NotReplicated { acknowledged: usize },
+    #[error("cannot build the transport: {0}")]
+    Transport(String),
+}
+
+/// Records and provider records refused, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefusalCounts(pub BTreeMap<&'static str, u64>);
+
+impl RefusalCounts {
+    fn record(&mut self, reason: &'static str) {
+        *self.0.entry(reason).or_default() += 1;
+    }
+
+    /// Refusals of all reasons.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
+
+/// A snapshot of the node's network state.
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub peer_id: PeerId,
+    pub connected_peers: usize,
+    pub routing_table_size: usize,
+    pub stored_records: usize,
+    pub listen_addrs: Vec<Multiaddr>,
+    pub refusals: RefusalCounts,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
+
+pub(crate) enum Command {
+    Dial {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        reply: Reply<()>,
+    },
+    AddPeer {
+        peer: PeerId,
+        address: Multiaddr,
+    },
+    Bootstrap {
+        reply: Reply<()>,
+    },
+    PutOffer {
+        offer: SignedOffer,
+        reply: Reply<usize>,
+    },
+    StartProviding {
+        key: DhtKey,
+        reply: Reply<()>,
+    },
+    StopProviding {
+        key: DhtKey,
+    },
+    GetProviders {
+        key: DhtKey,
+        reply: Reply<HashSet<PeerId>>,
+    },
+    GetOffer {
+        provider: PeerId,
+        reply: Reply<Option<SignedOffer>>,
+    },
+    MeasureRtt {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        reply: Reply<Duration>,
+    },
+    StoredRecord {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+}
+
+impl Command {
+    /// Whether the command leaves a reply waiting on the network.
+    fn waits(&self) -> bool {
+        matches!(
+            self,
+            Command::Dial { .. }
+                | Command::PutOffer { .. }
+                | Command::StartProviding { .. }
+                | Command::GetProviders { .. }
+                | Command::GetOffer { .. }
+                | Command::MeasureRtt { .. }
+        )
+    }
+
+    /// Answers the command at once with `error`.
+    fn refuse(self, error: NetworkError) {
+        match self {
+            Command::Dial { reply, .. }
+            | Command::StartProviding { reply, .. }
+            | Command::Bootstrap { reply } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::PutOffer { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::GetProviders { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::GetOffer { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::MeasureRtt { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::AddPeer { .. }
+            | Command::StopProviding { .. }
+            | Command::StoredRecord { .. }
+            | Command::Status { .. } => {}
+        }
+    }
+}
+
+/// A handle on the network task. Clones share the task.
+#[derive(Clone, Debug)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    local_peer_id: PeerId,
+    listen_addrs: watch::Receiver<Vec<Multiaddr>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+/// The running network task; dropping it does not stop the task, [`NetworkTask::stop`] does.
+#[derive(Debug)]
+pub struct NetworkTask {
+    shutdown: oneshot::Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl NetworkTask {
+    /// Stops the event loop and waits for it to end; open connections are closed.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.handle.await;
+    }
+}
+
+/// Builds the swarm, starts listening, and spawns the event loop.
+pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTask), NetworkError> {
+    let transport_error = |e: &dyn std::fmt::Display| NetworkError::Transport(e.to_string());
+    let dht = settings.dht.clone();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| transport_error(&e))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| transport_error(&e))?
+        .with_behaviour(|key| Behaviour::new(key, &dht))
+        .map_err(|e| transport_error(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(settings.idle_connection_timeout))
+        .build();
+
+    let mode = if settings.server_mode {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    };
+    swarm.behaviour_mut().kad.set_mode(Some(mode));
+    for address in &settings.listen {
+        swarm
+            .listen_on(address.clone())
+            .map_err(|e| NetworkError::Listen {
+                address: address.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+
+    let local_peer_id = *swarm.local_peer_id();
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (listen_tx, listen_rx) = watch::channel(Vec::new());
+    let (shutdown_tx, shutdown_rx) = oneshot::channel();
+    let event_loop =
+        event_loop::EventLoop::new(swarm, commands_rx, listen_tx, settings.dht.record_quorum);
+    let handle = tokio::spawn(event_loop.run(shutdown_rx));
+    let client = Client {
+        commands: commands_tx,
+        local_peer_id,
+        listen_addrs: listen_rx,
+    };
+    Ok((
+        client,
+        NetworkTask {
+            shutdown: shutdown_tx,
+            handle,
+        },
+    ))
+}
+
+impl Client {
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, NetworkError> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| NetworkError::Stopped)?;
+        response.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    /// Connects to `peer` at `addresses` (or a known address), waiting for the connection.
+    pub async fn dial(&self, peer: PeerId, addresses: Vec<Multiaddr>) -> Result<(), NetworkError> {
+        self.ask(|reply| Command::Dial {
+            peer,
+            addresses,
+            reply,
+        })
+        .await
+    }
+
+    /// Joins the network through `bootstrap` peers: adds them to the routing table, connects
+    /// to them and starts a Kademlia bootstrap. Succeeds once one of them is connected.
+    pub async fn join(
+        &self,
+        bootstrap: &[Multiaddr],
+        deadline: Duration,
+    ) -> Result<(), NetworkError> {
+        let mut dials = Vec::new();
+        for address in bootstrap {
+            let Some(peer) = peer_id_of(address) else {
+                continue;
+            };
+            let _ = self
+                .commands
+                .send(Command::AddPeer {
+                    peer,
+                    address: address.clone(),
+                })
+                .await;
+            dials.push(Box::pin(self.dial(peer, vec![address.clone()])));
+        }
+        if dials.is_empty() {
+            return Err(NetworkError::NoPeers);
+        }
+        let mut last_error = NetworkError::NoPeers;
+        let connected = tokio::time::timeout(deadline, async {
+            while !dials.is_empty() {
+                let (result, _, rest) = futures::future::select_all(dials).await;
+                dials = rest;
+                match result {
+                    Ok(()) => return true,
+                    Err(e) => last_error = e,
+                }
+            }
+            false
+        })
+        .await;
+        match connected {
+            Ok(true) => {
+                let (reply, _) = oneshot::channel();
+                let _ = self.commands.send(Command::Bootstrap { reply }).await;
+                Ok(())
+            }
+            Ok(false) => Err(last_error),
+            Err(_) => Err(NetworkError::Timeout),
+        }
+    }
+
+    /// Runs a Kademlia bootstrap (a lookup of this node's own id) to fill the routing table.
+    pub async fn bootstrap(&self) -> Result<(), NetworkError> {
+        self.ask(|reply| Command::Bootstrap { reply }).await
+    }
+
+    /// Stores this node's signed offer locally and at the nodes closest to its key.
+    pub async fn put_offer(&self, offer: SignedOffer) -> Result<usize, NetworkError> {
+        self.ask(|reply| Command::PutOffer { offer, reply }).await
+    }
+
+    /// Announces this node as a provider under `key`.
+    pub async fn start_providing(&self, key: DhtKey) -> Result<(), NetworkError> {
+        self.ask(|reply| Command::StartProviding { key, reply })
+            .await
+    }
+
+    /// Stops announcing this node under `key` (others forget it when their copy expires).
+    pub async fn stop_providing(&self, key: DhtKey) {
+        let _ = self.commands.send(Command::StopProviding { key }).await;
+    }
+
+    /// The peers announced as providers under `key`.
+    pub async fn get_providers(&self, key: DhtKey) -> Result<HashSet<PeerId>, NetworkError> {
+        self.ask(|reply| Command::GetProviders { key, reply }).await
+    }
+
+    /// The newest valid offer of `provider` in the DHT, if any.
+    pub async fn get_offer(&self, provider: PeerId) -> Result<Option<SignedOffer>, NetworkError> {
+        self.ask(|reply| Command::GetOffer { provider, reply })
+            .await
+    }
+
+    /// The round-trip time to `peer`, connecting at `addresses` if need be.
+    pub async fn measure_rtt(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+    ) -> Result<Duration, NetworkError> {
+        self.ask(|reply| Command::MeasureRtt {
+            peer,
+            addresses,
+            reply,
+        })
+        .await
+    }
+
+    /// The record this node stores under `key`, if any.
+    pub async fn stored_record(&self, key: Vec<u8>) -> Option<Vec<u8>> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::StoredRecord { key, reply })
+            .await
+            .ok()?;
+        response.await.ok()?
+    }
+
+    /// A snapshot of the network state.
+    pub async fn status(&self) -> Result<Status, NetworkError> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::Status { reply })
+            .await
+            .map_err(|_| NetworkError::Stopped)?;
+        response.await.map_err(|_| NetworkError::Stopped)
+    }
+
+    /// The addresses the node listens on, once at least `count` are bound.
+    pub async fn listen_addrs(
+        &self,
+        count: usize,
+        deadline: Duration,
+    ) -> Result<Vec<Multiaddr>, NetworkError> {
+        let mut receiver = self.listen_addrs.clone();
+        let addrs = tokio::time::timeout(deadline, receiver.wait_for(|addrs| addrs.len() >= count))
+            .await
+            .map_err(|_| NetworkError::Timeout)?
+            .map_err(|_| NetworkError::Stopped)?;
+        Ok(addrs.clone())
+    }
+}

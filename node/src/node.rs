@@ -1,0 +1,215 @@
+//! A running Interlink node: the network task, membership upkeep and, on a gateway, the
+//! publisher.
+//!
+//! [`Node::start`] listens, joins the network through the bootstrap peers (and keeps
+//! rejoining if it ever loses every peer), and starts publishing if the node sells a
+//! gateway service. [`Node::shutdown`] withdraws the offer before stopping, so callers stop
+//! seeing the gateway at once instead of when its offer expires.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError, GatewayPlan};
+use crate::identity;
+use crate::network::{self, Client, NetworkError, NetworkTask, Settings};
+use crate::publisher::{PublishError, Publisher};
+
+/// How long to wait for the listeners to bind.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(5);
+/// How long one attempt to join through the bootstrap peers may take.
+const JOIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How often a node with no peers tries the bootstrap peers again.
+const REJOIN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Everything a node needs to start, already checked.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub settings: Settings,
+    /// Addresses to publish in offers instead of the listen addresses.
+    pub external_addresses: Vec<Multiaddr>,
+    pub gateway: Option<GatewayPlan>,
+}
+
+impl NodeSpec {
+    /// The spec of a long-running node from its configuration.
+    pub fn from_config(config: &Config) -> Result<NodeSpec, ConfigError> {
+        Ok(NodeSpec {
+            settings: Settings::from_config(config),
+            external_addresses: config.network.external_addresses.clone(),
+            gateway: config.gateway_plan()?,
+        })
+    }
+}
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("the identity key is not an ed25519 key; offers must be signed with ed25519")]
+    NotEd25519,
+    #[error("withdrawing the offer failed: {0}")]
+    Withdraw(#[from] PublishError),
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    client: Client,
+    network: NetworkTask,
+    publisher: Option<Publisher>,
+    membership: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Starts a node with identity `keypair`.
+    pub async fn start(spec: NodeSpec, keypair: Keypair) -> Result<Node, NodeError> {
+        let secret = identity::secret_key(&keypair).ok_or(NodeError::NotEd25519)?;
+        let (client, network) = network::start(keypair, &spec.settings)?;
+        let listen_addrs = if spec.settings.listen.is_empty() {
+            Vec::new()
+        } else {
+            client
+                .listen_addrs(spec.settings.listen.len(), LISTEN_DEADLINE)
+                .await?
+        };
+
+        let bootstrap = &spec.settings.bootstrap;
+        let mut membership = None;
+        if !bootstrap.is_empty() {
+            let joined = client.join(bootstrap, JOIN_DEADLINE).await;
+            if spec.settings.server_mode {
+                // A long-running node keeps trying: its bootstrap peers may start later.
+                if let Err(e) = joined {
+                    tracing::warn!(error = %e, "cannot reach any bootstrap peer yet");
+                }
+                membership = Some(tokio::spawn(keep_joined(client.clone(), bootstrap.clone())));
+            } else if let Err(e) = joined {
+                network.stop().await;
+                return Err(e.into());
+            }
+        }
+
+        let publisher = spec.gateway.map(|plan| {
+            let addresses = if spec.external_addresses.is_empty() {
+                offer_addresses(&listen_addrs)
+            } else {
+                spec.external_addresses.clone()
+            };
+            Publisher::spawn(client.clone(), secret, plan, addresses)
+        });
+        Ok(Node {
+            client,
+            network,
+            publisher,
+            membership,
+        })
+    }
+
+    /// The client of the node's network task.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.client.local_peer_id()
+    }
+
+    /// The publisher, on a gateway node.
+    pub fn publisher(&self) -> Option<&Publisher> {
+        self.publisher.as_ref()
+    }
+
+    /// Addresses others can dial this node at, each ending in `/p2p/PEER_ID`.
+    pub async fn dialable_addrs(&self) -> Vec<Multiaddr> {
+        let status = self
+            .client
+            .status()
+            .await
+            .map(|s| s.listen_addrs)
+            .unwrap_or_default();
+        let peer = self.peer_id();
+        status
+            .into_iter()
+            .map(|a| a.with(Protocol::P2p(peer)))
+            .collect()
+    }
+
+    /// Withdraws the offer (on a gateway) and stops the node.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        if let Some(task) = self.membership {
+            task.abort();
+        }
+        let withdrawn = match self.publisher {
+            Some(publisher) => publisher.withdraw().await.map(|_| ()),
+            None => Ok(()),
+        };
+        self.network.stop().await;
+        withdrawn.map_err(NodeError::from)
+    }
+}
+
+/// The listen addresses worth publishing: routable ones if there are any, else loopback
+/// (a node on a single machine).
+fn offer_addresses(listen_addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+    let is_loopback = |a: &Multiaddr| {
+        a.iter().any(|p| match p {
+            Protocol::Ip4(ip) => ip.is_loopback(),
+            Protocol::Ip6(ip) => ip.is_loopback(),
+            _ => false,
+        })
+    };
+    let routable: Vec<Multiaddr> = listen_addrs
+        .iter()
+        .filter(|a| !is_loopback(a))
+        .cloned()
+        .collect();
+    if routable.is_empty() {
+        listen_addrs.to_vec()
+    } else {
+        routable
+    }
+}
+
+/// Joins again through `bootstrap` whenever the node has lost every peer.
+async fn keep_joined(client: Client, bootstrap: Vec<Multiaddr>) {
+    loop {
+        tokio::time::sleep(REJOIN_INTERVAL).await;
+        let connected = client
+            .status()
+            .await
+            .map(|s| s.connected_peers)
+            .unwrap_or(0);
+        if connected == 0 {
+            match client.join(&bootstrap, JOIN_DEADLINE).await {
+                Ok(()) => tracing::info!("joined the network"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach any bootstrap peer; retrying in {}s", REJOIN_INTERVAL.as_secs())
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offers_carry_routable_addresses_when_there_are_some() {
+        let parse = |s: &str| s.parse::<Multiaddr>().unwrap_or_else(|e| panic!("{e}"));
+        let loopback = parse("/ip4/127.0.0.1/tcp/4001");
+        let lan = parse("/ip4/10.0.0.5/tcp/4001");
+        assert_eq!(offer_addresses(&[loopback.clone(), lan.clone()]), vec![lan]);
+        assert_eq!(
+            offer_addresses(std::slice::from_ref(&loopback)),
+            vec![loopback]
+        );
+    }
+}

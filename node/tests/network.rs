@@ -1,0 +1,411 @@
+//! A 20-node network on 127.0.0.1, each node a full swarm with its own TCP listener:
+//! discovery, record validation on every node, withdrawal and republication.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use ed25519_dalek::Signer;
+use futures::StreamExt;
+use interlink_node::config::DhtSection;
+use interlink_node::discovery::{self, Discovery, Query};
+use interlink_node::identity;
+use interlink_node::local_network::LocalNetwork;
+use interlink_node::network::KAD_PROTOCOL;
+use interlink_node::node::Node;
+use interlink_protocol::codec;
+use interlink_protocol::offer::{
+    ClaimedQuality, Codec, Mos, OFFER_FORMAT_VERSION, OfferStatus, Permille, ServiceOffer,
+};
+use interlink_protocol::ranking::{self, ExclusionReason, History, Policy, PolicyKind};
+use interlink_protocol::signed::SIGNING_DOMAIN;
+use interlink_protocol::{DhtKey, ServiceKind, UnixTime};
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, Quorum, Record, RecordKey};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
+use support::{plan, route, uk_mobile, wait_for};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Bootstrap + 15 DHT nodes + 4 gateways = 20 nodes.
+async fn twenty_nodes() -> LocalNetwork {
+    let gateways = vec![
+        plan("Anglia", &[("+44", 2)], 420, 600), // covers all of +44
+        plan("Mobile Max", &[("+447", 1)], 380, 500), // covers UK mobiles, cheaper
+        plan("Londoner", &[("+4420", 1)], 440, 700), // +44 but London only
+        plan("Gallia", &[("+33", 1)], 440, 700), // another country
+    ];
+    let network = LocalNetwork::start(15, gateways, &DhtSection::default())
+        .await
+        .expect("network");
+    assert_eq!(network.nodes().count(), 20);
+    network.wait_published(DEADLINE).await.expect("published");
+    network
+}
+
+fn query() -> Query {
+    Query {
+        destination: uk_mobile(),
+        kinds: vec![ServiceKind::WEBRTC_TO_PSTN],
+        measure_rtt: false,
+    }
+}
+
+/// Discovers until `accept` holds (offers are acknowledged before this runs, so the
+/// first lookup normally does).
+async fn discover_until(
+    caller: &Node,
+    what: &str,
+    accept: impl Fn(&Discovery) -> bool,
+) -> Discovery {
+    wait_for(what, DEADLINE, || async {
+        let found = discovery::discover(caller.client(), &query()).await.ok()?;
+        accept(&found).then_some(found)
+    })
+    .await
+}
+
+fn ranked_names(found: &Discovery, kind: PolicyKind) -> Vec<String> {
+    let policy = Policy {
+        kind,
+        ..Policy::default()
+    };
+    let ranking = ranking::rank(
+        &found.offers,
+        &uk_mobile(),
+        &found.measurements,
+        &History::new(),
+        &policy,
+    );
+    ranking
+        .candidates
+        .iter()
+        .map(|c| c.offer.offer().display_name.clone())
+        .collect()
+}
+
+fn names(found: &Discovery) -> Vec<String> {
+    let mut names: Vec<String> = found
+        .offers
+        .iter()
+        .map(|o| o.offer().display_name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_finds_exactly_the_covering_gateways_in_policy_order() {
+    let network = twenty_nodes().await;
+    let caller = network.caller().await.expect("caller");
+    let found = discover_until(&caller, "the three +44 offers", |f| f.offers.len() == 3).await;
+
+    // Gallia serves +33 and is announced under another key: never fetched.
+    assert_eq!(names(&found), ["Anglia", "Londoner", "Mobile Max"]);
+    assert_eq!(
+        ranked_names(&found, PolicyKind::Cheapest),
+        ["Mobile Max", "Anglia"]
+    );
+    assert_eq!(
+        ranked_names(&found, PolicyKind::BestQuality),
+        ["Anglia", "Mobile Max"]
+    );
+
+    let ranking = ranking::rank(
+        &found.offers,
+        &uk_mobile(),
+        &found.measurements,
+        &History::new(),
+        &Policy::default(),
+    );
+    let excluded: Vec<(String, ExclusionReason)> = ranking
+        .excluded
+        .iter()
+        .map(|e| (e.offer.offer().display_name.clone(), e.reason.clone()))
+        .collect();
+    assert_eq!(
+        excluded,
+        [("Londoner".to_owned(), ExclusionReason::NoRoute)]
+    );
+    assert_eq!(
+        ranking.candidates[0].route.prefix.to_string(),
+        "+447",
+        "longest prefix of Mobile Max"
+    );
+
+    caller.shutdown().await.unwrap();
+    network.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_shuts_down_cleanly_disappears_from_results() {
+    let mut network = twenty_nodes().await;
+    let caller = network.caller().await.expect("caller");
+    discover_until(&caller, "Mobile Max", |f| {
+        names(f).contains(&"Mobile Max".to_owned())
+    })
+    .await;
+
+    let mobile_max = network.gateways.remove(1);
+    mobile_max
+        .shutdown()
+        .await
+        .expect("clean shutdown withdraws the offer");
+
+    let found = discover_until(&caller, "Mobile Max to be gone", |f| {
+        ranked_names(f, PolicyKind::Balanced) == ["Anglia"]
+    })
+    .await;
+    // What remains of Mobile Max in the DHT is its signed withdrawal.
+    let withdrawn: Vec<_> = found
+        .offers
+        .iter()
+        .filter(|o| o.offer().status == OfferStatus::Withdrawn)
+        .collect();
+    assert!(
+        withdrawn
+            .iter()
+            .all(|o| o.offer().display_name == "Mobile Max")
+    );
+
+    caller.shutdown().await.unwrap();
+    network.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republished_offer_is_found_with_its_new_price() {
+    let network = twenty_nodes().await;
+    let caller = network.caller().await.expect("caller");
+    let anglia = network.gateways[0].publisher().expect("gateway");
+    let before = anglia.latest().expect("published").offer.seq();
+
+    let republished = anglia
+        .set_routes(vec![route("+44", 5)])
+        .await
+        .expect("republished");
+    assert!(
+        republished.offer.seq() > before,
+        "a republish carries a higher seq"
+    );
+
+    let found = discover_until(&caller, "Anglia at 5p", |f| {
+        f.offers.iter().any(|o| {
+            o.offer().display_name == "Anglia" && o.offer().routes[0].tariff.per_minute == 5
+        })
+    })
+    .await;
+    let anglia_offer = found
+        .offers
+        .iter()
+        .find(|o| o.offer().display_name == "Anglia")
+        .unwrap();
+    assert_eq!(anglia_offer.seq(), republished.offer.seq());
+
+    caller.shutdown().await.unwrap();
+    network.shutdown().await.unwrap();
+}
+
+/// A bare Kademlia peer speaking our protocol, used to push records at every node.
+struct Attacker {
+    swarm: Swarm<kad::Behaviour<kad::store::MemoryStore>>,
+    keypair: Keypair,
+}
+
+impl Attacker {
+    fn new() -> Attacker {
+        let keypair = Keypair::generate_ed25519();
+        let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|key| {
+                let peer = key.public().to_peer_id();
+                kad::Behaviour::with_config(
+                    peer,
+                    kad::store::MemoryStore::new(peer),
+                    kad::Config::new(KAD_PROTOCOL),
+                )
+            })
+            .unwrap()
+            .build();
+        Attacker { swarm, keypair }
+    }
+
+    /// Sends `value` under `key` straight to each of `targets` and waits for the answers.
+    async fn put(&mut self, key: Vec<u8>, value: Vec<u8>, targets: &[(PeerId, Multiaddr)]) {
+        for (peer, addr) in targets {
+            self.swarm.behaviour_mut().add_address(peer, addr.clone());
+        }
+        let record = Record::new(RecordKey::new(&key), value);
+        let id = self.swarm.behaviour_mut().put_record_to(
+            record,
+            targets.iter().map(|(p, _)| *p),
+            Quorum::All,
+        );
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                    id: done,
+                    result: kad::QueryResult::PutRecord(_),
+                    ..
+                }) = self.swarm.select_next_some().await
+                    && done == id
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the nodes answer the PUT");
+    }
+}
+
+/// An offer in the wire format, signed by `signer` whatever provider it names.
+fn signed_bytes(offer: &ServiceOffer, signer: &Keypair) -> Vec<u8> {
+    let body = codec::encode::<_, 16384>(offer).unwrap();
+    let ed = signer.clone().try_into_ed25519().unwrap();
+    let signing = ed25519_dalek::SigningKey::from_bytes(ed.secret().as_ref().try_into().unwrap());
+    let message = [SIGNING_DOMAIN, &body].concat();
+    let mut bytes = ed.public().to_bytes().to_vec();
+    bytes.extend_from_slice(&signing.sign(&message).to_bytes());
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+fn attacker_offer(attacker: &Keypair, issued_at: UnixTime, expires_at: UnixTime) -> ServiceOffer {
+    ServiceOffer {
+        version: OFFER_FORMAT_VERSION,
+        provider: identity::secret_key(attacker).unwrap().provider_id(),
+        seq: u64::MAX / 2,
+        issued_at,
+        expires_at,
+        status: OfferStatus::Available,
+        kind: ServiceKind::WEBRTC_TO_PSTN,
+        display_name: "Too Good To Be True".into(),
+        region: String::new(),
+        routes: vec![route("+44", 0)],
+        codecs: vec![Codec::Pcmu],
+        quality: ClaimedQuality {
+            answer_seizure_ratio: Permille(1000),
+            post_dial_delay_ms: 0,
+            mos: Mos(500),
+        },
+        capacity: 1000,
+        addresses: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tampered_expired_and_stale_records_are_in_no_store() {
+    let network = twenty_nodes().await;
+    let anglia = network.gateways[0].publisher().expect("gateway");
+    let genuine_old = anglia.latest().unwrap().offer;
+    let genuine_new = anglia
+        .set_routes(vec![route("+44", 3)])
+        .await
+        .unwrap()
+        .offer;
+    let anglia_key = DhtKey::Offer(genuine_new.provider()).to_bytes();
+
+    let mut targets = Vec::new();
+    for node in network.nodes() {
+        targets.push((node.peer_id(), node.dialable_addrs().await.remove(0)));
+    }
+    let mut attacker = Attacker::new();
+    let attacker_key = DhtKey::Offer(
+        identity::secret_key(&attacker.keypair)
+            .unwrap()
+            .provider_id(),
+    )
+    .to_bytes();
+    let now = interlink_node::clock::unix_now();
+
+    // Anglia's offer, re-signed by the attacker: the signer is not the provider.
+    let mut forged_offer = genuine_new.offer().clone();
+    forged_offer.routes = vec![route("+44", 0)];
+    forged_offer.seq += 1;
+    let forged = signed_bytes(&forged_offer, &attacker.keypair);
+    // Anglia's genuine bytes with the price changed: the signature breaks.
+    let mut tampered = genuine_new.as_bytes().to_vec();
+    let last = tampered.len() - 1;
+    tampered[last - 40] ^= 0x01;
+    // A correctly signed offer of the attacker's own that expired an hour ago.
+    let expired = signed_bytes(
+        &attacker_offer(
+            &attacker.keypair,
+            now.minus(Duration::from_secs(7200)),
+            now.minus(Duration::from_secs(3600)),
+        ),
+        &attacker.keypair,
+    );
+    // A correctly signed, current offer of the attacker's under Anglia's key.
+    let misplaced = signed_bytes(
+        &attacker_offer(&attacker.keypair, now, now.plus(Duration::from_secs(600))),
+        &attacker.keypair,
+    );
+    // Far more than any offer may weigh.
+    let oversize = vec![0u8; 20 * 1024];
+
+    let attacks = [
+        ("forged", anglia_key.clone(), forged.clone()),
+        ("tampered", anglia_key.clone(), tampered.clone()),
+        (
+            "older seq",
+            anglia_key.clone(),
+            genuine_old.as_bytes().to_vec(),
+        ),
+        ("misplaced", anglia_key.clone(), misplaced.clone()),
+        ("expired", attacker_key.clone(), expired.clone()),
+        ("oversize", attacker_key.clone(), oversize.clone()),
+    ];
+    for (_, key, value) in &attacks {
+        attacker.put(key.clone(), value.clone(), &targets).await;
+    }
+
+    for node in network.nodes() {
+        let stored = node
+            .client()
+            .stored_record(anglia_key.clone())
+            .await
+            .expect("every node stores Anglia's offer");
+        assert_eq!(
+            stored,
+            genuine_new.as_bytes(),
+            "node {} holds Anglia's newest genuine offer",
+            node.peer_id()
+        );
+        assert_eq!(
+            node.client().stored_record(attacker_key.clone()).await,
+            None,
+            "node {}",
+            node.peer_id()
+        );
+        let refusals = node.client().status().await.unwrap().refusals;
+        assert!(
+            refusals.total() >= attacks.len() as u64,
+            "node {} refused {refusals:?}",
+            node.peer_id()
+        );
+        for label in [
+            "signer_not_provider",
+            "bad_signature",
+            "stale_seq",
+            "wrong_key",
+            "expired",
+            "too_large",
+        ] {
+            assert!(
+                refusals.0.contains_key(label),
+                "node {} did not refuse {label}: {refusals:?}",
+                node.peer_id()
+            );
+        }
+    }
+    network.shutdown().await.unwrap();
+}

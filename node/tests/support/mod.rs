@@ -1,0 +1,70 @@
+//! Helpers shared by the node's integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use interlink_gateway_plugin::Capabilities;
+use interlink_node::config::GatewayPlan;
+use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
+use interlink_protocol::{Codec, Currency, E164, Prefix, ServiceKind};
+
+/// A gateway plan priced in GBP with 60-second increments.
+pub fn plan(name: &str, routes: &[(&str, u64)], mos: u16, asr: u16) -> GatewayPlan {
+    GatewayPlan {
+        name: name.into(),
+        region: "test".into(),
+        capabilities: Capabilities::new(
+            ServiceKind::WEBRTC_TO_PSTN,
+            vec![Codec::Pcmu, Codec::Pcma],
+            10,
+        )
+        .expect("capabilities"),
+        quality: ClaimedQuality {
+            answer_seizure_ratio: Permille(asr),
+            post_dial_delay_ms: 2000,
+            mos: Mos(mos),
+        },
+        routes: routes
+            .iter()
+            .map(|&(prefix, per_minute)| route(prefix, per_minute))
+            .collect(),
+        offer_ttl: Duration::from_secs(600),
+    }
+}
+
+/// A GBP route with no setup fee.
+pub fn route(prefix: &str, per_minute: u64) -> Route {
+    Route {
+        prefix: Prefix::new(prefix).expect("prefix"),
+        tariff: Tariff {
+            currency: Currency::new("GBP").expect("GBP"),
+            setup_fee: 0,
+            per_minute,
+            billing_increment_secs: 60,
+        },
+    }
+}
+
+pub fn uk_mobile() -> E164 {
+    E164::parse("+447700900123").expect("number")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let give_up = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
