@@ -279,7 +279,7 @@ impl Candidate<'_> {
             )
         };
         let latency = match score.rtt {
-            Some(rtt) => format!("round trip {} ms", rtt.as_millis()),
+            Some(rtt) => format!("round trip {:.1} ms", rtt.as_secs_f64() * 1000.0),
             None => "round trip not measured".to_owned(),
         };
         vec![

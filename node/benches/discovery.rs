@@ -1,0 +1,153 @@
+//! Discovery latency in a 20-node network on 127.0.0.1: providers, offers, verification
+//! and ranking, as a caller node does them for each call. Prints percentiles.
+//!
+//! `cargo bench -p interlink-node --bench discovery [-- LOOKUPS]`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::cast_possible_truncation,
+    missing_docs
+)]
+
+use std::time::{Duration, Instant};
+
+use interlink_gateway_plugin::Capabilities;
+use interlink_node::config::{DhtSection, GatewayPlan};
+use interlink_node::discovery::{self, Query};
+use interlink_node::local_network::LocalNetwork;
+use interlink_protocol::offer::{ClaimedQuality, Codec, Mos, Permille, Route, Tariff};
+use interlink_protocol::ranking::{self, History, Policy};
+use interlink_protocol::{Currency, E164, Prefix, ServiceKind};
+
+fn plan(name: &str, prefixes: &[(&str, u64)]) -> GatewayPlan {
+    let gbp = Currency::new("GBP").unwrap();
+    GatewayPlan {
+        name: name.into(),
+        region: "bench".into(),
+        capabilities: Capabilities::new(
+            ServiceKind::WEBRTC_TO_PSTN,
+            vec![Codec::Pcmu, Codec::Pcma],
+            100,
+        )
+        .unwrap(),
+        quality: ClaimedQuality {
+            answer_seizure_ratio: Permille(550),
+            post_dial_delay_ms: 2000,
+            mos: Mos(420),
+        },
+        routes: prefixes
+            .iter()
+            .map(|&(p, price)| Route {
+                prefix: Prefix::new(p).unwrap(),
+                tariff: Tariff {
+                    currency: gbp,
+                    setup_fee: 0,
+                    per_minute: price,
+                    billing_increment_secs: 60,
+                },
+            })
+            .collect(),
+        offer_ttl: Duration::from_secs(3600),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn report(label: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    println!(
+        "{label:<38} n={:<4} p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  mean {:>7.2} ms",
+        samples.len(),
+        ms(percentile(&samples, 50.0)),
+        ms(percentile(&samples, 95.0)),
+        ms(percentile(&samples, 99.0)),
+        ms(*samples.last().unwrap()),
+        ms(mean),
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let lookups: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200);
+    let gateways = vec![
+        plan("Anglia", &[("+44", 2)]),
+        plan("Mobile Max", &[("+447", 1)]),
+        plan("Londoner", &[("+4420", 1)]),
+        plan("Gallia", &[("+33", 1)]),
+    ];
+    let network = LocalNetwork::start(15, gateways, &DhtSection::default())
+        .await
+        .unwrap();
+    network
+        .wait_published(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let destination = E164::parse("+447700900123").unwrap();
+    let query = Query {
+        destination: destination.clone(),
+        kinds: vec![ServiceKind::WEBRTC_TO_PSTN],
+        measure_rtt: false,
+    };
+    println!(
+        "20 nodes (bootstrap, 15 DHT nodes, 4 gateways) on 127.0.0.1, {lookups} lookups of {destination}"
+    );
+
+    let caller = network.caller().await.unwrap();
+    let lookup = || async {
+        let started = Instant::now();
+        let found = discovery::discover(caller.client(), &query).await.unwrap();
+        let ranking = ranking::rank(
+            &found.offers,
+            &destination,
+            &found.measurements,
+            &History::new(),
+            &Policy::default(),
+        );
+        assert_eq!(ranking.candidates.len(), 2, "both covering gateways found");
+        started.elapsed()
+    };
+    // Right after start every node is still bootstrapping and filling its routing table.
+    let mut fresh = Vec::new();
+    for _ in 0..lookups / 2 {
+        fresh.push(lookup().await);
+    }
+    report("discover + verify + rank (first 2 s)", fresh);
+    let settle = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < settle {
+        lookup().await;
+    }
+    let mut warm = Vec::with_capacity(lookups);
+    for _ in 0..lookups {
+        warm.push(lookup().await);
+    }
+    report("discover + verify + rank (steady)", warm);
+    caller.shutdown().await.unwrap();
+
+    let mut cold = Vec::new();
+    for _ in 0..(lookups / 4).max(10) {
+        let started = Instant::now();
+        let caller = network.caller().await.unwrap();
+        let found = discovery::discover(caller.client(), &query).await.unwrap();
+        let ranking = ranking::rank(
+            &found.offers,
+            &destination,
+            &found.measurements,
+            &History::new(),
+            &Policy::default(),
+        );
+        cold.push(started.elapsed());
+        assert_eq!(ranking.candidates.len(), 2);
+        caller.shutdown().await.unwrap();
+    }
+    report("join + discover + rank (new caller)", cold);
+    network.shutdown().await.unwrap();
+}

@@ -1,0 +1,374 @@
+//! The built `interlink` binary, as operators and scripts run it: `init`, `node` processes
+//! started from config files on loopback, `gateways --json`, clean shutdown on SIGTERM,
+//! the exit statuses, and `demo`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_interlink");
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running `interlink node` whose JSON log lines arrive on a channel; killed on drop.
+struct NodeProcess {
+    name: String,
+    child: Child,
+    log: mpsc::Receiver<Value>,
+}
+
+impl NodeProcess {
+    fn start(name: &str, config: &Path) -> NodeProcess {
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "node", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start interlink node");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(value);
+                }
+            }
+        });
+        NodeProcess {
+            name: name.to_owned(),
+            child,
+            log: rx,
+        }
+    }
+
+    /// Waits for a log line whose message starts with `message`, returning it.
+    fn wait_log(&self, message: &str) -> Value {
+        let give_up = Instant::now() + DEADLINE;
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line)
+                    if line["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(message)) =>
+                {
+                    return line;
+                }
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "{}: no log line \"{message}\" within {DEADLINE:?}",
+                    self.name
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let give_up = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "{} did not stop on SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn interlink(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run interlink")
+}
+
+/// `interlink init --dir DIR`, then `extra` appended to the generated config.
+fn init_node(dir: &Path, extra: &str) -> PathBuf {
+    let output = interlink(&["init", "--dir", dir.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = dir.join("config.toml");
+    let generated = std::fs::read_to_string(&config).unwrap();
+    // Replace the [network] section's defaults: loopback, an ephemeral port.
+    std::fs::write(&config, format!("{generated}\n{extra}")).unwrap();
+    config
+}
+
+fn network_section(bootstrap: Option<&str>) -> String {
+    let bootstrap = bootstrap
+        .map(|b| format!("bootstrap = [\"{b}\"]"))
+        .unwrap_or_default();
+    format!("[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n{bootstrap}\n")
+}
+
+fn gateway_section(name: &str, routes: &[(&str, &str)], mos: f64) -> String {
+    let mut text = format!(
+        "[gateway]\nname = \"{name}\"\nregion = \"test\"\noffer_ttl_secs = 600\n\
+         [gateway.quality]\nanswer_seizure_ratio = 0.5\npost_dial_delay_ms = 2000\nmos = {mos}\n"
+    );
+    for (prefix, price) in routes {
+        text += &format!(
+            "[[gateway.routes]]\nprefix = \"{prefix}\"\ncurrency = \"GBP\"\nper_minute = \"{price}\"\n"
+        );
+    }
+    text
+}
+
+/// Removes the template's own `[network]` header so ours is the only one.
+fn without_template_network(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let first = text.find("[network]").unwrap();
+    let mut fixed = text.clone();
+    fixed.replace_range(first..first + "[network]".len(), "");
+    std::fs::write(config, fixed).unwrap();
+}
+
+fn gateways_json(bootstrap: &str, destination: &str) -> (Output, Vec<Value>) {
+    let output = interlink(&[
+        "gateways",
+        "--bootstrap",
+        bootstrap,
+        "--json",
+        "--no-rtt",
+        "--timeout",
+        "10",
+        destination,
+    ]);
+    let rows = serde_json::from_slice::<Vec<Value>>(&output.stdout).unwrap_or_default();
+    (output, rows)
+}
+
+fn names(rows: &[Value]) -> Vec<&str> {
+    rows.iter().map(|r| r["name"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn five_node_processes_from_config_files_serve_gateways_json() {
+    let root = tempfile::tempdir().unwrap();
+    let boot_config = init_node(&root.path().join("boot"), &network_section(None));
+    without_template_network(&boot_config);
+    let boot = NodeProcess::start("bootstrap", &boot_config);
+    let listening = boot.wait_log("listening on");
+    let bootstrap = format!(
+        "{}/p2p/{}",
+        listening["address"].as_str().unwrap(),
+        listening["peer_id"].as_str().unwrap()
+    );
+
+    let gateways = [
+        ("Anglia", vec![("+44", "0.02")], 4.2),
+        ("Mobile Max", vec![("+447", "0.01")], 3.8),
+        ("Londoner", vec![("+4420", "0.01")], 4.4),
+        ("Gallia", vec![("+33", "0.01")], 4.4),
+    ];
+    let mut processes = Vec::new();
+    for (name, routes, mos) in &gateways {
+        let dir = root.path().join(name.replace(' ', "-"));
+        let config = init_node(
+            &dir,
+            &(network_section(Some(&bootstrap)) + &gateway_section(name, routes, *mos)),
+        );
+        without_template_network(&config);
+        processes.push(NodeProcess::start(name, &config));
+    }
+    let mut peer_ids = Vec::new();
+    for process in &processes {
+        // Log lines come in order: the listener binds before the offer is published.
+        let listening = process.wait_log("listening on");
+        peer_ids.push(listening["peer_id"].as_str().unwrap().to_owned());
+        let published = process.wait_log("offer published");
+        assert_eq!(
+            published["replicated"], true,
+            "{} published to peers",
+            process.name
+        );
+    }
+
+    let (output, rows) = gateways_json(&bootstrap, "tel:+44 7700 900123");
+    assert!(
+        output.status.success(),
+        "gateways: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Balanced policy: Mobile Max is half the price of Anglia, Anglia sounds better.
+    assert_eq!(names(&rows), ["Mobile Max", "Anglia"]);
+    assert_eq!(rows[0]["prefix"], "+447");
+    assert_eq!(rows[0]["price_per_minute"], "0.01");
+    assert_eq!(rows[0]["currency"], "GBP");
+    assert_eq!(rows[0]["peer_id"], peer_ids[1].as_str());
+    assert_eq!(rows[1]["peer_id"], peer_ids[0].as_str());
+    assert!(
+        rows.iter().all(|r| r["score"].as_f64().is_some()
+            && r["reasons"].as_array().is_some_and(|a| !a.is_empty()))
+    );
+
+    let cheapest = interlink(&[
+        "gateways",
+        "--bootstrap",
+        &bootstrap,
+        "--json",
+        "--no-rtt",
+        "--policy",
+        "best-quality",
+        "+447700900123",
+    ]);
+    let rows: Vec<Value> = serde_json::from_slice(&cheapest.stdout).unwrap();
+    assert_eq!(names(&rows), ["Anglia", "Mobile Max"]);
+
+    // A clean stop withdraws the offer: the gateway disappears from the list.
+    let mobile_max = processes.remove(1);
+    let status = mobile_max.terminate();
+    assert!(status.success(), "SIGTERM gives a clean exit, got {status}");
+    let (_, rows) = gateways_json(&bootstrap, "+447700900123");
+    assert_eq!(names(&rows), ["Anglia"]);
+
+    // A London number is covered by the more specific Londoner route too.
+    let (_, rows) = gateways_json(&bootstrap, "+442079460000");
+    let mut london = names(&rows);
+    london.sort();
+    assert_eq!(london, ["Anglia", "Londoner"]);
+    drop(boot);
+}
+
+#[test]
+fn exit_statuses_tell_scripts_what_went_wrong() {
+    let root = tempfile::tempdir().unwrap();
+    let boot_config = init_node(&root.path().join("boot"), &network_section(None));
+    without_template_network(&boot_config);
+    let boot = NodeProcess::start("bootstrap", &boot_config);
+    let listening = boot.wait_log("listening on");
+    let bootstrap = format!(
+        "{}/p2p/{}",
+        listening["address"].as_str().unwrap(),
+        listening["peer_id"].as_str().unwrap()
+    );
+
+    let invalid = interlink(&["gateways", "--bootstrap", &bootstrap, "07700900123"]);
+    assert_eq!(invalid.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&invalid.stderr).contains("international format"));
+
+    let uncovered = interlink(&[
+        "gateways",
+        "--bootstrap",
+        &bootstrap,
+        "--no-rtt",
+        "+81312345678",
+    ]);
+    assert_eq!(
+        uncovered.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&uncovered.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&uncovered.stderr)
+            .contains("no gateway covers +81312345678 (Japan)")
+    );
+
+    let nobody = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+    let unreachable = interlink(&["gateways", "--bootstrap", nobody, "+447700900123"]);
+    assert_eq!(unreachable.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("no peer could be reached"));
+
+    let no_bootstrap = interlink(&["gateways", "+447700900123"]);
+    assert_eq!(no_bootstrap.status.code(), Some(5));
+    drop(boot);
+}
+
+#[test]
+fn init_writes_an_owner_only_key_and_refuses_to_overwrite_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    let first = interlink(&["init", "--dir", dir.to_str().unwrap()]);
+    assert!(first.status.success());
+    let mode = std::fs::metadata(dir.join("identity.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        std::fs::read_to_string(dir.join("config.toml"))
+            .unwrap()
+            .contains("[gateway]")
+    );
+    let key = std::fs::read(dir.join("identity.key")).unwrap();
+
+    let second = interlink(&["init", "--dir", dir.to_str().unwrap()]);
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("refusing to overwrite"));
+    assert_eq!(
+        std::fs::read(dir.join("identity.key")).unwrap(),
+        key,
+        "the key is untouched"
+    );
+}
+
+#[test]
+fn a_bad_config_names_the_field() {
+    let root = tempfile::tempdir().unwrap();
+    let config = init_node(
+        &root.path().join("n"),
+        &gateway_section("Bad", &[("+4x", "0.01")], 4.0),
+    );
+    let output = interlink(&["node", "--config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("gateway.routes[0].prefix"), "{stderr}");
+}
+
+#[test]
+fn the_demo_shows_the_ranked_gateways_and_exits_cleanly_within_30_seconds() {
+    let started = Instant::now();
+    let output = interlink(&["demo"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the demo took {:?}",
+        started.elapsed()
+    );
+    let recommended = stdout
+        .lines()
+        .find(|l| l.contains("(recommended)"))
+        .expect("a recommendation");
+    assert!(recommended.starts_with("1. Inter Telecom"), "{recommended}");
+    for line in [
+        "2. Budget Voice",
+        "3. Premium Connect",
+        "Left out: London Local: no route covers the destination",
+        "Not found: Paris Interconnect",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}
