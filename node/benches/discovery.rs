@@ -16,6 +16,7 @@ use interlink_gateway_plugin::Capabilities;
 use interlink_node::config::{DhtSection, GatewayPlan};
 use interlink_node::discovery::{self, Query};
 use interlink_node::local_network::LocalNetwork;
+use interlink_node::node::Node;
 use interlink_protocol::offer::{ClaimedQuality, Codec, Mos, Permille, Route, Tariff};
 use interlink_protocol::ranking::{self, History, Policy};
 use interlink_protocol::{Currency, E164, Prefix, ServiceKind};
@@ -72,6 +73,21 @@ fn report(label: &str, mut samples: Vec<Duration>) {
     );
 }
 
+/// One discovery and ranking, checked, and how long it took.
+async fn timed_lookup(caller: &Node, query: &Query) -> Duration {
+    let started = Instant::now();
+    let found = discovery::discover(caller.client(), query).await.unwrap();
+    let ranking = ranking::rank(
+        &found.offers,
+        &query.destination,
+        &found.measurements,
+        &History::new(),
+        &Policy::default(),
+    );
+    assert_eq!(ranking.candidates.len(), 2, "both covering gateways found");
+    started.elapsed()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let lookups: usize = std::env::args()
@@ -102,32 +118,19 @@ async fn main() {
     );
 
     let caller = network.caller().await.unwrap();
-    let lookup = || async {
-        let started = Instant::now();
-        let found = discovery::discover(caller.client(), &query).await.unwrap();
-        let ranking = ranking::rank(
-            &found.offers,
-            &destination,
-            &found.measurements,
-            &History::new(),
-            &Policy::default(),
-        );
-        assert_eq!(ranking.candidates.len(), 2, "both covering gateways found");
-        started.elapsed()
-    };
     // Right after start every node is still bootstrapping and filling its routing table.
     let mut fresh = Vec::new();
     for _ in 0..lookups / 2 {
-        fresh.push(lookup().await);
+        fresh.push(timed_lookup(&caller, &query).await);
     }
     report("discover + verify + rank (first 2 s)", fresh);
     let settle = Instant::now() + Duration::from_secs(3);
     while Instant::now() < settle {
-        lookup().await;
+        timed_lookup(&caller, &query).await;
     }
     let mut warm = Vec::with_capacity(lookups);
     for _ in 0..lookups {
-        warm.push(lookup().await);
+        warm.push(timed_lookup(&caller, &query).await);
     }
     report("discover + verify + rank (steady)", warm);
     caller.shutdown().await.unwrap();
@@ -136,16 +139,8 @@ async fn main() {
     for _ in 0..(lookups / 4).max(10) {
         let started = Instant::now();
         let caller = network.caller().await.unwrap();
-        let found = discovery::discover(caller.client(), &query).await.unwrap();
-        let ranking = ranking::rank(
-            &found.offers,
-            &destination,
-            &found.measurements,
-            &History::new(),
-            &Policy::default(),
-        );
+        timed_lookup(&caller, &query).await;
         cold.push(started.elapsed());
-        assert_eq!(ranking.candidates.len(), 2);
         caller.shutdown().await.unwrap();
     }
     report("join + discover + rank (new caller)", cold);

@@ -409,3 +409,42 @@ async fn forged_tampered_expired_and_stale_records_are_in_no_store() {
     }
     network.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_republishes_with_a_higher_seq_before_its_offer_expires() {
+    let mut short_lived = plan("Brief", &[("+44", 2)], 400, 500);
+    short_lived.offer_ttl = Duration::from_secs(4);
+    let network = LocalNetwork::start(4, vec![short_lived], &DhtSection::default())
+        .await
+        .expect("network");
+    network.wait_published(DEADLINE).await.expect("published");
+    let publisher = network.gateways[0].publisher().expect("gateway");
+    let first = publisher.latest().expect("published").offer;
+
+    // Republished at half the lifetime, with the next seq and a later expiry.
+    let second = wait_for("a republication", DEADLINE, || async {
+        publisher
+            .latest()
+            .map(|p| p.offer)
+            .filter(|o| o.seq() > first.seq())
+    })
+    .await;
+    assert_eq!(second.seq(), first.seq() + 1);
+    assert!(second.offer().expires_at > first.offer().expires_at);
+
+    // Long after the first offer expired, the gateway is still found, with a newer offer.
+    let caller = network.caller().await.expect("caller");
+    let found = discover_until(&caller, "an offer issued after the first expired", |f| {
+        let now = interlink_node::clock::unix_now();
+        now > first.offer().expires_at && f.offers.iter().any(|o| o.seq() > second.seq())
+    })
+    .await;
+    assert!(
+        found
+            .offers
+            .iter()
+            .all(|o| !o.is_expired(interlink_node::clock::unix_now()))
+    );
+    caller.shutdown().await.unwrap();
+    network.shutdown().await.unwrap();
+}

@@ -104,7 +104,8 @@ fn interlink(args: &[&str]) -> Output {
         .expect("run interlink")
 }
 
-/// `interlink init --dir DIR`, then `extra` appended to the generated config.
+/// `interlink init --dir DIR`, then `extra` appended to the generated config. A
+/// `[network]` table in `extra` replaces the template's (which holds only comments).
 fn init_node(dir: &Path, extra: &str) -> PathBuf {
     let output = interlink(&["init", "--dir", dir.to_str().unwrap()]);
     assert!(
@@ -113,9 +114,11 @@ fn init_node(dir: &Path, extra: &str) -> PathBuf {
         String::from_utf8_lossy(&output.stderr)
     );
     let config = dir.join("config.toml");
-    let generated = std::fs::read_to_string(&config).unwrap();
-    // Replace the [network] section's defaults: loopback, an ephemeral port.
-    std::fs::write(&config, format!("{generated}\n{extra}")).unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    if extra.contains("[network]") {
+        text = text.replacen("[network]", "", 1);
+    }
+    std::fs::write(&config, format!("{text}\n{extra}")).unwrap();
     config
 }
 
@@ -139,15 +142,6 @@ fn gateway_section(name: &str, routes: &[(&str, &str)], mos: f64) -> String {
     text
 }
 
-/// Removes the template's own `[network]` header so ours is the only one.
-fn without_template_network(config: &Path) {
-    let text = std::fs::read_to_string(config).unwrap();
-    let first = text.find("[network]").unwrap();
-    let mut fixed = text.clone();
-    fixed.replace_range(first..first + "[network]".len(), "");
-    std::fs::write(config, fixed).unwrap();
-}
-
 fn gateways_json(bootstrap: &str, destination: &str) -> (Output, Vec<Value>) {
     let output = interlink(&[
         "gateways",
@@ -163,6 +157,19 @@ fn gateways_json(bootstrap: &str, destination: &str) -> (Output, Vec<Value>) {
     (output, rows)
 }
 
+/// A bootstrap node process and its dialable address.
+fn start_bootstrap(root: &Path) -> (NodeProcess, String) {
+    let config = init_node(&root.join("boot"), &network_section(None));
+    let boot = NodeProcess::start("bootstrap", &config);
+    let listening = boot.wait_log("listening on");
+    let address = format!(
+        "{}/p2p/{}",
+        listening["address"].as_str().unwrap(),
+        listening["peer_id"].as_str().unwrap()
+    );
+    (boot, address)
+}
+
 fn names(rows: &[Value]) -> Vec<&str> {
     rows.iter().map(|r| r["name"].as_str().unwrap()).collect()
 }
@@ -170,15 +177,7 @@ fn names(rows: &[Value]) -> Vec<&str> {
 #[test]
 fn five_node_processes_from_config_files_serve_gateways_json() {
     let root = tempfile::tempdir().unwrap();
-    let boot_config = init_node(&root.path().join("boot"), &network_section(None));
-    without_template_network(&boot_config);
-    let boot = NodeProcess::start("bootstrap", &boot_config);
-    let listening = boot.wait_log("listening on");
-    let bootstrap = format!(
-        "{}/p2p/{}",
-        listening["address"].as_str().unwrap(),
-        listening["peer_id"].as_str().unwrap()
-    );
+    let (boot, bootstrap) = start_bootstrap(root.path());
 
     let gateways = [
         ("Anglia", vec![("+44", "0.02")], 4.2),
@@ -193,7 +192,6 @@ fn five_node_processes_from_config_files_serve_gateways_json() {
             &dir,
             &(network_section(Some(&bootstrap)) + &gateway_section(name, routes, *mos)),
         );
-        without_template_network(&config);
         processes.push(NodeProcess::start(name, &config));
     }
     let mut peer_ids = Vec::new();
@@ -258,15 +256,7 @@ fn five_node_processes_from_config_files_serve_gateways_json() {
 #[test]
 fn exit_statuses_tell_scripts_what_went_wrong() {
     let root = tempfile::tempdir().unwrap();
-    let boot_config = init_node(&root.path().join("boot"), &network_section(None));
-    without_template_network(&boot_config);
-    let boot = NodeProcess::start("bootstrap", &boot_config);
-    let listening = boot.wait_log("listening on");
-    let bootstrap = format!(
-        "{}/p2p/{}",
-        listening["address"].as_str().unwrap(),
-        listening["peer_id"].as_str().unwrap()
-    );
+    let (boot, bootstrap) = start_bootstrap(root.path());
 
     let invalid = interlink(&["gateways", "--bootstrap", &bootstrap, "07700900123"]);
     assert_eq!(invalid.status.code(), Some(3));
