@@ -51,6 +51,10 @@ impl fmt::Debug for ProviderId {
 }
 
 /// An ed25519 secret key: the only thing that can sign offers for its [`ProviderId`].
+///
+/// Cloning keeps the key in memory twice (a call needs it to countersign its receipt);
+/// the copies are wiped when dropped.
+#[derive(Clone)]
 pub struct SecretKey(SigningKey);
 
 impl SecretKey {

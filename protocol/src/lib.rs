@@ -13,12 +13,16 @@
 //!   [`Prefix`]es, and the ITU country-code table.
 //! - [`dht`]: the Kademlia keys offers and provider records live under.
 //! - [`ranking`]: [`ranking::rank`], the explainable ordering of candidates for a call.
-//! - [`money`] and [`time`]: integer money in ISO 4217 minor units; Unix seconds.
+//! - [`call`]: the call-signalling messages, the caller's and the gateway's state
+//!   machines, and the signed usage receipts.
+//! - [`money`] and [`time`]: integer money in ISO 4217 minor units; Unix time.
 
+pub mod call;
 pub mod codec;
 pub mod country;
 pub mod destination;
 pub mod dht;
+mod envelope;
 pub mod identity;
 pub mod money;
 pub mod offer;
@@ -33,4 +37,4 @@ pub use identity::{ProviderId, SecretKey};
 pub use money::{Currency, Money};
 pub use offer::{Codec, ServiceKind, ServiceOffer};
 pub use signed::{OfferError, SignedOffer};
-pub use time::UnixTime;
+pub use time::{Timestamp, UnixTime};

@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use crate::codec::{self, CodecError};
-use crate::identity::{ProviderId, SIGNATURE_LEN, SecretKey};
+use crate::envelope::{self, Envelope, HEADER_LEN};
+use crate::identity::{ProviderId, SecretKey};
 use crate::offer::{FieldError, OFFER_FORMAT_VERSION, ServiceOffer};
 use crate::time::UnixTime;
 
@@ -24,7 +25,6 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// Prepended to the body before signing, so an offer signature means nothing elsewhere.
 pub const SIGNING_DOMAIN: &[u8] = b"interlink/offer/v1\0";
 
-const HEADER_LEN: usize = 32 + SIGNATURE_LEN;
 const MAX_BODY_BYTES: usize = MAX_SIGNED_OFFER_BYTES - HEADER_LEN;
 
 /// Why bytes are not a valid signed offer, or an offer does not replace another.
@@ -101,11 +101,7 @@ impl SignedOffer {
     /// Signs without checking the offer: only for building refused input in tests.
     fn sign_unchecked(offer: ServiceOffer, key: &SecretKey) -> Result<SignedOffer, OfferError> {
         let body = codec::encode::<_, MAX_BODY_BYTES>(&offer)?;
-        let signature = key.sign(&signed_message(&body));
-        let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
-        bytes.extend_from_slice(key.provider_id().as_bytes());
-        bytes.extend_from_slice(&signature);
-        bytes.extend_from_slice(&body);
+        let bytes = envelope::seal(SIGNING_DOMAIN, &body, key);
         Ok(SignedOffer { offer, bytes })
     }
 
@@ -117,24 +113,16 @@ impl SignedOffer {
                 limit: MAX_SIGNED_OFFER_BYTES,
             });
         }
-        let (Some(signer), Some(signature), Some(body)) = (
-            bytes.get(..32),
-            bytes.get(32..HEADER_LEN),
-            bytes.get(HEADER_LEN..),
-        ) else {
-            return Err(OfferError::Truncated);
-        };
-        let version: u16 = codec::decode_prefix(body)?;
+        let envelope = Envelope::split(bytes).ok_or(OfferError::Truncated)?;
+        let version: u16 = codec::decode_prefix(envelope.body)?;
         if version != OFFER_FORMAT_VERSION {
             return Err(OfferError::UnsupportedVersion(version));
         }
-        let offer: ServiceOffer = codec::decode::<_, MAX_BODY_BYTES>(body)?;
-        let signer = ProviderId::from_bytes(signer.try_into().map_err(|_| OfferError::Truncated)?);
-        let signature: &[u8; SIGNATURE_LEN] =
-            signature.try_into().map_err(|_| OfferError::Truncated)?;
-        if !signer.verify(&signed_message(body), signature) {
+        let offer: ServiceOffer = codec::decode::<_, MAX_BODY_BYTES>(envelope.body)?;
+        if !envelope.verify(SIGNING_DOMAIN) {
             return Err(OfferError::BadSignature);
         }
+        let signer = envelope.signer;
         if signer != offer.provider {
             return Err(OfferError::SignerNotProvider {
                 signer,
@@ -190,13 +178,6 @@ impl SignedOffer {
         }
         Ok(())
     }
-}
-
-fn signed_message(body: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(SIGNING_DOMAIN.len() + body.len());
-    message.extend_from_slice(SIGNING_DOMAIN);
-    message.extend_from_slice(body);
-    message
 }
 
 fn check_validity_window(offer: &ServiceOffer, now: UnixTime) -> Result<(), OfferError> {

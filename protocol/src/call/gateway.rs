@@ -1,0 +1,362 @@
+//! The gateway's side of a call, as a state machine without IO.
+//!
+//! The driver decodes the invite, decides admission (capacity, price, offer) and calls
+//! [`GatewayCall::admit`] or [`GatewayCall::reject`]; then it reports what the back-end
+//! does (ringing, answered, media, far-end hang-up or failure) and feeds the caller's
+//! frames and timeouts, each with `now`. The machine returns frames to send, events for
+//! the driver (hang up the far leg; the call is over, with its receipt) and its deadline.
+//!
+//! ```text
+//! Admitting ──admit──► Trying ──ringing──► Ringing ──answered──► Answered ──media──► Active
+//!     │                  │                    │                      │                  │
+//!  reject            far-end failure, no answer in time:           Bye (either side),
+//!     ▼              Reject; caller's Bye: Cancelled                media timeout, lost
+//!   Done                                                               ▼
+//!                                        Ending: receipt sent, wait for the countersignature
+//!                                        ──► Done (settled, disputed or unacknowledged)
+//! ```
+
+use std::collections::VecDeque;
+
+use crate::call::messages::{ByeCause, Frame, RejectReason, SignedInvite};
+use crate::call::receipt::{ReceiptDispute, SettledReceipt, SignedReceipt, UsageReceipt};
+use crate::call::{Phase, Timers};
+use crate::identity::SecretKey;
+use crate::time::Timestamp;
+
+/// Where a gateway's call stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatewayState {
+    /// The invite is verified; the driver decides whether to take the call.
+    Admitting,
+    /// Accepted; the far leg is being placed.
+    Trying,
+    /// The callee is alerted.
+    Ringing,
+    /// Answered, waiting for media.
+    Answered,
+    /// Answered and media flows.
+    Active,
+    /// The receipt is sent; waiting for the caller's countersignature.
+    Ending,
+    /// Over.
+    Done,
+}
+
+/// How a gateway's call ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GatewayOutcome {
+    /// Refused before the answer.
+    Rejected(RejectReason),
+    /// The caller gave up, or the connection dropped, before the answer.
+    Cancelled(ByeCause),
+    /// Answered, ended, and the receipt countersigned by the caller.
+    Settled(SettledReceipt),
+    /// Answered and ended; the caller refused the receipt.
+    Disputed {
+        receipt: SignedReceipt,
+        dispute: ReceiptDispute,
+    },
+    /// Answered and ended; no valid countersignature came (the caller vanished, or sent a
+    /// bad one). The gateway keeps its own signed receipt.
+    Unacknowledged(SignedReceipt),
+}
+
+/// What the driver must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+// A handful of events per call: boxing the receipt would only add noise.
+#[allow(clippy::large_enum_variant)]
+pub enum GatewayEvent {
+    /// End the far leg of the call (the back-end hangs up or cancels).
+    HangUpFarLeg(ByeCause),
+    /// The call is over.
+    Done(GatewayOutcome),
+}
+
+/// The gateway's side of one call.
+#[derive(Debug)]
+pub struct GatewayCall {
+    key: SecretKey,
+    invite: SignedInvite,
+    timers: Timers,
+    state: GatewayState,
+    deadline: Option<Timestamp>,
+    answered_at: Option<Timestamp>,
+    receipt: Option<SignedReceipt>,
+    transmit: VecDeque<Frame>,
+    events: VecDeque<GatewayEvent>,
+}
+
+impl GatewayCall {
+    /// A call for a verified invite, signed receipts with the gateway's `key`.
+    pub fn new(invite: SignedInvite, key: SecretKey, timers: Timers) -> GatewayCall {
+        GatewayCall {
+            key,
+            invite,
+            timers,
+            state: GatewayState::Admitting,
+            deadline: None,
+            answered_at: None,
+            receipt: None,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The caller's invite.
+    pub fn invite(&self) -> &SignedInvite {
+        &self.invite
+    }
+
+    /// Where the call stands.
+    pub fn state(&self) -> GatewayState {
+        self.state
+    }
+
+    /// Takes the call: `Trying` goes out and the answer deadline starts.
+    pub fn admit(&mut self, now: Timestamp) {
+        if self.state == GatewayState::Admitting {
+            self.transmit.push_back(Frame::Trying);
+            self.state = GatewayState::Trying;
+            self.deadline = Some(now.plus(self.timers.answer));
+        }
+    }
+
+    /// Refuses the call before it is answered.
+    pub fn reject(&mut self, reason: RejectReason, _now: Timestamp) {
+        if matches!(
+            self.state,
+            GatewayState::Admitting | GatewayState::Trying | GatewayState::Ringing
+        ) {
+            if self.state != GatewayState::Admitting {
+                self.events
+                    .push_back(GatewayEvent::HangUpFarLeg(ByeCause::Cancelled));
+            }
+            self.transmit.push_back(Frame::Reject(reason.clone()));
+            self.finish(GatewayOutcome::Rejected(reason));
+        }
+    }
+
+    /// The callee is being alerted.
+    pub fn ringing(&mut self, _now: Timestamp) {
+        if self.state == GatewayState::Trying {
+            self.transmit.push_back(Frame::Ringing);
+            self.state = GatewayState::Ringing;
+        }
+    }
+
+    /// The callee answered; `sdp` is the gateway's answer to the caller's offer.
+    pub fn answered(&mut self, sdp: String, now: Timestamp) {
+        if matches!(self.state, GatewayState::Trying | GatewayState::Ringing) {
+            self.transmit.push_back(Frame::Answer { sdp });
+            self.state = GatewayState::Answered;
+            self.answered_at = Some(now);
+            self.deadline = Some(now.plus(self.timers.media));
+        }
+    }
+
+    /// Media from the caller arrived.
+    pub fn media_started(&mut self, _now: Timestamp) {
+        if self.state == GatewayState::Answered {
+            self.state = GatewayState::Active;
+            self.deadline = None;
+        }
+    }
+
+    /// The far leg failed before it was answered (busy, no route, …).
+    pub fn far_end_failed(&mut self, reason: RejectReason, now: Timestamp) {
+        match self.state {
+            GatewayState::Trying | GatewayState::Ringing => {
+                self.transmit.push_back(Frame::Reject(reason.clone()));
+                self.finish(GatewayOutcome::Rejected(reason));
+            }
+            GatewayState::Answered | GatewayState::Active => {
+                self.end(ByeCause::MediaFailed, true, now)
+            }
+            _ => {}
+        }
+    }
+
+    /// The callee, or the far network, hung up.
+    pub fn far_end_hung_up(&mut self, now: Timestamp) {
+        match self.state {
+            GatewayState::Trying | GatewayState::Ringing => {
+                self.far_end_failed(RejectReason::Unavailable, now)
+            }
+            GatewayState::Answered | GatewayState::Active => {
+                self.end(ByeCause::CalleeHangUp, true, now)
+            }
+            _ => {}
+        }
+    }
+
+    /// The gateway is shutting down: end the call now, with a receipt if it was answered.
+    pub fn shut_down(&mut self, now: Timestamp) {
+        match self.state {
+            GatewayState::Admitting | GatewayState::Trying | GatewayState::Ringing => {
+                self.reject(RejectReason::Unavailable, now);
+            }
+            GatewayState::Answered | GatewayState::Active => {
+                self.events
+                    .push_back(GatewayEvent::HangUpFarLeg(ByeCause::Shutdown));
+                self.end(ByeCause::Shutdown, true, now);
+            }
+            GatewayState::Ending | GatewayState::Done => {}
+        }
+    }
+
+    /// A frame from the caller.
+    pub fn handle_frame(&mut self, frame: Frame, now: Timestamp) {
+        use GatewayState::*;
+        match (self.state, frame) {
+            (Done, _) | (_, Frame::Invite(_)) | (Ending, Frame::Bye(_)) => {}
+            (Admitting | Trying | Ringing, Frame::Bye(cause)) => {
+                if self.state != Admitting {
+                    self.events.push_back(GatewayEvent::HangUpFarLeg(cause));
+                }
+                self.finish(GatewayOutcome::Cancelled(cause));
+            }
+            (Answered | Active, Frame::Bye(cause)) => {
+                self.events.push_back(GatewayEvent::HangUpFarLeg(cause));
+                self.end(cause, false, now);
+            }
+            (Ending, Frame::ReceiptAccepted(bytes)) => {
+                let outcome = match (SettledReceipt::decode(&bytes), self.receipt.take()) {
+                    (Ok(settled), Some(sent)) if settled.gateway_signed() == sent.as_bytes() => {
+                        GatewayOutcome::Settled(settled)
+                    }
+                    (_, Some(sent)) => GatewayOutcome::Unacknowledged(sent),
+                    (_, None) => return,
+                };
+                self.finish(outcome);
+            }
+            (Ending, Frame::ReceiptRefused(dispute)) => {
+                if let Some(receipt) = self.receipt.take() {
+                    self.finish(GatewayOutcome::Disputed { receipt, dispute });
+                }
+            }
+            (state, _) => self.protocol_error(state, now),
+        }
+    }
+
+    /// The stream closed.
+    pub fn connection_lost(&mut self, now: Timestamp) {
+        match self.state {
+            GatewayState::Admitting => {
+                self.finish(GatewayOutcome::Cancelled(ByeCause::ConnectionLost))
+            }
+            GatewayState::Trying | GatewayState::Ringing => {
+                self.events
+                    .push_back(GatewayEvent::HangUpFarLeg(ByeCause::ConnectionLost));
+                self.finish(GatewayOutcome::Cancelled(ByeCause::ConnectionLost));
+            }
+            GatewayState::Answered | GatewayState::Active => {
+                self.events
+                    .push_back(GatewayEvent::HangUpFarLeg(ByeCause::ConnectionLost));
+                self.end(ByeCause::ConnectionLost, false, now);
+                self.unacknowledged();
+            }
+            GatewayState::Ending => self.unacknowledged(),
+            GatewayState::Done => {}
+        }
+    }
+
+    /// Call when [`GatewayCall::poll_timeout`]'s deadline has passed.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if self.deadline.is_none_or(|deadline| now < deadline) {
+            return;
+        }
+        match self.state {
+            GatewayState::Trying | GatewayState::Ringing => self.reject(RejectReason::Timeout, now),
+            GatewayState::Answered => {
+                self.events
+                    .push_back(GatewayEvent::HangUpFarLeg(ByeCause::MediaTimeout));
+                self.end(ByeCause::MediaTimeout, true, now);
+            }
+            GatewayState::Ending => self.unacknowledged(),
+            _ => {}
+        }
+    }
+
+    /// The next frame to send.
+    pub fn poll_transmit(&mut self) -> Option<Frame> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<GatewayEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`GatewayCall::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.deadline
+    }
+
+    /// Over, with nothing left to send.
+    pub fn is_done(&self) -> bool {
+        self.state == GatewayState::Done && self.transmit.is_empty()
+    }
+
+    /// The phase whose deadline is running, if any.
+    pub fn phase(&self) -> Option<Phase> {
+        match self.state {
+            GatewayState::Trying | GatewayState::Ringing => Some(Phase::Answer),
+            GatewayState::Answered => Some(Phase::Media),
+            GatewayState::Ending => Some(Phase::Receipt),
+            _ => None,
+        }
+    }
+
+    /// Ends an answered call: `Bye` if this side ends it, then the signed receipt.
+    fn end(&mut self, cause: ByeCause, send_bye: bool, now: Timestamp) {
+        if send_bye {
+            self.transmit.push_back(Frame::Bye(cause));
+        }
+        let answered_at = self.answered_at.unwrap_or(now);
+        let receipt = UsageReceipt::for_call(self.invite.invite(), answered_at, now);
+        match SignedReceipt::sign(receipt, &self.key) {
+            Ok(signed) => {
+                self.transmit
+                    .push_back(Frame::Receipt(signed.as_bytes().to_vec()));
+                self.receipt = Some(signed);
+                self.state = GatewayState::Ending;
+                self.deadline = Some(now.plus(self.timers.receipt));
+            }
+            // Only a driver that admitted an invite for another provider gets here.
+            Err(_) => self.finish(GatewayOutcome::Cancelled(cause)),
+        }
+    }
+
+    fn unacknowledged(&mut self) {
+        if let Some(receipt) = self.receipt.take() {
+            self.finish(GatewayOutcome::Unacknowledged(receipt));
+        }
+    }
+
+    fn finish(&mut self, outcome: GatewayOutcome) {
+        self.state = GatewayState::Done;
+        self.deadline = None;
+        self.events.push_back(GatewayEvent::Done(outcome));
+    }
+
+    fn protocol_error(&mut self, state: GatewayState, now: Timestamp) {
+        match state {
+            GatewayState::Admitting | GatewayState::Trying | GatewayState::Ringing => {
+                if state != GatewayState::Admitting {
+                    self.events
+                        .push_back(GatewayEvent::HangUpFarLeg(ByeCause::ProtocolError));
+                }
+                self.transmit.push_back(Frame::Bye(ByeCause::ProtocolError));
+                self.finish(GatewayOutcome::Cancelled(ByeCause::ProtocolError));
+            }
+            GatewayState::Answered | GatewayState::Active => {
+                self.events
+                    .push_back(GatewayEvent::HangUpFarLeg(ByeCause::ProtocolError));
+                self.end(ByeCause::ProtocolError, true, now);
+            }
+            GatewayState::Ending => self.unacknowledged(),
+            GatewayState::Done => {}
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Usage receipts: the signed record of what an answered call cost.
+//!
+//! When an answered call ends, the gateway computes a [`UsageReceipt`] from the accepted
+//! tariff and the answered time, signs it ([`SignedReceipt`]) and sends it. The caller
+//! checks it against the invite it signed and the time it saw the call last
+//! ([`UsageReceipt::check`]): same call, same terms, a duration no longer than it
+//! observed (plus a tolerance for the network), billed seconds and amount that follow
+//! from the tariff. If all holds it countersigns ([`SettledReceipt`]), and both sides keep
+//! the same bytes, from which settlement is a sum.
+//!
+//! A settled receipt is `caller ‖ caller's signature ‖ gateway-signed receipt`, the caller
+//! signing under [`COUNTERSIGN_DOMAIN`] the gateway's exact bytes.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::call::messages::{CallId, Invite, OfferRef};
+use crate::codec::{self, CodecError};
+use crate::destination::{E164, Prefix};
+use crate::envelope::{self, Envelope};
+use crate::identity::{ProviderId, SecretKey};
+use crate::money::Money;
+use crate::offer::Tariff;
+use crate::time::Timestamp;
+
+/// Largest receipt, signed or settled.
+pub const MAX_RECEIPT_BYTES: usize = 4096;
+/// Prepended to a receipt's body before the gateway signs it.
+pub const RECEIPT_DOMAIN: &[u8] = b"interlink/receipt/v1\0";
+/// Prepended to the gateway-signed receipt before the caller countersigns it.
+pub const COUNTERSIGN_DOMAIN: &[u8] = b"interlink/receipt-countersign/v1\0";
+/// How much longer than the caller saw it a call may be billed: a round trip of
+/// signalling (the gateway sees the answer earlier and the hang-up later) and clock
+/// granularity.
+pub const DURATION_TOLERANCE: Duration = Duration::from_secs(2);
+
+/// What an answered call cost, as the gateway reckons it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReceipt {
+    pub call_id: CallId,
+    /// The offer the call was placed under; its provider is the gateway that signs.
+    pub offer: OfferRef,
+    pub caller: ProviderId,
+    pub destination: E164,
+    pub prefix: Prefix,
+    /// The accepted tariff.
+    pub tariff: Tariff,
+    pub answered_at: Timestamp,
+    pub ended_at: Timestamp,
+    /// Answered time rounded up to the tariff's billing increment.
+    pub billed_seconds: u64,
+    pub amount: Money,
+}
+
+/// Why a caller refuses a receipt. Sent to the gateway in `ReceiptRefused`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptDispute {
+    #[error("the receipt cannot be read or its signature does not verify")]
+    Unreadable,
+    #[error("the receipt is for another call, offer or caller")]
+    WrongCall,
+    #[error("the receipt's destination, route or tariff differ from the accepted ones")]
+    WrongTerms,
+    #[error("{claimed_ms} ms billed, but the call lasted {observed_ms} ms as the caller saw it")]
+    DurationTooLong { claimed_ms: u64, observed_ms: u64 },
+    #[error("{claimed} billed seconds, the tariff gives {expected}")]
+    WrongBilledSeconds { claimed: u64, expected: u64 },
+    #[error("an amount of {claimed} minor units, the tariff gives {expected}")]
+    WrongAmount { claimed: u64, expected: u64 },
+}
+
+/// Why receipt bytes are not a valid signed or settled receipt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    #[error("receipt of {size} bytes is over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the receipt is truncated")]
+    Truncated,
+    #[error("malformed receipt: {0}")]
+    Malformed(String),
+    #[error("the receipt's signature does not verify")]
+    BadSignature,
+    #[error("signed by {signer}, not by {expected}")]
+    WrongSigner {
+        signer: ProviderId,
+        expected: ProviderId,
+    },
+}
+
+impl From<CodecError> for ReceiptError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::TooLarge { size, limit } => ReceiptError::TooLarge { size, limit },
+            CodecError::Truncated => ReceiptError::Truncated,
+            CodecError::Malformed(reason) => ReceiptError::Malformed(reason),
+        }
+    }
+}
+
+impl UsageReceipt {
+    /// The receipt of the call `invite` placed, answered and ended at these times.
+    pub fn for_call(invite: &Invite, answered_at: Timestamp, ended_at: Timestamp) -> UsageReceipt {
+        let billed_seconds = invite.tariff.billed_seconds(ended_at.since(answered_at));
+        UsageReceipt {
+            call_id: invite.call_id,
+            offer: invite.offer,
+            caller: invite.caller,
+            destination: invite.destination.clone(),
+            prefix: invite.prefix.clone(),
+            tariff: invite.tariff,
+            answered_at,
+            ended_at,
+            billed_seconds,
+            amount: invite.tariff.charge(billed_seconds),
+        }
+    }
+
+    /// The answered time the receipt claims.
+    pub fn duration(&self) -> Duration {
+        self.ended_at.since(self.answered_at)
+    }
+
+    /// Checks the receipt against the invite the caller signed and the answered time it
+    /// observed itself.
+    pub fn check(&self, invite: &Invite, observed: Duration) -> Result<(), ReceiptDispute> {
+        if self.call_id != invite.call_id
+            || self.offer != invite.offer
+            || self.caller != invite.caller
+        {
+            return Err(ReceiptDispute::WrongCall);
+        }
+        if self.destination != invite.destination
+            || self.prefix != invite.prefix
+            || self.tariff != invite.tariff
+        {
+            return Err(ReceiptDispute::WrongTerms);
+        }
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if self.ended_at < self.answered_at || self.duration() > observed + DURATION_TOLERANCE {
+            return Err(ReceiptDispute::DurationTooLong {
+                claimed_ms: millis(self.duration()),
+                observed_ms: millis(observed),
+            });
+        }
+        let expected = self.tariff.billed_seconds(self.duration());
+        if self.billed_seconds != expected {
+            return Err(ReceiptDispute::WrongBilledSeconds {
+                claimed: self.billed_seconds,
+                expected,
+            });
+        }
+        let amount = self.tariff.charge(expected);
+        if self.amount != amount {
+            return Err(ReceiptDispute::WrongAmount {
+                claimed: self.amount.minor_units,
+                expected: amount.minor_units,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A receipt signed by the gateway (the offer's provider); it exists only verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedReceipt {
+    receipt: UsageReceipt,
+    bytes: Vec<u8>,
+}
+
+impl SignedReceipt {
+    /// Signs `receipt` with the gateway's key.
+    pub fn sign(receipt: UsageReceipt, key: &SecretKey) -> Result<SignedReceipt, ReceiptError> {
+        if receipt.offer.provider != key.provider_id() {
+            return Err(ReceiptError::WrongSigner {
+                signer: key.provider_id(),
+                expected: receipt.offer.provider,
+            });
+        }
+        let body = codec::encode::<_, MAX_RECEIPT_BYTES>(&receipt)?;
+        let bytes = envelope::seal(RECEIPT_DOMAIN, &body, key);
+        Ok(SignedReceipt { receipt, bytes })
+    }
+
+    /// Reads and verifies a gateway-signed receipt.
+    pub fn decode(bytes: &[u8]) -> Result<SignedReceipt, ReceiptError> {
+        if bytes.len() > MAX_RECEIPT_BYTES {
+            return Err(ReceiptError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_RECEIPT_BYTES,
+            });
+        }
+        let envelope = Envelope::split(bytes).ok_or(ReceiptError::Truncated)?;
+        let receipt: UsageReceipt = codec::decode::<_, MAX_RECEIPT_BYTES>(envelope.body)?;
+        if !envelope.verify(RECEIPT_DOMAIN) {
+            return Err(ReceiptError::BadSignature);
+        }
+        if envelope.signer != receipt.offer.provider {
+            return Err(ReceiptError::WrongSigner {
+                signer: envelope.signer,
+                expected: receipt.offer.provider,
+            });
+        }
+        Ok(SignedReceipt {
+            receipt,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// The receipt.
+    pub fn receipt(&self) -> &UsageReceipt {
+        &self.receipt
+    }
+
+    /// The exact bytes to send and store.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The caller's countersignature, which settles the receipt.
+    pub fn countersign(&self, key: &SecretKey) -> Result<SettledReceipt, ReceiptError> {
+        if self.receipt.caller != key.provider_id() {
+            return Err(ReceiptError::WrongSigner {
+                signer: key.provider_id(),
+                expected: self.receipt.caller,
+            });
+        }
+        let bytes = envelope::seal(COUNTERSIGN_DOMAIN, &self.bytes, key);
+        Ok(SettledReceipt {
+            receipt: self.receipt.clone(),
+            bytes,
+        })
+    }
+}
+
+/// A receipt signed by the gateway and countersigned by the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettledReceipt {
+    receipt: UsageReceipt,
+    bytes: Vec<u8>,
+}
+
+impl SettledReceipt {
+    /// Reads and verifies both signatures of a settled receipt.
+    pub fn decode(bytes: &[u8]) -> Result<SettledReceipt, ReceiptError> {
+        if bytes.len() > MAX_RECEIPT_BYTES {
+            return Err(ReceiptError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_RECEIPT_BYTES,
+            });
+        }
+        let envelope = Envelope::split(bytes).ok_or(ReceiptError::Truncated)?;
+        let inner = SignedReceipt::decode(envelope.body)?;
+        if !envelope.verify(COUNTERSIGN_DOMAIN) {
+            return Err(ReceiptError::BadSignature);
+        }
+        if envelope.signer != inner.receipt.caller {
+            return Err(ReceiptError::WrongSigner {
+                signer: envelope.signer,
+                expected: inner.receipt.caller,
+            });
+        }
+        Ok(SettledReceipt {
+            receipt: inner.receipt,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// The receipt.
+    pub fn receipt(&self) -> &UsageReceipt {
+        &self.receipt
+    }
+
+    /// The exact bytes both sides store.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The gateway-signed receipt inside.
+    pub fn gateway_signed(&self) -> &[u8] {
+        self.bytes.get(envelope::HEADER_LEN..).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::money::Currency;
+
+    pub(crate) fn invite(caller: &SecretKey, gateway: &SecretKey) -> Invite {
+        Invite {
+            call_id: CallId::from_bytes([9; 16]),
+            destination: E164::parse("+447700900123").unwrap_or_else(|e| panic!("{e}")),
+            offer: OfferRef {
+                provider: gateway.provider_id(),
+                seq: 7,
+            },
+            prefix: Prefix::new("447").unwrap_or_else(|e| panic!("{e}")),
+            tariff: Tariff {
+                currency: Currency::new("GBP").unwrap_or_else(|e| panic!("{e}")),
+                setup_fee: 5,
+                per_minute: 3,
+                billing_increment_secs: 30,
+            },
+            caller: caller.provider_id(),
+            sdp_offer: "v=0".into(),
+            sent_at: Timestamp(1_000_000),
+        }
+    }
+
+    fn keys() -> (SecretKey, SecretKey) {
+        (
+            SecretKey::from_seed(&[1; 32]),
+            SecretKey::from_seed(&[2; 32]),
+        )
+    }
+
+    #[test]
+    fn the_receipt_follows_from_the_tariff() {
+        let (caller, gateway) = keys();
+        let invite = invite(&caller, &gateway);
+        // 61 s answered, 30 s increments: 90 s billed; 3 per minute → 4.5 → 5, plus 5 setup.
+        let receipt = UsageReceipt::for_call(&invite, Timestamp(2_000_000), Timestamp(2_061_000));
+        assert_eq!(receipt.billed_seconds, 90);
+        assert_eq!(receipt.amount.minor_units, 10);
+        assert_eq!(receipt.check(&invite, Duration::from_secs(61)), Ok(()));
+    }
+
+    #[test]
+    fn sign_countersign_decode() {
+        let (caller, gateway) = keys();
+        let invite = invite(&caller, &gateway);
+        let receipt = UsageReceipt::for_call(&invite, Timestamp(2_000_000), Timestamp(2_010_000));
+        let signed =
+            SignedReceipt::sign(receipt.clone(), &gateway).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            SignedReceipt::decode(signed.as_bytes()).map(|s| s.receipt().clone()),
+            Ok(receipt.clone())
+        );
+        let settled = signed
+            .countersign(&caller)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let decoded = SettledReceipt::decode(settled.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decoded.receipt(), &receipt);
+        assert_eq!(decoded.gateway_signed(), signed.as_bytes());
+        // Only the caller can countersign, only the gateway can sign.
+        assert!(signed.countersign(&gateway).is_err());
+        assert!(SignedReceipt::sign(receipt, &caller).is_err());
+    }
+
+    #[test]
+    fn tampered_receipts_are_refused() {
+        let (caller, gateway) = keys();
+        let invite = invite(&caller, &gateway);
+        let observed = Duration::from_secs(10);
+        let honest = UsageReceipt::for_call(&invite, Timestamp(2_000_000), Timestamp(2_010_000));
+
+        let mut overcharged = honest.clone();
+        overcharged.amount.minor_units += 1;
+        assert!(matches!(
+            overcharged.check(&invite, observed),
+            Err(ReceiptDispute::WrongAmount { .. })
+        ));
+
+        let mut padded = honest.clone();
+        padded.billed_seconds = 60;
+        assert!(matches!(
+            padded.check(&invite, observed),
+            Err(ReceiptDispute::WrongBilledSeconds { .. })
+        ));
+
+        let longer = UsageReceipt::for_call(&invite, Timestamp(2_000_000), Timestamp(2_020_000));
+        assert!(matches!(
+            longer.check(&invite, observed),
+            Err(ReceiptDispute::DurationTooLong { .. })
+        ));
+
+        let mut repriced = honest.clone();
+        repriced.tariff.per_minute = 4;
+        assert_eq!(
+            repriced.check(&invite, observed),
+            Err(ReceiptDispute::WrongTerms)
+        );
+
+        let mut other_call = honest;
+        other_call.call_id = CallId::from_bytes([1; 16]);
+        assert_eq!(
+            other_call.check(&invite, observed),
+            Err(ReceiptDispute::WrongCall)
+        );
+
+        // A flipped bit in a signed receipt breaks its signature.
+        let signed = SignedReceipt::sign(
+            UsageReceipt::for_call(&invite, Timestamp(0), Timestamp(1000)),
+            &gateway,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut bytes = signed.as_bytes().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(SignedReceipt::decode(&bytes).is_err());
+    }
+}
