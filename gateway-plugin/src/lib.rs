@@ -6,6 +6,11 @@
 //! operator's price list into the offer it signs and publishes, so that an offer never
 //! advertises what the back-end cannot do.
 
+pub mod audio;
+pub mod echo;
+pub mod gateway;
+pub mod webrtc_leg;
+
 use interlink_protocol::offer::{Codec, MAX_CODECS, ServiceKind};
 
 /// What a back-end can do, as advertised in the node's offer.
