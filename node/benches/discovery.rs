@@ -12,44 +12,31 @@
 
 use std::time::{Duration, Instant};
 
-use interlink_gateway_plugin::Capabilities;
 use interlink_node::config::{DhtSection, GatewayPlan};
 use interlink_node::discovery::{self, Query};
 use interlink_node::local_network::LocalNetwork;
 use interlink_node::node::Node;
-use interlink_protocol::offer::{ClaimedQuality, Codec, Mos, Permille, Route, Tariff};
+use interlink_protocol::offer::{Route, Tariff};
 use interlink_protocol::ranking::{self, History, Policy};
 use interlink_protocol::{Currency, E164, Prefix, ServiceKind};
 
 fn plan(name: &str, prefixes: &[(&str, u64)]) -> GatewayPlan {
     let gbp = Currency::new("GBP").unwrap();
+    let routes = prefixes
+        .iter()
+        .map(|&(p, price)| Route {
+            prefix: Prefix::new(p).unwrap(),
+            tariff: Tariff {
+                currency: gbp,
+                setup_fee: 0,
+                per_minute: price,
+                billing_increment_secs: 60,
+            },
+        })
+        .collect();
     GatewayPlan {
-        name: name.into(),
         region: "bench".into(),
-        capabilities: Capabilities::new(
-            ServiceKind::WEBRTC_TO_PSTN,
-            vec![Codec::Pcmu, Codec::Pcma],
-            100,
-        )
-        .unwrap(),
-        quality: ClaimedQuality {
-            answer_seizure_ratio: Permille(550),
-            post_dial_delay_ms: 2000,
-            mos: Mos(420),
-        },
-        routes: prefixes
-            .iter()
-            .map(|&(p, price)| Route {
-                prefix: Prefix::new(p).unwrap(),
-                tariff: Tariff {
-                    currency: gbp,
-                    setup_fee: 0,
-                    per_minute: price,
-                    billing_increment_secs: 60,
-                },
-            })
-            .collect(),
-        offer_ttl: Duration::from_secs(3600),
+        ..GatewayPlan::new(name, routes)
     }
 }
 

@@ -19,3 +19,8 @@ fn since_epoch() -> Duration {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
 }
+
+/// Now, in milliseconds since the Unix epoch, as calls count time.
+pub fn now() -> interlink_protocol::Timestamp {
+    interlink_protocol::Timestamp(unix_millis())
+}

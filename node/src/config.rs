@@ -8,7 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use interlink_gateway_plugin::Capabilities;
+use std::net::{IpAddr, Ipv4Addr};
+
+use interlink_gateway_plugin::echo::{EchoConfig, EchoGateway};
+use interlink_gateway_plugin::webrtc_leg::MediaSettings;
+use interlink_gateway_plugin::{Capabilities, CapabilityError};
+use interlink_protocol::call::Timers;
 use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
 use interlink_protocol::ranking::{Policy, PolicyKind};
 use interlink_protocol::signed::MAX_OFFER_LIFETIME;
@@ -49,6 +54,8 @@ pub struct Config {
     pub network: NetworkSection,
     pub dht: DhtSection,
     pub caller: CallerSection,
+    pub media: MediaSection,
+    pub calls: CallsSection,
     /// Present on a gateway node: what it sells and at which prices.
     pub gateway: Option<GatewaySection>,
 }
@@ -176,9 +183,13 @@ pub struct GatewaySection {
     /// Concurrent calls.
     #[serde(default = "default_capacity")]
     pub capacity: u32,
-    /// Codecs on the WebRTC leg.
-    #[serde(default = "default_codecs")]
-    pub codecs: Vec<String>,
+    /// The back-end that carries the calls: `echo` (a test callee that plays the caller's
+    /// audio back). It decides the codecs the offer lists.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Settings of the echo back-end.
+    #[serde(default)]
+    pub echo: EchoConfig,
     /// How long each published offer is valid; it is republished at half this.
     #[serde(default = "default_offer_ttl")]
     pub offer_ttl_secs: u64,
@@ -194,8 +205,8 @@ fn default_kind() -> String {
 fn default_capacity() -> u32 {
     100
 }
-fn default_codecs() -> Vec<String> {
-    vec!["PCMU".into(), "PCMA".into()]
+fn default_backend() -> String {
+    "echo".into()
 }
 fn default_offer_ttl() -> u64 {
     3600
@@ -248,15 +259,133 @@ fn default_increment() -> u32 {
     60
 }
 
-/// What a gateway node publishes, checked and in protocol types.
+/// `[media]`: where this node's WebRTC media runs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// The address ICE binds to. `0.0.0.0` takes every interface but loopback; give the
+    /// public address on an operator host, `127.0.0.1` to keep calls on one machine.
+    pub ip: IpAddr,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        MediaSection {
+            ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
+}
+
+impl MediaSection {
+    /// The media settings of calls.
+    pub fn settings(&self) -> MediaSettings {
+        MediaSettings { bind_ip: self.ip }
+    }
+}
+
+/// `[calls]`: the deadline of each phase of a call, and of setting one up.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsSection {
+    /// Invite to Trying.
+    pub trying_secs: u64,
+    /// Trying to the answer: how long a callee may ring.
+    pub answer_secs: u64,
+    /// Answer to the first media packet.
+    pub media_secs: u64,
+    /// End of the call to the receipt.
+    pub receipt_secs: u64,
+    /// How long finding a gateway that answers may take, failovers included.
+    pub setup_deadline_secs: u64,
+}
+
+impl Default for CallsSection {
+    fn default() -> Self {
+        let timers = Timers::default();
+        CallsSection {
+            trying_secs: timers.trying.as_secs(),
+            answer_secs: timers.answer.as_secs(),
+            media_secs: timers.media.as_secs(),
+            receipt_secs: timers.receipt.as_secs(),
+            setup_deadline_secs: 90,
+        }
+    }
+}
+
+impl CallsSection {
+    /// The deadlines of a call's phases.
+    pub fn timers(&self) -> Timers {
+        Timers {
+            trying: Duration::from_secs(self.trying_secs),
+            answer: Duration::from_secs(self.answer_secs),
+            media: Duration::from_secs(self.media_secs),
+            receipt: Duration::from_secs(self.receipt_secs),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fields = [
+            ("calls.trying_secs", self.trying_secs),
+            ("calls.answer_secs", self.answer_secs),
+            ("calls.media_secs", self.media_secs),
+            ("calls.receipt_secs", self.receipt_secs),
+            ("calls.setup_deadline_secs", self.setup_deadline_secs),
+        ];
+        match fields.iter().find(|(_, value)| *value == 0) {
+            Some((field, _)) => Err(invalid(*field, "must be greater than zero")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The back-end a gateway runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendSpec {
+    /// Answers and plays the caller's audio back.
+    Echo(EchoConfig),
+}
+
+/// What a gateway node sells and runs, checked and in protocol types.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GatewayPlan {
     pub name: String,
     pub region: String,
-    pub capabilities: Capabilities,
+    pub kind: ServiceKind,
+    /// Concurrent calls.
+    pub capacity: u32,
     pub quality: ClaimedQuality,
     pub routes: Vec<Route>,
     pub offer_ttl: Duration,
+    pub backend: BackendSpec,
+}
+
+impl GatewayPlan {
+    /// A WebRTC-to-PSTN echo gateway named `name` with these routes, 100 calls, claimed
+    /// quality MOS 4.0, answer ratio 0.5, post-dial delay 3 s, offers valid for an hour.
+    pub fn new(name: &str, routes: Vec<Route>) -> GatewayPlan {
+        GatewayPlan {
+            name: name.to_owned(),
+            region: String::new(),
+            kind: ServiceKind::WEBRTC_TO_PSTN,
+            capacity: 100,
+            quality: ClaimedQuality {
+                answer_seizure_ratio: Permille(500),
+                post_dial_delay_ms: 3000,
+                mos: Mos(400),
+            },
+            routes,
+            offer_ttl: Duration::from_secs(3600),
+            backend: BackendSpec::Echo(EchoConfig::default()),
+        }
+    }
+
+    /// What the back-end can do: the codecs and capacity the offer advertises.
+    pub fn capabilities(&self) -> Result<Capabilities, CapabilityError> {
+        match self.backend {
+            BackendSpec::Echo(_) => EchoGateway::capabilities(self.kind, self.capacity),
+        }
+    }
 }
 
 impl Config {
@@ -294,6 +423,7 @@ impl Config {
             }
         }
         self.dht.validate()?;
+        self.calls.validate()?;
         self.caller_policy()?;
         if self.gateway.is_some() {
             self.gateway_plan()?;
@@ -387,17 +517,15 @@ impl GatewaySection {
             return Err(invalid("gateway.name", "is empty"));
         }
         let kind: ServiceKind = self.kind.parse().map_err(|e| invalid("gateway.kind", e))?;
-        let codecs = self
-            .codecs
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                c.parse::<Codec>()
-                    .map_err(|e| invalid(format!("gateway.codecs[{i}]"), e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let capabilities =
-            Capabilities::new(kind, codecs, self.capacity).map_err(|e| invalid("gateway", e))?;
+        let backend = match self.backend.as_str() {
+            "echo" => BackendSpec::Echo(self.echo.clone()),
+            other => {
+                return Err(invalid(
+                    "gateway.backend",
+                    format!("unknown back-end `{other}` (expected echo)"),
+                ));
+            }
+        };
         let offer_ttl = Duration::from_secs(self.offer_ttl_secs);
         if !(Duration::from_secs(60)..=MAX_OFFER_LIFETIME).contains(&offer_ttl) {
             return Err(invalid(
@@ -438,14 +566,18 @@ impl GatewaySection {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(GatewayPlan {
+        let plan = GatewayPlan {
             name: self.name.clone(),
             region: self.region.clone(),
-            capabilities,
+            kind,
+            capacity: self.capacity,
             quality,
             routes,
             offer_ttl,
-        })
+            backend,
+        };
+        plan.capabilities().map_err(|e| invalid("gateway", e))?;
+        Ok(plan)
     }
 }
 
@@ -528,14 +660,32 @@ data_dir = "."
 # max_price_per_minute = "0.10 GBP"
 # required_codec = "PCMU"
 
+[media]
+# The address WebRTC media (ICE) binds to. 0.0.0.0 takes every interface except
+# loopback; set the public address on an operator host, 127.0.0.1 for one machine.
+# ip = "0.0.0.0"
+
+[calls]
+# Deadlines of a call's phases, in seconds.
+# trying_secs = 5                # invite to Trying
+# answer_secs = 60               # Trying to the answer (ringing)
+# media_secs = 10                # answer to the first media packet
+# receipt_secs = 5               # end of the call to the receipt
+# setup_deadline_secs = 90       # finding a gateway that answers, failovers included
+
 # Uncomment to sell a gateway service from this node.
 # [gateway]
 # name = "Inter"
 # region = "eu-west"
 # kind = "webrtc-pstn"           # webrtc-pstn, webrtc-sip, ...
 # capacity = 100                 # concurrent calls
-# codecs = ["PCMU", "PCMA"]
+# backend = "echo"              # a callee that plays the caller's audio back
 # offer_ttl_secs = 3600          # offers are republished at half this
+#
+# [gateway.echo]                 # the echo back-end
+# ring_ms = 500
+# answering = "answer"           # answer, busy or never-answer
+# hang_up_after_secs = 0         # 0: the caller hangs up
 #
 # [gateway.quality]              # what you claim; callers check it against their calls
 # answer_seizure_ratio = 0.55

@@ -94,14 +94,15 @@ pub async fn discover(client: &Client, query: &Query) -> Result<Discovery, Disco
         return Err(e.into());
     }
 
-    let fetched: Vec<Option<SignedOffer>> = futures::stream::iter(
-        providers
-            .iter()
-            .map(|&p| async move { client.get_offer(p).await.ok().flatten() }),
-    )
-    .buffer_unordered(CONCURRENT_OFFER_LOOKUPS)
-    .collect()
-    .await;
+    // Owned peer ids and client clones keep the future `Send` for callers that spawn it.
+    let lookups = providers.clone().into_iter().map(|peer| {
+        let client = client.clone();
+        async move { client.get_offer(peer).await.ok().flatten() }
+    });
+    let fetched: Vec<Option<SignedOffer>> = futures::stream::iter(lookups)
+        .buffer_unordered(CONCURRENT_OFFER_LOOKUPS)
+        .collect()
+        .await;
     let mut offers: Vec<SignedOffer> = fetched
         .into_iter()
         .flatten()

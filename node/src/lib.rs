@@ -15,6 +15,7 @@
 //! - [`local_network`]: many nodes in one process on loopback (demo, tests, benchmarks).
 //! - [`listing`]: the ranked gateways as a table or JSON.
 
+pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod discovery;
@@ -25,3 +26,4 @@ pub mod logging;
 pub mod network;
 pub mod node;
 pub mod publisher;
+pub mod store;

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use interlink_gateway_plugin::webrtc_leg::MediaSettings;
+use interlink_protocol::call::Timers;
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 
@@ -29,6 +31,9 @@ pub fn loopback_spec(
         },
         external_addresses: Vec::new(),
         gateway,
+        data_dir: None,
+        media: MediaSettings::loopback(),
+        timers: Timers::default(),
     }
 }
 
@@ -44,6 +49,9 @@ pub fn caller_spec(bootstrap: Vec<Multiaddr>, dht: &DhtSection) -> NodeSpec {
         },
         external_addresses: Vec::new(),
         gateway: None,
+        data_dir: None,
+        media: MediaSettings::loopback(),
+        timers: Timers::default(),
     }
 }
 

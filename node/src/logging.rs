@@ -15,8 +15,22 @@ pub enum LogFormat {
 
 /// Starts logging at `default_level` (`info`, `warn`, …) unless `RUST_LOG` says otherwise.
 pub fn init(format: LogFormat, default_level: &str) {
+    // webrtc's sans-IO core warns about states that are normal with one-shot offer/answer
+    // signalling (a connectivity check before the answer is applied, say): errors only.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default_level},libp2p_kad=warn,libp2p_swarm=warn"))
+        EnvFilter::new(format!(
+            "{default_level},libp2p_kad=warn,libp2p_swarm=warn,{}",
+            [
+                "rtc",
+                "rtc_dtls",
+                "rtc_ice",
+                "rtc_srtp",
+                "rtc_sctp",
+                "rtc_interceptor"
+            ]
+            .map(|t| format!("{t}=error"))
+            .join(",")
+        ))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

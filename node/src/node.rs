@@ -6,17 +6,28 @@
 //! gateway service. [`Node::shutdown`] withdraws the offer before stopping, so callers stop
 //! seeing the gateway at once instead of when its offer expires.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use interlink_gateway_plugin::CapabilityError;
+use interlink_gateway_plugin::echo::EchoGateway;
+use interlink_gateway_plugin::gateway::Gateway;
+use interlink_gateway_plugin::webrtc_leg::MediaSettings;
+use interlink_protocol::SecretKey;
+use interlink_protocol::call::Timers;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigError, GatewayPlan};
+use crate::calls::caller::CallerContext;
+use crate::calls::gateway::{AlreadyAccepting, GatewayContext, GatewayService};
+use crate::config::{BackendSpec, Config, ConfigError, GatewayPlan};
 use crate::identity;
 use crate::network::{self, Client, NetworkError, NetworkTask, Settings};
 use crate::publisher::{PublishError, Publisher};
+use crate::store::{Store, StoreError};
 
 /// How long to wait for the listeners to bind.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(5);
@@ -32,6 +43,12 @@ pub struct NodeSpec {
     /// Addresses to publish in offers instead of the listen addresses.
     pub external_addresses: Vec<Multiaddr>,
     pub gateway: Option<GatewayPlan>,
+    /// Where the database lives; `None` keeps it in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Where this node's WebRTC media binds.
+    pub media: MediaSettings,
+    /// The deadlines of calls, as caller and as gateway.
+    pub timers: Timers,
 }
 
 impl NodeSpec {
@@ -41,6 +58,9 @@ impl NodeSpec {
             settings: Settings::from_config(config),
             external_addresses: config.network.external_addresses.clone(),
             gateway: config.gateway_plan()?,
+            data_dir: Some(config.node.data_dir.clone()),
+            media: config.media.settings(),
+            timers: config.calls.timers(),
         })
     }
 }
@@ -55,6 +75,12 @@ pub enum NodeError {
     NotEd25519,
     #[error("withdrawing the offer failed: {0}")]
     Withdraw(#[from] PublishError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the gateway back-end: {0}")]
+    Backend(#[from] CapabilityError),
+    #[error(transparent)]
+    Calls(#[from] AlreadyAccepting),
 }
 
 /// A running node.
@@ -63,7 +89,11 @@ pub struct Node {
     client: Client,
     network: NetworkTask,
     publisher: Option<Publisher>,
+    calls: Option<GatewayService>,
     membership: Option<JoinHandle<()>>,
+    key: SecretKey,
+    store: Store,
+    media: MediaSettings,
 }
 
 impl Node {
@@ -95,19 +125,45 @@ impl Node {
             }
         }
 
-        let publisher = spec.gateway.map(|plan| {
+        let store = match &spec.data_dir {
+            Some(dir) => Store::open(dir)?,
+            None => Store::in_memory()?,
+        };
+        let (mut publisher, mut calls) = (None, None);
+        if let Some(plan) = spec.gateway {
+            let backend = start_backend(&plan, spec.media)?;
             let addresses = if spec.external_addresses.is_empty() {
                 offer_addresses(&listen_addrs)
             } else {
                 spec.external_addresses.clone()
             };
-            Publisher::spawn(client.clone(), secret, plan, addresses)
-        });
+            let capabilities = backend.capabilities().clone();
+            let published = Publisher::spawn(
+                client.clone(),
+                secret.clone(),
+                plan,
+                capabilities,
+                addresses,
+            );
+            let context = GatewayContext {
+                key: secret.clone(),
+                backend,
+                offer: published.subscribe(),
+                store: store.clone(),
+                timers: spec.timers,
+            };
+            calls = Some(GatewayService::spawn(&client, context)?);
+            publisher = Some(published);
+        }
         Ok(Node {
             client,
             network,
             publisher,
+            calls,
             membership,
+            key: secret,
+            store,
+            media: spec.media,
         })
     }
 
@@ -119,6 +175,21 @@ impl Node {
     /// The node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.client.local_peer_id()
+    }
+
+    /// What this node needs to place calls of its own.
+    pub fn caller(&self) -> CallerContext {
+        CallerContext {
+            client: self.client.clone(),
+            key: self.key.clone(),
+            store: self.store.clone(),
+            media: self.media,
+        }
+    }
+
+    /// The node's database.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The publisher, on a gateway node.
@@ -141,10 +212,14 @@ impl Node {
             .collect()
     }
 
-    /// Withdraws the offer (on a gateway) and stops the node.
+    /// Ends the calls in progress (with receipts), withdraws the offer (on a gateway) and
+    /// stops the node.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         if let Some(task) = self.membership {
             task.abort();
+        }
+        if let Some(calls) = self.calls {
+            calls.shut_down().await;
         }
         let withdrawn = match self.publisher {
             Some(publisher) => publisher.withdraw().await.map(|_| ()),
@@ -152,6 +227,21 @@ impl Node {
         };
         self.network.stop().await;
         withdrawn.map_err(NodeError::from)
+    }
+}
+
+/// Starts the back-end a gateway plan names.
+fn start_backend(
+    plan: &GatewayPlan,
+    media: MediaSettings,
+) -> Result<Arc<dyn Gateway>, CapabilityError> {
+    match &plan.backend {
+        BackendSpec::Echo(config) => Ok(Arc::new(EchoGateway::new(
+            plan.kind,
+            plan.capacity,
+            config.clone(),
+            media,
+        )?)),
     }
 }
 

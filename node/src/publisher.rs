@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use crate::clock::{unix_millis, unix_now};
 use crate::config::GatewayPlan;
 use crate::network::{Client, NetworkError};
+use interlink_gateway_plugin::Capabilities;
 
 /// How long to wait before retrying a publication no peer acknowledged.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
@@ -70,11 +71,13 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Starts publishing `plan`, reachable at `addresses`, signed with `key`.
+    /// Starts publishing `plan`, run by a back-end with `capabilities`, reachable at
+    /// `addresses`, signed with `key`.
     pub fn spawn(
         client: Client,
         key: SecretKey,
         plan: GatewayPlan,
+        capabilities: Capabilities,
         addresses: Vec<Multiaddr>,
     ) -> Publisher {
         let (requests_tx, requests_rx) = mpsc::channel(8);
@@ -84,6 +87,7 @@ impl Publisher {
             client,
             key,
             plan,
+            capabilities,
             addresses,
             seq: unix_millis(),
             announced: BTreeSet::new(),
@@ -100,6 +104,11 @@ impl Publisher {
     /// The latest publication, if any.
     pub fn latest(&self) -> Option<Published> {
         self.published.borrow().clone()
+    }
+
+    /// Follows the publications as they happen.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Published>> {
+        self.published.clone()
     }
 
     /// Waits for a publication that another node acknowledged.
@@ -142,6 +151,7 @@ struct State {
     client: Client,
     key: SecretKey,
     plan: GatewayPlan,
+    capabilities: Capabilities,
     addresses: Vec<Multiaddr>,
     seq: u64,
     announced: BTreeSet<DhtKey>,
@@ -193,7 +203,7 @@ impl State {
 
     fn offer(&self, status: OfferStatus, now: UnixTime) -> ServiceOffer {
         let plan = &self.plan;
-        let caps = &plan.capabilities;
+        let caps = &self.capabilities;
         ServiceOffer {
             version: OFFER_FORMAT_VERSION,
             provider: self.key.provider_id(),

@@ -68,6 +68,12 @@ impl NodeProcess {
         }
     }
 
+    /// Kills the process at once (SIGKILL): no withdrawal, no goodbye.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -358,7 +364,118 @@ fn the_demo_shows_the_ranked_gateways_and_exits_cleanly_within_30_seconds() {
         "3. Premium Connect",
         "Left out: London Local: no route covers the destination",
         "Not found: Paris Interconnect",
+        "answered via Inter Telecom",
+        "first media packet received",
+        "ended by           caller (the caller hung up)",
+        "receipt            settled: 60 s billed, 0.03 GBP, signed by both sides",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
+}
+
+/// A gateway's config: loopback media, an echo back-end ringing for `ring_ms`.
+fn echo_gateway_config(
+    dir: &Path,
+    bootstrap: &str,
+    name: &str,
+    per_minute: &str,
+    ring_ms: u64,
+) -> PathBuf {
+    let extra = network_section(Some(bootstrap))
+        + "[media]\nip = \"127.0.0.1\"\n"
+        + &gateway_section(name, &[("+44", per_minute)], 4.2)
+        + &format!("[gateway.echo]\nring_ms = {ring_ms}\n");
+    // The template has commented [media] and [calls] tables: drop its [media] header.
+    let config = init_node(dir, &extra);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replacen("[media]", "", 1);
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[test]
+fn a_gateway_killed_while_ringing_fails_over_to_the_next_within_the_deadline() {
+    let root = tempfile::tempdir().unwrap();
+    let (boot, bootstrap) = start_bootstrap(root.path());
+    // The cheap gateway rings for a long time; it is the one the caller tries first.
+    let doomed = NodeProcess::start(
+        "Doomed",
+        &echo_gateway_config(
+            &root.path().join("doomed"),
+            &bootstrap,
+            "Doomed",
+            "0.01",
+            20_000,
+        ),
+    );
+    let steady = NodeProcess::start(
+        "Steady",
+        &echo_gateway_config(
+            &root.path().join("steady"),
+            &bootstrap,
+            "Steady",
+            "0.02",
+            100,
+        ),
+    );
+    for gateway in [&doomed, &steady] {
+        assert_eq!(gateway.wait_log("offer published")["replicated"], true);
+    }
+
+    let alice = root.path().join("alice");
+    assert!(
+        interlink(&["init", "--dir", alice.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let started = Instant::now();
+    let mut call = Command::new(BIN)
+        .args([
+            "call",
+            "--bootstrap",
+            &bootstrap,
+            "--media-ip",
+            "127.0.0.1",
+            "--policy",
+            "cheapest",
+        ])
+        .args(["--duration", "1", "--json", "+447700900123"])
+        .env("INTERLINK_HOME", &alice)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let progress = BufReader::new(call.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    for line in progress.lines().map_while(Result::ok) {
+        lines.push(line.clone());
+        if line.contains("ringing via Doomed") {
+            doomed.kill();
+            break;
+        }
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("ringing via Doomed")),
+        "{lines:?}"
+    );
+    let output = call.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "call failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["gateway"], "Steady");
+    assert_eq!(report["failovers"][0]["gateway"], "Doomed");
+    assert_eq!(report["failovers"][0]["outcome"], "connection lost");
+    assert_eq!(report["receipt"]["status"], "settled");
+    assert!(report["media"]["packets_received"].as_u64().unwrap() > 0);
+    // Far inside the default 90 s setup deadline, and the 20 s the doomed gateway rang for.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop((steady, boot));
 }

@@ -4,24 +4,28 @@
 //! own prices, quality and prefixes; waits until their signed offers are in the DHT; then
 //! shows what Alice sees when she calls Bob on a UK mobile: the gateways that can reach
 //! him, ranked, with the reasons. Gateways that do not cover the number are left out
-//! with the reason, or never found because they serve another country.
+//! with the reason, or never found because they serve another country. Then Alice calls
+//! through the recommended gateway: real WebRTC media to its echo back-end, a hang-up
+//! after a few seconds, and the receipt both sides signed.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use interlink_gateway_plugin::Capabilities;
+use interlink_node::calls::caller::{self, CallOptions, Progress};
 use interlink_node::config::{DhtSection, GatewayPlan};
 use interlink_node::discovery::{self, Discovery, Query};
 use interlink_node::listing;
 use interlink_node::local_network::LocalNetwork;
 use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
 use interlink_protocol::ranking::{self, History, Policy};
-use interlink_protocol::{Codec, Currency, E164, Prefix, ServiceKind};
+use interlink_protocol::{Currency, E164, Prefix, ServiceKind};
 
 /// Bob's number: a UK mobile in Ofcom's range for drama.
 const BOB: &str = "+44 7700 900123";
 /// DHT nodes besides the bootstrap node and the gateways.
 const DHT_NODES: usize = 3;
+/// How long Alice and Bob talk.
+const CALL_LENGTH: Duration = Duration::from_secs(3);
 /// How long the network may take to publish and find the offers.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -97,20 +101,15 @@ fn plan(gateway: &DemoGateway) -> anyhow::Result<GatewayPlan> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(GatewayPlan {
-        name: gateway.name.into(),
         region: gateway.region.into(),
-        capabilities: Capabilities::new(
-            ServiceKind::WEBRTC_TO_PSTN,
-            vec![Codec::Pcmu, Codec::Pcma],
-            50,
-        )?,
+        capacity: 50,
         quality: ClaimedQuality {
             answer_seizure_ratio: Permille(gateway.asr),
             post_dial_delay_ms: gateway.pdd_ms,
             mos: Mos(gateway.mos),
         },
-        routes,
         offer_ttl: Duration::from_secs(600),
+        ..GatewayPlan::new(gateway.name, routes)
     })
 }
 
@@ -205,12 +204,27 @@ pub(crate) async fn run() -> anyhow::Result<()> {
             prefixes.join(", ")
         );
     }
-    if let Some(best) = rows.first() {
-        println!(
-            "\nAlice picks {} at {} {}/min.",
-            best.name, best.price_per_minute, best.currency
-        );
-    }
+    let Some(best) = rows.first() else {
+        anyhow::bail!("no gateway covers Bob's number");
+    };
+    println!(
+        "\nAlice picks {} at {} {}/min and calls. Its echo back-end answers and plays her audio back:",
+        best.name, best.price_per_minute, best.currency
+    );
+    let options = CallOptions {
+        hold_for: CALL_LENGTH,
+        ..CallOptions::new(bob.clone())
+    };
+    let call_started = Instant::now();
+    let show = move |progress: Progress| {
+        if let Some(line) = super::call::progress_line(call_started, &progress) {
+            println!("  {line}");
+        }
+    };
+    let report = caller::place_call(&caller.caller(), &options, &show)
+        .await
+        .context("Alice's call failed")?;
+    super::call::print_report(&report);
 
     caller.shutdown().await?;
     network

@@ -1,6 +1,5 @@
 //! `interlink gateways`: join the network as a client, find, verify and rank gateways.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use interlink_node::config::Config;
@@ -9,41 +8,18 @@ use interlink_node::listing::{self, GatewayRow};
 use interlink_node::local_network::caller_spec;
 use interlink_node::network::NetworkError;
 use interlink_node::node::{Node, NodeError};
+use interlink_protocol::E164;
 use interlink_protocol::ranking::{self, History, PolicyKind};
-use interlink_protocol::{Codec, Currency, E164, Money, ServiceKind};
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 
-use super::{EXIT_FAILURE, EXIT_INVALID_DESTINATION, EXIT_NOT_COVERED, EXIT_UNREACHABLE, Failure};
+use super::choice::{CallerArgs, Choice};
+use super::{EXIT_FAILURE, EXIT_NOT_COVERED, EXIT_UNREACHABLE, Failure};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The number to reach: +447700900123, 00447700900123, tel:+44 7700 900123 or
-    /// sip:+447700900123@host.
-    destination: String,
-    /// Join the network through this peer (repeatable; ends in /p2p/PEER_ID)
-    /// [default: network.bootstrap of the config].
-    #[arg(long, value_name = "MULTIADDR")]
-    bootstrap: Vec<Multiaddr>,
-    /// Read bootstrap peers and the [caller] policy from this config file.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// How to rank: cheapest, best-quality or balanced [default: balanced].
-    #[arg(long, value_name = "POLICY")]
-    policy: Option<PolicyKind>,
-    /// Leave out offers above this price per minute, e.g. "0.05 GBP" (or "0.05" with
-    /// --currency).
-    #[arg(long, value_name = "AMOUNT")]
-    max_price: Option<String>,
-    /// Leave out offers priced in other currencies (ISO 4217, e.g. GBP).
-    #[arg(long)]
-    currency: Option<Currency>,
-    /// Leave out offers without this codec (PCMU, PCMA, G722, opus).
-    #[arg(long)]
-    codec: Option<Codec>,
-    /// Service kinds to consider (repeatable) [default: webrtc-pstn and webrtc-sip].
-    #[arg(long = "kind", value_name = "KIND")]
-    kinds: Vec<ServiceKind>,
+    #[command(flatten)]
+    caller: CallerArgs,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -56,50 +32,13 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
-    let destination = E164::parse(&args.destination).map_err(|e| {
-        Failure::new(
-            EXIT_INVALID_DESTINATION,
-            format!("invalid destination {:?}: {e}", args.destination),
-        )
-    })?;
-    let config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| Failure::new(EXIT_FAILURE, e))?,
-        None => Config::default(),
-    };
-    let mut policy = config
-        .caller_policy()
-        .map_err(|e| Failure::new(EXIT_FAILURE, e))?;
-    if let Some(kind) = args.policy {
-        policy.kind = kind;
-    }
-    if let Some(currency) = args.currency {
-        policy.currency = Some(currency);
-    }
-    if let Some(max) = &args.max_price {
-        let limit = Money::parse(max, policy.currency)
-            .map_err(|e| Failure::new(EXIT_FAILURE, format!("invalid --max-price {max:?}: {e}")))?;
-        policy.max_price_per_minute = Some(limit);
-    }
-    if let Some(codec) = args.codec {
-        policy.required_codec = Some(codec);
-    }
-    let kinds = if args.kinds.is_empty() {
-        ServiceKind::WEBRTC_TO_NUMBERS.to_vec()
-    } else {
-        args.kinds.clone()
-    };
-    let bootstrap = if args.bootstrap.is_empty() {
-        config.network.bootstrap.clone()
-    } else {
-        args.bootstrap.clone()
-    };
-    if bootstrap.is_empty() {
-        return Err(Failure::new(
-            EXIT_UNREACHABLE,
-            "no bootstrap peer: pass --bootstrap MULTIADDR (ending in /p2p/PEER_ID) or set network.bootstrap in --config",
-        ));
-    }
-
+    let Choice {
+        destination,
+        config,
+        policy,
+        kinds,
+        bootstrap,
+    } = args.caller.resolve()?;
     let query = Query {
         destination: destination.clone(),
         kinds,

@@ -1,9 +1,12 @@
 //! The `interlink` command line.
 #![allow(clippy::print_stdout)]
 
+mod call;
+mod choice;
 mod demo;
 mod gateways;
 mod init;
+mod receipts;
 mod run_node;
 
 use std::fmt::Display;
@@ -20,16 +23,21 @@ pub(crate) const EXIT_INVALID_DESTINATION: u8 = 3;
 pub(crate) const EXIT_NOT_COVERED: u8 = 4;
 /// Exit status: no peer of the network could be reached.
 pub(crate) const EXIT_UNREACHABLE: u8 = 5;
+/// Exit status: no gateway answered the call.
+pub(crate) const EXIT_NO_ANSWER: u8 = 6;
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success; 1 error; 2 bad arguments; 3 invalid destination;
-4 no gateway covers the destination; 5 no peer of the network could be reached.
+4 no gateway covers the destination; 5 no peer of the network could be reached;
+6 no gateway answered the call.
 
 Quick start:
   interlink demo                                   a whole network on 127.0.0.1
   interlink init --dir ./node                      identity key and config.toml
   interlink node --config ./node/config.toml       run the node
-  interlink gateways +447700900123 --bootstrap /ip4/…/tcp/4001/p2p/12D3…";
+  interlink gateways +447700900123 --bootstrap /ip4/…/tcp/4001/p2p/12D3…
+  interlink call +447700900123 --duration 10       call through the best gateway
+  interlink receipts --csv                         receipts for settlement";
 
 /// Interlink: a peer-to-peer market for call interconnection.
 ///
@@ -57,6 +65,10 @@ enum Command {
     Node(run_node::Args),
     /// Find, verify and rank the gateways that can reach a destination.
     Gateways(gateways::Args),
+    /// Call a destination through the best gateway (a tone), with failover, and settle.
+    Call(call::Args),
+    /// List the signed receipts of this node's calls, or export them (--json, --csv).
+    Receipts(receipts::Args),
     /// Start a small network on 127.0.0.1 and show what a caller sees for a UK number.
     Demo,
 }
@@ -98,6 +110,14 @@ pub(crate) async fn run(args: Cli) -> Result<(), Failure> {
         Command::Gateways(gateways) => {
             logging::init(args.log_format, &level("warn"));
             gateways::run(gateways).await
+        }
+        Command::Call(call) => {
+            logging::init(args.log_format, &level("warn"));
+            call::run(call).await
+        }
+        Command::Receipts(receipts) => {
+            logging::init(args.log_format, &level("warn"));
+            receipts::run(receipts).await.map_err(Failure::from)
         }
         Command::Demo => {
             logging::init(args.log_format, &level("warn"));

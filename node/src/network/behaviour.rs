@@ -20,10 +20,12 @@ const IDENTIFY_PROTOCOL_VERSION: &str = "/interlink/1.0.0";
 const MAX_KAD_PACKET_BYTES: usize = 2 * MAX_SIGNED_OFFER_BYTES;
 
 /// Kademlia for offers and provider records, identify to learn listen addresses, ping to
-/// measure round trips and keep connections honest, and connection limits.
+/// measure round trips and keep connections honest, streams of our own protocols (calls),
+/// and connection limits.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub kad: kad::Behaviour<MemoryStore>,
+    pub stream: libp2p_stream::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub limits: connection_limits::Behaviour,
@@ -78,6 +80,7 @@ impl Behaviour {
         );
         Behaviour {
             kad,
+            stream: libp2p_stream::Behaviour::new(),
             identify,
             ping,
             limits,

@@ -195,11 +195,20 @@ impl Command {
 }
 
 /// A handle on the network task. Clones share the task.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
     local_peer_id: PeerId,
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
+    streams: libp2p_stream::Control,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("local_peer_id", &self.local_peer_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Command {
@@ -259,6 +268,7 @@ pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTa
     }
 
     let local_peer_id = *swarm.local_peer_id();
+    let streams = swarm.behaviour().stream.new_control();
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let (listen_tx, listen_rx) = watch::channel(Vec::new());
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
@@ -269,6 +279,7 @@ pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTa
         commands: commands_tx,
         local_peer_id,
         listen_addrs: listen_rx,
+        streams,
     };
     Ok((
         client,
@@ -283,6 +294,12 @@ impl Client {
     /// This node's peer id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
+    }
+
+    /// Opens and accepts streams of our own protocols (a handle, not the swarm: the event
+    /// loop still owns it).
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.streams.clone()
     }
 
     async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, NetworkError> {

@@ -4,32 +4,28 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use interlink_gateway_plugin::Capabilities;
 use interlink_node::config::GatewayPlan;
 use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
-use interlink_protocol::{Codec, Currency, E164, Prefix, ServiceKind};
+use interlink_protocol::{Currency, E164, Prefix};
 
-/// A gateway plan priced in GBP with 60-second increments.
+/// An echo gateway plan priced in GBP with 60-second increments.
 pub fn plan(name: &str, routes: &[(&str, u64)], mos: u16, asr: u16) -> GatewayPlan {
     GatewayPlan {
-        name: name.into(),
         region: "test".into(),
-        capabilities: Capabilities::new(
-            ServiceKind::WEBRTC_TO_PSTN,
-            vec![Codec::Pcmu, Codec::Pcma],
-            10,
-        )
-        .expect("capabilities"),
+        capacity: 10,
         quality: ClaimedQuality {
             answer_seizure_ratio: Permille(asr),
             post_dial_delay_ms: 2000,
             mos: Mos(mos),
         },
-        routes: routes
-            .iter()
-            .map(|&(prefix, per_minute)| route(prefix, per_minute))
-            .collect(),
         offer_ttl: Duration::from_secs(600),
+        ..GatewayPlan::new(
+            name,
+            routes
+                .iter()
+                .map(|&(prefix, per_minute)| route(prefix, per_minute))
+                .collect(),
+        )
     }
 }
 

@@ -1,0 +1,662 @@
+//! The caller side of calls: choose a gateway, invite it, fail over, talk, settle.
+//!
+//! [`place_call`] discovers the offers that cover the destination, ranks them with the
+//! caller's own history of answered and failed calls, and invites the best. A refusal, a
+//! deadline or a dropped connection before the answer moves on to the next candidate,
+//! all within one setup deadline. A changed price is paid only if it is within the
+//! caller's price limit. Once answered, the node's own WebRTC endpoint sends a tone, the
+//! call is held for the requested time and hung up, and the gateway's receipt is checked,
+//! countersigned and stored. Every attempt goes into the history that ranks the next call.
+
+use std::time::{Duration, Instant};
+
+use interlink_gateway_plugin::webrtc_leg::{MediaError, MediaSettings};
+use interlink_protocol::call::{
+    CallEnd, CallId, CallerCall, CallerEvent, CallerState, Failure, Invite, OfferRef, Party,
+    ReceiptOutcome, RejectReason, Timers,
+};
+use interlink_protocol::offer::{Route, Tariff};
+use interlink_protocol::ranking::{self, Policy};
+use interlink_protocol::{E164, SecretKey, ServiceKind, SignedOffer};
+use libp2p::PeerId;
+use serde::Serialize;
+
+use crate::calls::media::{MediaReport, ToneCall};
+use crate::calls::wire::{self, CALL_PROTOCOL};
+use crate::clock;
+use crate::discovery::{self, DiscoveryError, Query};
+use crate::identity;
+use crate::network::Client;
+use crate::store::{ReceiptStatus, Role, Store, StoreError};
+
+/// What a caller needs to place calls.
+#[derive(Clone)]
+pub struct CallerContext {
+    pub client: Client,
+    pub key: SecretKey,
+    pub store: Store,
+    pub media: MediaSettings,
+}
+
+impl std::fmt::Debug for CallerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerContext")
+            .field("media", &self.media)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to call and how.
+#[derive(Clone, Debug)]
+pub struct CallOptions {
+    pub destination: E164,
+    pub kinds: Vec<ServiceKind>,
+    pub policy: Policy,
+    /// Call through this gateway only.
+    pub via: Option<PeerId>,
+    /// How long to hold the call once answered.
+    pub hold_for: Duration,
+    /// How long finding a gateway that answers may take, failovers included.
+    pub setup_deadline: Duration,
+    pub timers: Timers,
+    /// The frequency of the tone the caller sends.
+    pub tone_hz: f64,
+}
+
+impl CallOptions {
+    /// A call to `destination` with the default policy, timers and a 5 s hold.
+    pub fn new(destination: E164) -> CallOptions {
+        CallOptions {
+            destination,
+            kinds: ServiceKind::WEBRTC_TO_NUMBERS.to_vec(),
+            policy: Policy::default(),
+            via: None,
+            hold_for: Duration::from_secs(5),
+            setup_deadline: Duration::from_secs(30),
+            timers: Timers::default(),
+            tone_hz: 440.0,
+        }
+    }
+}
+
+/// What a call is doing, as it happens.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// Discovery is done: this many gateways can carry the call.
+    Found {
+        candidates: usize,
+        lookup: Duration,
+    },
+    /// Inviting a gateway.
+    Inviting {
+        gateway: String,
+    },
+    Trying {
+        gateway: String,
+    },
+    Ringing {
+        gateway: String,
+    },
+    Answered {
+        gateway: String,
+        after: Duration,
+    },
+    MediaStarted {
+        after: Duration,
+    },
+    /// A gateway failed; the next one is tried.
+    FailedOver {
+        gateway: String,
+        reason: String,
+    },
+    /// The gateway's price changed to one within the limit: inviting it again at that price.
+    Repricing {
+        gateway: String,
+        per_minute: String,
+    },
+    HangingUp,
+}
+
+/// One gateway tried and why it did not carry the call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    pub gateway: String,
+    pub peer_id: String,
+    pub outcome: String,
+}
+
+/// The receipt of the call, as the caller stored it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReceiptSummary {
+    /// `settled`, `disputed` or `missing`.
+    pub status: String,
+    pub billed_seconds: Option<u64>,
+    pub amount: Option<String>,
+    pub amount_minor: Option<u64>,
+    pub currency: Option<String>,
+    pub dispute: Option<String>,
+}
+
+/// Everything about a call that was answered.
+#[derive(Clone, Debug, Serialize)]
+pub struct CallReport {
+    pub call_id: String,
+    pub destination: String,
+    pub gateway: String,
+    pub gateway_peer_id: String,
+    pub prefix: String,
+    pub currency: String,
+    pub price_per_minute: String,
+    pub setup_fee: String,
+    /// Gateways tried before this one, with why they failed.
+    pub failovers: Vec<Attempt>,
+    pub command_to_answer_ms: f64,
+    pub invite_to_answer_ms: f64,
+    pub command_to_first_media_ms: Option<f64>,
+    pub media: MediaReport,
+    /// Who ended the call and why.
+    pub ended_by: String,
+    pub cause: String,
+    pub receipt: ReceiptSummary,
+}
+
+/// Why no call was set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error("no gateway covers {destination} within the limits ({offers} offers found)")]
+    NotCovered { destination: E164, offers: usize },
+    #[error("the gateway {0} is not among those that can carry the call")]
+    ViaNotFound(PeerId),
+    #[error("no gateway answered ({}): {}", attempts.len(), summary(attempts))]
+    NoAnswer { attempts: Vec<Attempt> },
+    #[error("the caller's media: {0}")]
+    Media(#[from] MediaError),
+    #[error("cannot sign the invite: {0}")]
+    Invite(#[from] interlink_protocol::call::messages::InviteError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn summary(attempts: &[Attempt]) -> String {
+    attempts
+        .iter()
+        .map(|a| format!("{}: {}", a.gateway, a.outcome))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The gateways that may carry a call, best first, as discovery and ranking found them.
+#[derive(Clone, Debug)]
+pub struct CallPlan {
+    pub candidates: Vec<Planned>,
+    /// Verified offers found for the destination, covering it or not.
+    pub offers_found: usize,
+    pub lookup: Duration,
+}
+
+/// One gateway of a plan: its offer and the route that covers the destination.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    pub offer: SignedOffer,
+    pub route: Route,
+}
+
+impl Planned {
+    fn name(&self) -> &str {
+        &self.offer.offer().display_name
+    }
+
+    fn peer_id(&self) -> Option<PeerId> {
+        identity::peer_id(&self.offer.provider())
+    }
+}
+
+/// Discovers and ranks the gateways for a call, with the caller's own history.
+pub async fn plan_call(
+    context: &CallerContext,
+    options: &CallOptions,
+) -> Result<CallPlan, CallError> {
+    let started = Instant::now();
+    let query = Query {
+        destination: options.destination.clone(),
+        kinds: options.kinds.clone(),
+        measure_rtt: true,
+    };
+    let found = discovery::discover(&context.client, &query).await?;
+    let history = context.store.history().await.unwrap_or_default();
+    let ranking = ranking::rank(
+        &found.offers,
+        &options.destination,
+        &found.measurements,
+        &history,
+        &options.policy,
+    );
+    let candidates: Vec<Planned> = ranking
+        .candidates
+        .iter()
+        .filter(|c| {
+            options
+                .via
+                .is_none_or(|via| identity::peer_id(&c.offer.provider()) == Some(via))
+        })
+        .map(|c| Planned {
+            offer: c.offer.clone(),
+            route: c.route.clone(),
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Err(match options.via {
+            Some(via) if !ranking.candidates.is_empty() => CallError::ViaNotFound(via),
+            _ => CallError::NotCovered {
+                destination: options.destination.clone(),
+                offers: found.offers.len(),
+            },
+        });
+    }
+    Ok(CallPlan {
+        candidates,
+        offers_found: found.offers.len(),
+        lookup: started.elapsed(),
+    })
+}
+
+/// Places a call and reports how it went; `progress` hears of each step.
+pub async fn place_call(
+    context: &CallerContext,
+    options: &CallOptions,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<CallReport, CallError> {
+    let started = Instant::now();
+    let plan = plan_call(context, options).await?;
+    progress(Progress::Found {
+        candidates: plan.candidates.len(),
+        lookup: plan.lookup,
+    });
+    run_call(context, options, &plan, started, progress).await
+}
+
+/// Tries the plan's gateways in order until one answers, within the setup deadline counted
+/// from `started` (when the user asked for the call).
+pub async fn run_call(
+    context: &CallerContext,
+    options: &CallOptions,
+    plan: &CallPlan,
+    started: Instant,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<CallReport, CallError> {
+    let deadline = started + options.setup_deadline;
+    let mut attempts = Vec::new();
+    for candidate in &plan.candidates {
+        let name = candidate.name().to_owned();
+        let peer_id = candidate
+            .peer_id()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let mut tariff = candidate.route.tariff;
+        let mut repriced = false;
+        loop {
+            if Instant::now() >= deadline {
+                attempts.push(Attempt {
+                    gateway: name.clone(),
+                    peer_id: peer_id.clone(),
+                    outcome: "setup deadline passed".into(),
+                });
+                return Err(CallError::NoAnswer { attempts });
+            }
+            progress(Progress::Inviting {
+                gateway: name.clone(),
+            });
+            let outcome = attempt(
+                context, options, candidate, tariff, started, deadline, progress,
+            )
+            .await?;
+            let (call_id, failure) = match outcome {
+                Attempted::Answered(answered) => {
+                    return finish(
+                        context, options, candidate, tariff, answered, attempts, started,
+                    )
+                    .await;
+                }
+                Attempted::Failed { call_id, failure } => (call_id, failure),
+            };
+            let reason = describe(&failure);
+            let _ = context
+                .store
+                .record_attempt(
+                    call_id.to_string(),
+                    candidate.offer.provider(),
+                    reason.clone(),
+                    false,
+                    clock::now(),
+                )
+                .await;
+            if let Failure::Rejected(RejectReason::PriceChanged { current: Some(new) }) = &failure
+                && !repriced
+                && acceptable(&options.policy, new)
+            {
+                repriced = true;
+                tariff = *new;
+                progress(Progress::Repricing {
+                    gateway: name.clone(),
+                    per_minute: new.per_minute_money().to_string(),
+                });
+                continue;
+            }
+            progress(Progress::FailedOver {
+                gateway: name.clone(),
+                reason: reason.clone(),
+            });
+            attempts.push(Attempt {
+                gateway: name.clone(),
+                peer_id: peer_id.clone(),
+                outcome: reason,
+            });
+            break;
+        }
+    }
+    Err(CallError::NoAnswer { attempts })
+}
+
+/// Whether the caller agreed in advance to pay `tariff`: only within its price limit.
+fn acceptable(policy: &Policy, tariff: &Tariff) -> bool {
+    policy.max_price_per_minute.is_some_and(|limit| {
+        limit.currency == tariff.currency && tariff.per_minute <= limit.minor_units
+    })
+}
+
+fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Rejected(reason) => reason.to_string(),
+        Failure::Timeout(phase) => format!("timed out waiting for {phase:?}").to_lowercase(),
+        Failure::EndedByGateway(cause) => format!("ended by the gateway: {cause}"),
+        Failure::ConnectionLost => "connection lost".into(),
+        Failure::Cancelled => "setup deadline passed".into(),
+        Failure::ProtocolError(detail) => format!("protocol error: {detail}"),
+    }
+}
+
+/// An attempt that reached the answer, and what the caller measured.
+struct Answered {
+    call_id: CallId,
+    end: CallEnd,
+    media: MediaReport,
+    invite_to_answer: Duration,
+    answered_at: Instant,
+    first_media_at: Option<Instant>,
+}
+
+enum Attempted {
+    Answered(Box<Answered>),
+    Failed { call_id: CallId, failure: Failure },
+}
+
+/// Invites one gateway and, if it answers, holds the call until it ends.
+async fn attempt(
+    context: &CallerContext,
+    options: &CallOptions,
+    candidate: &Planned,
+    tariff: Tariff,
+    started: Instant,
+    deadline: Instant,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Attempted, CallError> {
+    let call_id = CallId::from_bytes(rand::random());
+    let failed = |failure| Ok(Attempted::Failed { call_id, failure });
+    let name = candidate.name().to_owned();
+    let Some(peer) = candidate.peer_id() else {
+        return failed(Failure::ConnectionLost);
+    };
+    let connect = async {
+        context
+            .client
+            .dial(peer, candidate.offer.offer().addresses.clone())
+            .await
+            .ok()?;
+        context
+            .client
+            .streams()
+            .open_stream(peer, CALL_PROTOCOL)
+            .await
+            .ok()
+    };
+    let connect_within = options
+        .timers
+        .trying
+        .min(deadline.saturating_duration_since(Instant::now()));
+    let Ok(Some(stream)) = tokio::time::timeout(connect_within, connect).await else {
+        return failed(Failure::ConnectionLost);
+    };
+
+    let (mut tone, sdp_offer) = ToneCall::offer(&context.media, options.tone_hz).await?;
+    let invite = Invite {
+        call_id,
+        destination: options.destination.clone(),
+        offer: OfferRef {
+            provider: candidate.offer.provider(),
+            seq: candidate.offer.seq(),
+        },
+        prefix: candidate.route.prefix.clone(),
+        tariff,
+        caller: context.key.provider_id(),
+        sdp_offer,
+        sent_at: clock::now(),
+    };
+    let invited_at = Instant::now();
+    let mut call = CallerCall::new(invite, context.key.clone(), options.timers, clock::now())?;
+    let (mut writer, mut frames) = wire::split(stream);
+    let mut answered_at: Option<Instant> = None;
+    let mut first_media_at: Option<Instant> = None;
+    let mut writable = true;
+
+    let result = loop {
+        while let Some(frame) = call.poll_transmit() {
+            if writable && writer.send(&frame).await.is_err() {
+                writable = false;
+                call.connection_lost(clock::now());
+            }
+        }
+        let mut outcome = None;
+        while let Some(event) = call.poll_event() {
+            match event {
+                CallerEvent::Trying => progress(Progress::Trying {
+                    gateway: name.clone(),
+                }),
+                CallerEvent::Ringing => progress(Progress::Ringing {
+                    gateway: name.clone(),
+                }),
+                CallerEvent::Answered { sdp } => {
+                    let now = Instant::now();
+                    answered_at = Some(now);
+                    progress(Progress::Answered {
+                        gateway: name.clone(),
+                        after: now - started,
+                    });
+                    if let Err(e) = tone.accept_answer(&sdp).await {
+                        tracing::warn!(error = %e, "the gateway's SDP answer is unusable; hanging up");
+                        call.hang_up(clock::now());
+                    }
+                }
+                CallerEvent::Failed(failure) => outcome = Some(Err(failure)),
+                CallerEvent::Ended(end) => outcome = Some(Ok(end)),
+            }
+        }
+        if let Some(outcome) = outcome {
+            // Let the last frames (a Bye, the countersignature) go out.
+            while let Some(frame) = call.poll_transmit() {
+                if writable {
+                    let _ = writer.send(&frame).await;
+                }
+            }
+            break outcome;
+        }
+        let call_deadline = call
+            .poll_timeout()
+            .map(|at| tokio::time::Instant::now() + at.since(clock::now()));
+        let hang_up_at =
+            answered_at.map(|at| tokio::time::Instant::from_std(at + options.hold_for));
+        let give_up_at = answered_at
+            .is_none()
+            .then(|| tokio::time::Instant::from_std(deadline));
+        let waiting_for_media = answered_at.is_some() && first_media_at.is_none();
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(Ok(frame)) => call.handle_frame(frame, clock::now()),
+                Some(Err(e)) => {
+                    tracing::info!(error = %e, "call stream failed");
+                    call.connection_lost(clock::now());
+                }
+                None => call.connection_lost(clock::now()),
+            },
+            first = tone.wait_first_packet(options.timers.media), if waiting_for_media => {
+                if first.is_ok() {
+                    let now = Instant::now();
+                    first_media_at = Some(now);
+                    progress(Progress::MediaStarted { after: now - started });
+                    call.media_started(clock::now());
+                }
+            }
+            () = sleep_until(call_deadline) => call.handle_timeout(clock::now()),
+            () = sleep_until(hang_up_at), if matches!(call.state(), CallerState::Answered | CallerState::Active) => {
+                progress(Progress::HangingUp);
+                call.hang_up(clock::now());
+            }
+            () = sleep_until(give_up_at) => call.hang_up(clock::now()),
+        }
+    };
+    writer.close().await;
+    let media = tone.close().await;
+    match result {
+        Err(failure) => failed(failure),
+        Ok(end) => Ok(Attempted::Answered(Box::new(Answered {
+            call_id,
+            end,
+            media,
+            invite_to_answer: answered_at.map(|a| a - invited_at).unwrap_or_default(),
+            answered_at: answered_at.unwrap_or(invited_at),
+            first_media_at,
+        }))),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Stores what the answered call left and writes its report.
+async fn finish(
+    context: &CallerContext,
+    options: &CallOptions,
+    candidate: &Planned,
+    tariff: Tariff,
+    answered: Box<Answered>,
+    failovers: Vec<Attempt>,
+    started: Instant,
+) -> Result<CallReport, CallError> {
+    let Answered {
+        call_id,
+        end,
+        media,
+        invite_to_answer,
+        answered_at,
+        first_media_at,
+    } = *answered;
+    let now = clock::now();
+    let receipt = match &end.receipt {
+        ReceiptOutcome::Settled(settled) => {
+            context
+                .store
+                .save_receipt(
+                    Role::Caller,
+                    ReceiptStatus::Settled,
+                    settled.receipt(),
+                    settled.as_bytes(),
+                    None,
+                    now,
+                )
+                .await?;
+            let r = settled.receipt();
+            ReceiptSummary {
+                status: "settled".into(),
+                billed_seconds: Some(r.billed_seconds),
+                amount: Some(r.amount.to_string()),
+                amount_minor: Some(r.amount.minor_units),
+                currency: Some(r.amount.currency.to_string()),
+                dispute: None,
+            }
+        }
+        ReceiptOutcome::Refused { receipt, dispute } => {
+            if let Some(signed) = receipt {
+                context
+                    .store
+                    .save_receipt(
+                        Role::Caller,
+                        ReceiptStatus::Disputed,
+                        signed.receipt(),
+                        signed.as_bytes(),
+                        Some(dispute.to_string()),
+                        now,
+                    )
+                    .await?;
+            }
+            ReceiptSummary {
+                status: "disputed".into(),
+                billed_seconds: receipt.as_ref().map(|r| r.receipt().billed_seconds),
+                amount: receipt.as_ref().map(|r| r.receipt().amount.to_string()),
+                amount_minor: receipt.as_ref().map(|r| r.receipt().amount.minor_units),
+                currency: receipt
+                    .as_ref()
+                    .map(|r| r.receipt().amount.currency.to_string()),
+                dispute: Some(dispute.to_string()),
+            }
+        }
+        ReceiptOutcome::Missing => ReceiptSummary {
+            status: "missing".into(),
+            billed_seconds: None,
+            amount: None,
+            amount_minor: None,
+            currency: None,
+            dispute: None,
+        },
+    };
+    context
+        .store
+        .record_attempt(
+            call_id.to_string(),
+            candidate.offer.provider(),
+            format!("answered; {}", end.cause),
+            true,
+            now,
+        )
+        .await?;
+    let millis = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(CallReport {
+        call_id: call_id.to_string(),
+        destination: options.destination.to_string(),
+        gateway: candidate.offer.offer().display_name.clone(),
+        gateway_peer_id: identity::peer_id(&candidate.offer.provider())
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        prefix: candidate.route.prefix.to_string(),
+        currency: tariff.currency.to_string(),
+        price_per_minute: tariff.per_minute_money().decimal(),
+        setup_fee: tariff.setup_fee_money().decimal(),
+        failovers,
+        command_to_answer_ms: millis(answered_at - started),
+        invite_to_answer_ms: millis(invite_to_answer),
+        command_to_first_media_ms: first_media_at.map(|at| millis(at - started)),
+        media,
+        ended_by: match end.ended_by {
+            Party::Caller => "caller".into(),
+            Party::Gateway => "gateway".into(),
+        },
+        cause: end.cause.to_string(),
+        receipt,
+    })
+}

@@ -1,0 +1,373 @@
+//! The gateway side of calls: accept call streams, admit or refuse, drive each call.
+//!
+//! Every inbound `/interlink/call/1` stream is one call. Its first frame must be a signed
+//! invite, read within a deadline. Admission checks, in order: the invite is signed by
+//! the peer on the other end of the stream (unauthorised otherwise); the gateway's current
+//! offer covers the destination (no route); the accepted tariff is the current price of
+//! the route that covers it (price changed, with the current tariff); a call slot is free
+//! (over capacity). An admitted call goes to the back-end, and a
+//! [`GatewayCall`](interlink_protocol::call::GatewayCall) turns the back-end's events and
+//! the caller's frames into the protocol. When it is over, its receipt is stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use interlink_gateway_plugin::gateway::{Gateway, IncomingCall, LegEvent, LegHandle};
+use interlink_protocol::call::{
+    Frame, GatewayCall, GatewayEvent, GatewayOutcome, Invite, RejectReason, SignedInvite, Timers,
+};
+use interlink_protocol::offer::OfferStatus;
+use interlink_protocol::{SecretKey, SignedOffer};
+use libp2p::{PeerId, Stream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::calls::wire::{self, CALL_PROTOCOL, FrameWriter};
+use crate::clock;
+use crate::identity;
+use crate::network::Client;
+use crate::publisher::Published;
+use crate::store::{ReceiptStatus, Role, Store};
+
+/// How long a new stream may take to send its invite.
+const INVITE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a frame may take to go out before the caller is considered gone.
+const SEND_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a back-end may take to release a leg after the call ends.
+const RELEASE_DEADLINE: Duration = Duration::from_secs(5);
+/// Back-end events queued per call.
+const LEG_EVENTS: usize = 16;
+
+/// What the gateway's calls share.
+#[derive(Clone)]
+pub struct GatewayContext {
+    pub key: SecretKey,
+    pub backend: Arc<dyn Gateway>,
+    /// The offer the publisher last published.
+    pub offer: watch::Receiver<Option<Published>>,
+    pub store: Store,
+    pub timers: Timers,
+}
+
+impl std::fmt::Debug for GatewayContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayContext")
+            .field("timers", &self.timers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The running call service of a gateway node.
+#[derive(Debug)]
+pub struct GatewayService {
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Why the call service could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("another service already accepts {CALL_PROTOCOL} streams on this node")]
+pub struct AlreadyAccepting;
+
+impl GatewayService {
+    /// Starts accepting calls on the node's network.
+    pub fn spawn(
+        client: &Client,
+        context: GatewayContext,
+    ) -> Result<GatewayService, AlreadyAccepting> {
+        let incoming = client
+            .streams()
+            .accept(CALL_PROTOCOL)
+            .map_err(|_| AlreadyAccepting)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(
+            context.backend.capabilities().max_concurrent_calls as usize,
+        ));
+        let task = tokio::spawn(accept_calls(incoming, context, slots, shutdown_rx));
+        Ok(GatewayService { shutdown, task })
+    }
+
+    /// Ends every call in progress (with a receipt for the answered ones) and stops.
+    pub async fn shut_down(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn accept_calls(
+    mut incoming: libp2p_stream::IncomingStreams,
+    context: GatewayContext,
+    slots: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    let mut calls = JoinSet::new();
+    loop {
+        tokio::select! {
+            next = incoming.next() => match next {
+                Some((peer, stream)) => {
+                    calls.spawn(handle_call(peer, stream, context.clone(), Arc::clone(&slots), shutdown.clone()));
+                }
+                None => break,
+            },
+            Some(_) = calls.join_next(), if !calls.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Calls see the same shutdown signal and end themselves; wait for their receipts.
+    while calls.join_next().await.is_some() {}
+}
+
+/// Decides whether to take the call; a slot is held for as long as the permit lives.
+fn admit(
+    invite: &Invite,
+    remote: &PeerId,
+    offer: Option<&SignedOffer>,
+    slots: &Arc<Semaphore>,
+) -> Result<OwnedSemaphorePermit, RejectReason> {
+    if identity::provider_id(remote) != Some(invite.caller) {
+        return Err(RejectReason::Unauthorised);
+    }
+    let now = clock::unix_now();
+    let Some(offer) =
+        offer.filter(|o| !o.is_expired(now) && o.offer().status == OfferStatus::Available)
+    else {
+        return Err(RejectReason::Unavailable);
+    };
+    if invite.offer.provider != offer.provider() || invite.offer.seq > offer.seq() {
+        return Err(RejectReason::NoRoute);
+    }
+    let route = offer
+        .offer()
+        .best_route(&invite.destination)
+        .ok_or(RejectReason::NoRoute)?;
+    if route.tariff != invite.tariff || route.prefix != invite.prefix {
+        return Err(RejectReason::PriceChanged {
+            current: Some(route.tariff),
+        });
+    }
+    Arc::clone(slots)
+        .try_acquire_owned()
+        .map_err(|_| RejectReason::OverCapacity)
+}
+
+async fn handle_call(
+    peer: PeerId,
+    stream: Stream,
+    context: GatewayContext,
+    slots: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (mut writer, mut frames) = wire::split(stream);
+    let invite = match tokio::time::timeout(INVITE_DEADLINE, frames.recv()).await {
+        Ok(Some(Ok(Frame::Invite(bytes)))) => match SignedInvite::decode(&bytes, clock::now()) {
+            Ok(invite) => invite,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "refused an invalid invite");
+                let _ = writer
+                    .send(&Frame::Reject(RejectReason::Unauthorised))
+                    .await;
+                writer.close().await;
+                return;
+            }
+        },
+        Ok(Some(Ok(other))) => {
+            tracing::info!(%peer, frame = other.name(), "a call stream must open with an invite");
+            writer.close().await;
+            return;
+        }
+        Ok(Some(Err(e))) => {
+            tracing::info!(%peer, error = %e, "unreadable call stream");
+            writer.close().await;
+            return;
+        }
+        Ok(None) | Err(_) => {
+            writer.close().await;
+            return;
+        }
+    };
+    let call_id = invite.invite().call_id;
+    let current_offer = context.offer.borrow().as_ref().map(|p| p.offer.clone());
+    let admission = admit(invite.invite(), &peer, current_offer.as_ref(), &slots);
+
+    let mut call = GatewayCall::new(invite.clone(), context.key.clone(), context.timers);
+    let (leg_events_tx, mut leg_events) = mpsc::channel(LEG_EVENTS);
+    let (mut leg, _slot) = match admission {
+        Ok(slot) => {
+            call.admit(clock::now());
+            let incoming = IncomingCall {
+                call_id,
+                destination: invite.invite().destination.clone(),
+                caller: invite.invite().caller,
+                sdp_offer: invite.invite().sdp_offer.clone(),
+                events: leg_events_tx,
+            };
+            tracing::info!(%peer, call = %call_id, destination = %invite.invite().destination, "call admitted");
+            (Some(context.backend.start_call(incoming)), Some(slot))
+        }
+        Err(reason) => {
+            tracing::info!(%peer, call = %call_id, %reason, "call refused");
+            call.reject(reason, clock::now());
+            (None, None)
+        }
+    };
+
+    let outcome = drive(
+        &mut call,
+        &mut writer,
+        &mut frames,
+        &mut leg_events,
+        &mut leg,
+        &mut shutdown,
+    )
+    .await;
+    writer.close().await;
+    if let Some(leg) = leg {
+        let _ = tokio::time::timeout(RELEASE_DEADLINE, leg.finished()).await;
+    }
+    if let Some(outcome) = outcome {
+        store_outcome(&context.store, call_id, outcome).await;
+    }
+}
+
+/// Runs the call until the machine is done; returns how it ended.
+async fn drive(
+    call: &mut GatewayCall,
+    writer: &mut FrameWriter,
+    frames: &mut mpsc::Receiver<Result<Frame, wire::WireError>>,
+    leg_events: &mut mpsc::Receiver<LegEvent>,
+    leg: &mut Option<LegHandle>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<GatewayOutcome> {
+    let mut outcome = None;
+    let mut writable = true;
+    let mut shutting_down = *shutdown.borrow();
+    if shutting_down {
+        call.shut_down(clock::now());
+    }
+    loop {
+        while let Some(frame) = call.poll_transmit() {
+            if writable
+                && !matches!(
+                    tokio::time::timeout(SEND_DEADLINE, writer.send(&frame)).await,
+                    Ok(Ok(()))
+                )
+            {
+                writable = false;
+                call.connection_lost(clock::now());
+            }
+        }
+        while let Some(event) = call.poll_event() {
+            match event {
+                GatewayEvent::HangUpFarLeg(cause) => {
+                    if let Some(leg) = leg.as_mut() {
+                        leg.hang_up(cause);
+                    }
+                }
+                GatewayEvent::Done(done) => outcome = Some(done),
+            }
+        }
+        if call.is_done() {
+            return outcome;
+        }
+        let deadline = call
+            .poll_timeout()
+            .map(|at| tokio::time::Instant::now() + at.since(clock::now()));
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(Ok(frame)) => call.handle_frame(frame, clock::now()),
+                Some(Err(e)) => {
+                    tracing::info!(error = %e, "call stream failed");
+                    call.connection_lost(clock::now());
+                }
+                None => call.connection_lost(clock::now()),
+            },
+            event = leg_events.recv() => {
+                let now = clock::now();
+                match event {
+                    Some(LegEvent::Ringing) => call.ringing(now),
+                    Some(LegEvent::Answered { sdp_answer }) => call.answered(sdp_answer, now),
+                    Some(LegEvent::MediaStarted) => call.media_started(now),
+                    Some(LegEvent::Failed(reason)) => call.far_end_failed(reason, now),
+                    // A back-end that drops its channel has hung up.
+                    Some(LegEvent::HungUp) | None => call.far_end_hung_up(now),
+                }
+            }
+            () = sleep_until(deadline) => call.handle_timeout(clock::now()),
+            changed = shutdown.changed(), if !shutting_down => {
+                shutting_down = true;
+                if changed.is_err() || *shutdown.borrow() {
+                    call.shut_down(clock::now());
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn store_outcome(
+    store: &Store,
+    call_id: interlink_protocol::call::CallId,
+    outcome: GatewayOutcome,
+) {
+    let now = clock::now();
+    let saved = match &outcome {
+        GatewayOutcome::Settled(settled) => {
+            store
+                .save_receipt(
+                    Role::Gateway,
+                    ReceiptStatus::Settled,
+                    settled.receipt(),
+                    settled.as_bytes(),
+                    None,
+                    now,
+                )
+                .await
+        }
+        GatewayOutcome::Unacknowledged(signed) => {
+            store
+                .save_receipt(
+                    Role::Gateway,
+                    ReceiptStatus::Unacknowledged,
+                    signed.receipt(),
+                    signed.as_bytes(),
+                    None,
+                    now,
+                )
+                .await
+        }
+        GatewayOutcome::Disputed { receipt, dispute } => {
+            store
+                .save_receipt(
+                    Role::Gateway,
+                    ReceiptStatus::Disputed,
+                    receipt.receipt(),
+                    receipt.as_bytes(),
+                    Some(dispute.to_string()),
+                    now,
+                )
+                .await
+        }
+        GatewayOutcome::Rejected(_) | GatewayOutcome::Cancelled(_) => Ok(()),
+    };
+    match saved {
+        Ok(()) => tracing::info!(call = %call_id, outcome = ?outcome_name(&outcome), "call over"),
+        Err(e) => tracing::error!(call = %call_id, error = %e, "cannot store the receipt"),
+    }
+}
+
+fn outcome_name(outcome: &GatewayOutcome) -> &'static str {
+    match outcome {
+        GatewayOutcome::Rejected(_) => "rejected",
+        GatewayOutcome::Cancelled(_) => "cancelled",
+        GatewayOutcome::Settled(_) => "settled",
+        GatewayOutcome::Disputed { .. } => "disputed",
+        GatewayOutcome::Unacknowledged(_) => "unacknowledged",
+    }
+}

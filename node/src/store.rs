@@ -1,0 +1,555 @@
+//! The node's local database: usage receipts and the history of its calls.
+//!
+//! One SQLite file (`interlink.db`) in the data directory, in WAL mode with full
+//! synchronous commits: a receipt that [`Store::save_receipt`] has returned for survives
+//! a crash or power loss, and every write is one transaction, so a crash leaves either
+//! the whole record or none of it. Receipts are kept as the exact signed bytes both
+//! parties hold, beside the figures settlement sums. The call history feeds ranking: a
+//! caller trusts its own answered and failed calls over what providers claim.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use interlink_protocol::call::UsageReceipt;
+use interlink_protocol::ranking::{CallHistory, History};
+use interlink_protocol::{ProviderId, Timestamp};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::identity;
+
+/// The database file's name in the data directory.
+pub const DATABASE_FILE: &str = "interlink.db";
+
+/// Schema version, kept in SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS receipts (
+    call_id        TEXT    NOT NULL,
+    role           TEXT    NOT NULL CHECK (role IN ('caller', 'gateway')),
+    status         TEXT    NOT NULL CHECK (status IN ('settled', 'unacknowledged', 'disputed')),
+    gateway        TEXT    NOT NULL,
+    caller         TEXT    NOT NULL,
+    destination    TEXT    NOT NULL,
+    prefix         TEXT    NOT NULL,
+    offer_seq      INTEGER NOT NULL,
+    currency       TEXT    NOT NULL,
+    per_minute     INTEGER NOT NULL,
+    setup_fee      INTEGER NOT NULL,
+    billing_increment_secs INTEGER NOT NULL,
+    answered_at_ms INTEGER NOT NULL,
+    ended_at_ms    INTEGER NOT NULL,
+    billed_seconds INTEGER NOT NULL,
+    amount_minor   INTEGER NOT NULL,
+    dispute        TEXT,
+    signed_bytes   BLOB    NOT NULL,
+    stored_at_ms   INTEGER NOT NULL,
+    PRIMARY KEY (call_id, role)
+);
+CREATE TABLE IF NOT EXISTS call_attempts (
+    id        INTEGER PRIMARY KEY,
+    call_id   TEXT    NOT NULL,
+    provider  TEXT    NOT NULL,
+    outcome   TEXT    NOT NULL,
+    answered  INTEGER NOT NULL,
+    at_ms     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS call_attempts_by_provider ON call_attempts (provider);
+";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create {path}: {source}")]
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database {path} has schema version {found}, newer than this node's {SCHEMA_VERSION}")]
+    NewerSchema { path: PathBuf, found: i64 },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the database task failed: {0}")]
+    Task(String),
+}
+
+/// Which side of the call this node was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Caller,
+    Gateway,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Caller => "caller",
+            Role::Gateway => "gateway",
+        }
+    }
+}
+
+/// How far a receipt got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiptStatus {
+    /// Signed by the gateway and countersigned by the caller.
+    Settled,
+    /// Signed by the gateway; the caller never countersigned.
+    Unacknowledged,
+    /// The caller refused it.
+    Disputed,
+}
+
+impl ReceiptStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReceiptStatus::Settled => "settled",
+            ReceiptStatus::Unacknowledged => "unacknowledged",
+            ReceiptStatus::Disputed => "disputed",
+        }
+    }
+}
+
+/// A stored receipt, as listed and exported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReceiptRow {
+    pub call_id: String,
+    pub role: String,
+    pub status: String,
+    /// The gateway's peer id.
+    pub gateway: String,
+    /// The caller's peer id.
+    pub caller: String,
+    pub destination: String,
+    pub prefix: String,
+    pub offer_seq: u64,
+    pub currency: String,
+    pub per_minute_minor: u64,
+    pub setup_fee_minor: u64,
+    pub billing_increment_secs: u32,
+    pub answered_at_ms: u64,
+    pub ended_at_ms: u64,
+    pub billed_seconds: u64,
+    pub amount_minor: u64,
+    /// The amount in major units, e.g. `0.06`.
+    pub amount: String,
+    pub dispute: Option<String>,
+    /// The signed bytes in hex: settled (both signatures) or the gateway's alone.
+    pub signed_bytes_hex: String,
+}
+
+/// The node's database. Clones share one connection.
+#[derive(Clone, Debug)]
+pub struct Store {
+    connection: Arc<Mutex<Connection>>,
+}
+
+fn peer_or_key(provider: &ProviderId) -> String {
+    identity::peer_id(provider)
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| provider.to_string())
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Opens (or creates) the database in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join(DATABASE_FILE);
+        let open_error = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Directory {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let connection = Connection::open(&path).map_err(open_error)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(open_error)?;
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_error)?;
+        let version: i64 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(open_error)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path,
+                found: version,
+            });
+        }
+        connection.execute_batch(SCHEMA).map_err(open_error)?;
+        connection
+            .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(open_error)?;
+        Ok(Store {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// A database that lives in memory only: for nodes without a data directory (the demo,
+    /// benchmarks). Nothing survives the process.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let connection = Connection::open_in_memory()?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(Store {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Runs `work` on the connection off the async threads.
+    async fn with<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection
+                .lock()
+                .map_err(|e| StoreError::Task(e.to_string()))?;
+            work(&mut connection)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Stores a receipt in one durable transaction. `signed_bytes` are the settled bytes,
+    /// or the gateway-signed ones when not settled. Saving the same call twice keeps the
+    /// furthest status (settled over the others).
+    pub async fn save_receipt(
+        &self,
+        role: Role,
+        status: ReceiptStatus,
+        receipt: &UsageReceipt,
+        signed_bytes: &[u8],
+        dispute: Option<String>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let r = receipt.clone();
+        let bytes = signed_bytes.to_vec();
+        self.with(move |connection| {
+            let transaction = connection.transaction()?;
+            transaction.execute(
+                "INSERT INTO receipts (call_id, role, status, gateway, caller, destination, prefix, offer_seq,
+                    currency, per_minute, setup_fee, billing_increment_secs, answered_at_ms, ended_at_ms,
+                    billed_seconds, amount_minor, dispute, signed_bytes, stored_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+                 ON CONFLICT (call_id, role) DO UPDATE SET
+                    status = excluded.status, dispute = excluded.dispute,
+                    signed_bytes = excluded.signed_bytes, stored_at_ms = excluded.stored_at_ms
+                 WHERE receipts.status != 'settled'",
+                params![
+                    r.call_id.to_string(),
+                    role.as_str(),
+                    status.as_str(),
+                    peer_or_key(&r.offer.provider),
+                    peer_or_key(&r.caller),
+                    r.destination.to_string(),
+                    r.prefix.to_string(),
+                    to_i64(r.offer.seq),
+                    r.tariff.currency.code(),
+                    to_i64(r.tariff.per_minute),
+                    to_i64(r.tariff.setup_fee),
+                    r.tariff.billing_increment_secs,
+                    to_i64(r.answered_at.0),
+                    to_i64(r.ended_at.0),
+                    to_i64(r.billed_seconds),
+                    to_i64(r.amount.minor_units),
+                    dispute,
+                    bytes,
+                    to_i64(now.0),
+                ],
+            )?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every stored receipt, oldest answer first.
+    pub async fn receipts(&self) -> Result<Vec<ReceiptRow>, StoreError> {
+        self.with(|connection| {
+            let mut statement = connection.prepare(
+                "SELECT call_id, role, status, gateway, caller, destination, prefix, offer_seq, currency,
+                        per_minute, setup_fee, billing_increment_secs, answered_at_ms, ended_at_ms,
+                        billed_seconds, amount_minor, dispute, signed_bytes
+                 FROM receipts ORDER BY answered_at_ms, call_id, role",
+            )?;
+            let rows = statement.query_map([], |row| {
+                let u64_at = |i: usize| row.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+                let currency: String = row.get(8)?;
+                let amount_minor = u64_at(15)?;
+                let bytes: Vec<u8> = row.get(17)?;
+                Ok(ReceiptRow {
+                    call_id: row.get(0)?,
+                    role: row.get(1)?,
+                    status: row.get(2)?,
+                    gateway: row.get(3)?,
+                    caller: row.get(4)?,
+                    destination: row.get(5)?,
+                    prefix: row.get(6)?,
+                    offer_seq: u64_at(7)?,
+                    amount: amount_text(&currency, amount_minor),
+                    currency,
+                    per_minute_minor: u64_at(9)?,
+                    setup_fee_minor: u64_at(10)?,
+                    billing_increment_secs: row.get(11)?,
+                    answered_at_ms: u64_at(12)?,
+                    ended_at_ms: u64_at(13)?,
+                    billed_seconds: u64_at(14)?,
+                    amount_minor,
+                    dispute: row.get(16)?,
+                    signed_bytes_hex: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The signed bytes stored for a call, if any.
+    pub async fn receipt_bytes(
+        &self,
+        call_id: String,
+        role: Role,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(move |connection| {
+            Ok(connection
+                .query_row(
+                    "SELECT signed_bytes FROM receipts WHERE call_id = ?1 AND role = ?2",
+                    params![call_id, role.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Remembers how an attempt to call through `provider` went.
+    pub async fn record_attempt(
+        &self,
+        call_id: String,
+        provider: ProviderId,
+        outcome: String,
+        answered: bool,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.with(move |connection| {
+            connection.execute(
+                "INSERT INTO call_attempts (call_id, provider, outcome, answered, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![call_id, provider.to_string(), outcome, answered, to_i64(now.0)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Attempts and answers per provider, for ranking.
+    pub async fn history(&self) -> Result<History, StoreError> {
+        self.with(|connection| {
+            let mut statement = connection.prepare(
+                "SELECT provider, COUNT(*), SUM(answered) FROM call_attempts GROUP BY provider",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut history = History::new();
+            for row in rows {
+                let (provider, attempts, answered) = row?;
+                if let Some(provider) = parse_provider(&provider) {
+                    let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+                    history.insert(
+                        provider,
+                        CallHistory {
+                            attempts: count(attempts),
+                            answered: count(answered),
+                        },
+                    );
+                }
+            }
+            Ok(history)
+        })
+        .await
+    }
+}
+
+fn parse_provider(hex: &str) -> Option<ProviderId> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(ProviderId::from_bytes(bytes))
+}
+
+fn amount_text(currency: &str, minor: u64) -> String {
+    match currency.parse::<interlink_protocol::Currency>() {
+        Ok(currency) => interlink_protocol::Money::new(currency, minor).decimal(),
+        Err(_) => minor.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use interlink_protocol::call::{CallId, Invite, OfferRef};
+    use interlink_protocol::offer::Tariff;
+    use interlink_protocol::{Currency, E164, Prefix, SecretKey};
+
+    fn receipt(call: u8) -> UsageReceipt {
+        let invite = Invite {
+            call_id: CallId::from_bytes([call; 16]),
+            destination: E164::parse("+447700900123").unwrap_or_else(|e| panic!("{e}")),
+            offer: OfferRef {
+                provider: SecretKey::from_seed(&[2; 32]).provider_id(),
+                seq: 4,
+            },
+            prefix: Prefix::new("44").unwrap_or_else(|e| panic!("{e}")),
+            tariff: Tariff {
+                currency: Currency::new("GBP").unwrap_or_else(|e| panic!("{e}")),
+                setup_fee: 1,
+                per_minute: 2,
+                billing_increment_secs: 60,
+            },
+            caller: SecretKey::from_seed(&[1; 32]).provider_id(),
+            sdp_offer: String::new(),
+            sent_at: Timestamp(0),
+        };
+        UsageReceipt::for_call(&invite, Timestamp(1_000), Timestamp(31_000))
+    }
+
+    #[tokio::test]
+    async fn receipts_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            store
+                .save_receipt(
+                    Role::Caller,
+                    ReceiptStatus::Settled,
+                    &receipt(1),
+                    b"signed",
+                    None,
+                    Timestamp(5),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let rows = store.receipts().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].status, "settled");
+        assert_eq!(
+            (
+                rows[0].billed_seconds,
+                rows[0].amount_minor,
+                rows[0].amount.as_str()
+            ),
+            (60, 3, "0.03")
+        );
+        let bytes = store
+            .receipt_bytes(rows[0].call_id.clone(), Role::Caller)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bytes.as_deref(), Some(&b"signed"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_settled_receipt_is_not_downgraded() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let r = receipt(2);
+        store
+            .save_receipt(
+                Role::Gateway,
+                ReceiptStatus::Unacknowledged,
+                &r,
+                b"a",
+                None,
+                Timestamp(1),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .save_receipt(
+                Role::Gateway,
+                ReceiptStatus::Settled,
+                &r,
+                b"b",
+                None,
+                Timestamp(2),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .save_receipt(
+                Role::Gateway,
+                ReceiptStatus::Unacknowledged,
+                &r,
+                b"c",
+                None,
+                Timestamp(3),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rows = store.receipts().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (
+                rows.len(),
+                rows[0].status.as_str(),
+                rows[0].signed_bytes_hex.as_str()
+            ),
+            (1, "settled", "62")
+        );
+    }
+
+    #[tokio::test]
+    async fn history_counts_attempts_and_answers_per_provider() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let a = SecretKey::from_seed(&[5; 32]).provider_id();
+        let b = SecretKey::from_seed(&[6; 32]).provider_id();
+        for (provider, answered) in [(a, true), (a, false), (a, true), (b, false)] {
+            store
+                .record_attempt("c".into(), provider, "x".into(), answered, Timestamp(0))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let history = store.history().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            history.get(&a),
+            Some(&CallHistory {
+                attempts: 3,
+                answered: 2
+            })
+        );
+        assert_eq!(
+            history.get(&b),
+            Some(&CallHistory {
+                attempts: 1,
+                answered: 0
+            })
+        );
+    }
+}
