@@ -12,6 +12,9 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::report;
 use interlink_node::config::{DhtSection, GatewayPlan};
 use interlink_node::discovery::{self, Query};
 use interlink_node::local_network::LocalNetwork;
@@ -38,26 +41,6 @@ fn plan(name: &str, prefixes: &[(&str, u64)]) -> GatewayPlan {
         region: "bench".into(),
         ..GatewayPlan::new(name, routes)
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn report(label: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-    println!(
-        "{label:<38} n={:<4} p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  mean {:>7.2} ms",
-        samples.len(),
-        ms(percentile(&samples, 50.0)),
-        ms(percentile(&samples, 95.0)),
-        ms(percentile(&samples, 99.0)),
-        ms(*samples.last().unwrap()),
-        ms(mean),
-    );
 }
 
 /// One discovery and ranking, checked, and how long it took.

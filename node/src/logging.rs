@@ -32,9 +32,13 @@ pub fn init(format: LogFormat, default_level: &str) {
             .join(",")
         ))
     });
+    // A log line that cannot be written (stderr closed, its pipe's reader gone) is lost,
+    // and nothing else: tracing-subscriber would report it with `eprintln!`, which panics on
+    // a broken pipe and takes down whatever task was logging.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -177,6 +177,12 @@ impl Node {
         self.client.local_peer_id()
     }
 
+    /// Waits until the node's network task ends without being asked to (a bug), and says
+    /// why; a supervisor should then restart the node.
+    pub async fn failed(&mut self) -> String {
+        self.network.ended().await
+    }
+
     /// What this node needs to place calls of its own.
     pub fn caller(&self) -> CallerContext {
         CallerContext {

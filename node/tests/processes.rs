@@ -479,3 +479,71 @@ fn a_gateway_killed_while_ringing_fails_over_to_the_next_within_the_deadline() {
     );
     drop((steady, boot));
 }
+
+#[test]
+fn a_gateway_keeps_serving_when_the_reader_of_its_log_goes_away() {
+    let root = tempfile::tempdir().unwrap();
+    let (boot, bootstrap) = start_bootstrap(root.path());
+    let config = echo_gateway_config(&root.path().join("gw"), &bootstrap, "Orphan", "0.01", 0);
+    let mut gateway = Command::new(BIN)
+        .args([
+            "--log-format",
+            "json",
+            "node",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(gateway.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("offer published") {
+        line.clear();
+        assert!(
+            log.read_line(&mut line).unwrap() > 0,
+            "the gateway stopped before publishing"
+        );
+    }
+    // Whoever read the log (a terminal, a pipe to a collector) is gone: every log line the
+    // gateway writes from now on fails.
+    drop(log);
+
+    let alice = root.path().join("alice");
+    assert!(
+        interlink(&["init", "--dir", alice.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let call = Command::new(BIN)
+        .args([
+            "call",
+            "--bootstrap",
+            &bootstrap,
+            "--media-ip",
+            "127.0.0.1",
+            "--duration",
+            "1",
+            "--json",
+            "+447700900123",
+        ])
+        .env("INTERLINK_HOME", &alice)
+        .output()
+        .unwrap();
+    assert!(
+        call.status.success(),
+        "{}",
+        String::from_utf8_lossy(&call.stderr)
+    );
+    let report: Value = serde_json::from_slice(&call.stdout).unwrap();
+    assert_eq!(report["receipt"]["status"], "settled");
+    assert_eq!(
+        gateway.try_wait().unwrap(),
+        None,
+        "the gateway is still running"
+    );
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    drop(boot);
+}

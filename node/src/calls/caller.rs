@@ -411,24 +411,33 @@ async fn attempt(
         return failed(Failure::ConnectionLost);
     };
     let connect = async {
+        let addresses = candidate.offer.offer().addresses.clone();
         context
             .client
-            .dial(peer, candidate.offer.offer().addresses.clone())
+            .dial(peer, addresses)
             .await
-            .ok()?;
+            .map_err(|e| e.to_string())?;
         context
             .client
             .streams()
             .open_stream(peer, CALL_PROTOCOL)
             .await
-            .ok()
+            .map_err(|e| e.to_string())
     };
     let connect_within = options
         .timers
         .trying
         .min(deadline.saturating_duration_since(Instant::now()));
-    let Ok(Some(stream)) = tokio::time::timeout(connect_within, connect).await else {
-        return failed(Failure::ConnectionLost);
+    let stream = match tokio::time::timeout(connect_within, connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(reason)) => {
+            tracing::warn!(gateway = %name, %reason, "cannot open a call stream");
+            return failed(Failure::ConnectionLost);
+        }
+        Err(_) => {
+            tracing::warn!(gateway = %name, "no call stream within {connect_within:?}");
+            return failed(Failure::Timeout(interlink_protocol::call::Phase::Trying));
+        }
     };
 
     let (mut tone, sdp_offer) = ToneCall::offer(&context.media, options.tone_hz).await?;

@@ -47,10 +47,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .context("cannot start the node")?;
     tracing::info!(peer_id = %node.peer_id(), config = %path.display(), "{role} running; stop with Ctrl-C or SIGTERM");
 
+    let mut node = node;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
         _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+        reason = node.failed() => {
+            // Better to exit and be restarted than to look alive and serve nothing.
+            tracing::error!(%reason, "stopping");
+            anyhow::bail!("{reason}");
+        }
     }
     match tokio::time::timeout(SHUTDOWN_DEADLINE, node.shutdown()).await {
         Ok(Ok(())) => tracing::info!("stopped cleanly"),

@@ -221,15 +221,45 @@ impl std::fmt::Debug for Command {
 #[derive(Debug)]
 pub struct NetworkTask {
     shutdown: oneshot::Sender<()>,
-    handle: JoinHandle<()>,
+    handle: Option<JoinHandle<()>>,
 }
 
 impl NetworkTask {
+    /// Waits until the event loop ends without being asked to: a bug, reported with its
+    /// panic message if it panicked.
+    pub async fn ended(&mut self) -> String {
+        match self.handle.as_mut() {
+            Some(handle) => {
+                let result = handle.await;
+                self.handle = None;
+                match result {
+                    Ok(()) => "the network event loop returned".to_owned(),
+                    Err(e) => format!("the network event loop failed: {e}"),
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     /// Stops the event loop and waits for it to end; open connections are closed.
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
-        let _ = self.handle.await;
+        if let Some(handle) = self.handle {
+            let _ = handle.await;
+        }
     }
+}
+
+/// Streams per connection. Each call is a stream on the caller's connection to the
+/// gateway, so a busy caller service needs many; yamux's default is 512. The yamux limit on
+/// the connection's receive window (1 GiB, allocated only as data arrives) allows 4096.
+const MAX_STREAMS_PER_CONNECTION: usize = 4096;
+
+/// yamux with room for many concurrent calls between two nodes.
+fn multiplexer() -> yamux::Config {
+    let mut config = yamux::Config::default();
+    config.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
+    config
 }
 
 /// Builds the swarm, starts listening, and spawns the event loop.
@@ -241,7 +271,7 @@ pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTa
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            yamux::Config::default,
+            multiplexer,
         )
         .map_err(|e| transport_error(&e))?
         .with_quic()
@@ -285,7 +315,7 @@ pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTa
         client,
         NetworkTask {
             shutdown: shutdown_tx,
-            handle,
+            handle: Some(handle),
         },
     ))
 }
