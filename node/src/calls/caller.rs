@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::calls::media::{MediaReport, ToneCall};
 use crate::calls::wire::{self, CALL_PROTOCOL};
+use crate::calls::{instant_of, sleep_until};
 use crate::clock;
 use crate::discovery::{self, DiscoveryError, Query};
 use crate::identity;
@@ -502,9 +503,7 @@ async fn attempt(
             }
             break outcome;
         }
-        let call_deadline = call
-            .poll_timeout()
-            .map(|at| tokio::time::Instant::now() + at.since(clock::now()));
+        let call_deadline = call.poll_timeout().map(instant_of);
         let hang_up_at =
             answered_at.map(|at| tokio::time::Instant::from_std(at + options.hold_for));
         let give_up_at = answered_at
@@ -548,13 +547,6 @@ async fn attempt(
             answered_at: answered_at.unwrap_or(invited_at),
             first_media_at,
         }))),
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::calls::wire::{self, CALL_PROTOCOL, FrameWriter};
+use crate::calls::{instant_of, sleep_until};
 use crate::clock;
 use crate::identity;
 use crate::network::Client;
@@ -270,9 +271,7 @@ async fn drive(
         if call.is_done() {
             return outcome;
         }
-        let deadline = call
-            .poll_timeout()
-            .map(|at| tokio::time::Instant::now() + at.since(clock::now()));
+        let deadline = call.poll_timeout().map(instant_of);
         tokio::select! {
             frame = frames.recv() => match frame {
                 Some(Ok(frame)) => call.handle_frame(frame, clock::now()),
@@ -301,13 +300,6 @@ async fn drive(
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 
