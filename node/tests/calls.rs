@@ -499,3 +499,61 @@ async fn receipts_are_in_both_databases_after_both_nodes_restart() {
     gateway.shutdown().await.unwrap();
     network.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echo_callee_that_hangs_up_ends_the_call_with_the_cause() {
+    let quitter = echo(
+        plan("Quitter", &[("+44", 2)], 420, 600),
+        EchoConfig {
+            ring_ms: 50,
+            hang_up_after_secs: 1,
+            ..EchoConfig::default()
+        },
+    );
+    let network = network(vec![quitter]).await;
+    let caller = network.caller().await.unwrap();
+    let started = Instant::now();
+    // The caller would hold for a minute; the callee hangs up after a second.
+    let report = caller::place_call(&caller.caller(), &options(Duration::from_secs(60)), &|_| {})
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "ended by the callee, not the hold: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (report.ended_by.as_str(), report.cause.as_str()),
+        ("gateway", "the callee hung up")
+    );
+    assert_eq!(report.receipt.status, "settled");
+    caller.shutdown().await.unwrap();
+    network.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_that_never_answers_times_out_and_the_next_gateway_answers() {
+    let silent = echo(
+        plan("Silent", &[("+44", 1)], 420, 600),
+        EchoConfig {
+            answering: Answering::NeverAnswer,
+            ..EchoConfig::default()
+        },
+    );
+    let network = network(vec![silent, quick_echo("Answers", 2)]).await;
+    let caller = network.caller().await.unwrap();
+    let mut options = options(Duration::from_millis(300));
+    options.timers.answer = Duration::from_secs(2);
+    let report = caller::place_call(&caller.caller(), &options, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.gateway, "Answers");
+    assert_eq!(report.failovers[0].gateway, "Silent");
+    assert_eq!(report.failovers[0].outcome, "timed out waiting for answer");
+    assert!(
+        report.command_to_answer_ms > 2000.0,
+        "the silent gateway rang for the answer deadline first"
+    );
+    caller.shutdown().await.unwrap();
+    network.shutdown().await.unwrap();
+}

@@ -477,6 +477,46 @@ fn a_gateway_killed_while_ringing_fails_over_to_the_next_within_the_deadline() {
         "took {:?}",
         started.elapsed()
     );
+
+    // The caller keeps the receipt: listed as JSON and exported as CSV.
+    let receipts = |format: &str| {
+        let output = Command::new(BIN)
+            .args(["receipts", format])
+            .env("INTERLINK_HOME", &alice)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let rows: Vec<Value> = serde_json::from_str(&receipts("--json")).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["call_id"], report["call_id"]);
+    assert_eq!(
+        (rows[0]["role"].as_str(), rows[0]["status"].as_str()),
+        (Some("caller"), Some("settled"))
+    );
+    assert_eq!(rows[0]["gateway"], report["gateway_peer_id"]);
+    let csv = receipts("--csv");
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("call_id,role,status,gateway,caller,destination,prefix")
+    );
+    let row = lines.next().unwrap();
+    assert!(
+        row.starts_with(&format!(
+            "{},caller,settled,",
+            report["call_id"].as_str().unwrap()
+        )),
+        "{row}"
+    );
+    assert!(row.contains(",+447700900123,+44,"), "{row}");
     drop((steady, boot));
 }
 

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::{Command, NetworkError, RefusalCounts, Status};
 use crate::clock::unix_now;
+use crate::config::DhtSection;
 use crate::identity;
 use crate::network::records;
 
@@ -47,6 +48,7 @@ pub(super) struct EventLoop {
     commands: mpsc::Receiver<Command>,
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
     record_quorum: usize,
+    replication_factor: usize,
     offer_lookups: HashMap<QueryId, OfferLookup>,
     provider_lookups: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
     puts: HashMap<QueryId, Reply<usize>>,
@@ -63,13 +65,14 @@ impl EventLoop {
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
         listen_addrs: watch::Sender<Vec<Multiaddr>>,
-        record_quorum: usize,
+        dht: &DhtSection,
     ) -> EventLoop {
         EventLoop {
             swarm,
             commands,
             listen_addrs,
-            record_quorum: record_quorum.max(1),
+            record_quorum: dht.record_quorum.max(1),
+            replication_factor: dht.replication_factor.max(1),
             offer_lookups: HashMap::new(),
             provider_lookups: HashMap::new(),
             puts: HashMap::new(),
@@ -256,7 +259,9 @@ impl EventLoop {
             publisher: None,
             expires: Some(records::expiry(&offer, now, Instant::now())),
         };
-        match self.kad().put_record(record, Quorum::One) {
+        // Wait for every one of the closest nodes: the publisher moves on (or the node shuts
+        // down after a withdrawal) only once the new copy is everywhere it will be looked up.
+        match self.kad().put_record(record, Quorum::All) {
             Ok(id) => {
                 self.puts.insert(id, reply);
             }
@@ -428,14 +433,16 @@ impl EventLoop {
             }
             QueryResult::PutRecord(result) => {
                 if let Some(reply) = self.puts.remove(&id) {
+                    let replication = self.replication_factor;
                     let _ = reply.send(match result {
-                        Ok(_) => Ok(1),
+                        Ok(_) => Ok(replication),
+                        // A network smaller than k cannot meet `Quorum::All`: what counts is
+                        // that the record reached the closest nodes there are.
                         Err(
                             kad::PutRecordError::QuorumFailed { success, .. }
                             | kad::PutRecordError::Timeout { success, .. },
-                        ) => Err(NetworkError::NotReplicated {
-                            acknowledged: success.len(),
-                        }),
+                        ) if !success.is_empty() => Ok(success.len()),
+                        Err(_) => Err(NetworkError::NotReplicated { acknowledged: 0 }),
                     });
                 }
             }

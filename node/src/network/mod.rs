@@ -302,8 +302,7 @@ pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTa
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let (listen_tx, listen_rx) = watch::channel(Vec::new());
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
-    let event_loop =
-        event_loop::EventLoop::new(swarm, commands_rx, listen_tx, settings.dht.record_quorum);
+    let event_loop = event_loop::EventLoop::new(swarm, commands_rx, listen_tx, &settings.dht);
     let handle = tokio::spawn(event_loop.run(shutdown_rx));
     let client = Client {
         commands: commands_tx,
