@@ -129,7 +129,12 @@ async fn run_leg(
             return;
         }
     };
-    let _ = events.send(LegEvent::Answered { sdp_answer }).await;
+    let _ = events
+        .send(LegEvent::Answered {
+            sdp_answer,
+            answered_by: None,
+        })
+        .await;
     echo(leg, &events, config.hang_up_after_secs, hung_up).await;
 }
 

@@ -21,8 +21,12 @@ use crate::Capabilities;
 pub enum LegEvent {
     /// The callee is being alerted.
     Ringing,
-    /// The callee answered; the SDP answer to the caller's offer.
-    Answered { sdp_answer: String },
+    /// The callee answered; the SDP answer to the caller's offer, and who answered if the
+    /// far network says (a SIP `P-Asserted-Identity`, say).
+    Answered {
+        sdp_answer: String,
+        answered_by: Option<String>,
+    },
     /// The first media packet from the caller arrived.
     MediaStarted,
     /// The far leg could not be set up.

@@ -9,6 +9,7 @@
 pub mod audio;
 pub mod echo;
 pub mod gateway;
+pub mod sip;
 pub mod webrtc_leg;
 
 use interlink_protocol::offer::{Codec, MAX_CODECS, ServiceKind};

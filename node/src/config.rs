@@ -11,6 +11,7 @@ use std::time::Duration;
 use std::net::{IpAddr, Ipv4Addr};
 
 use interlink_gateway_plugin::echo::{EchoConfig, EchoGateway};
+use interlink_gateway_plugin::sip::{SipConfig, SipGateway};
 use interlink_gateway_plugin::webrtc_leg::MediaSettings;
 use interlink_gateway_plugin::{Capabilities, CapabilityError};
 use interlink_protocol::call::Timers;
@@ -184,12 +185,15 @@ pub struct GatewaySection {
     #[serde(default = "default_capacity")]
     pub capacity: u32,
     /// The back-end that carries the calls: `echo` (a test callee that plays the caller's
-    /// audio back). It decides the codecs the offer lists.
+    /// audio back) or `sip` (a bridge to a SIP trunk). It decides the codecs the offer lists.
     #[serde(default = "default_backend")]
     pub backend: String,
     /// Settings of the echo back-end.
     #[serde(default)]
     pub echo: EchoConfig,
+    /// Settings of the SIP back-end: the trunk (required with `backend = "sip"`).
+    #[serde(default)]
+    pub sip: Option<SipConfig>,
     /// How long each published offer is valid; it is republished at half this.
     #[serde(default = "default_offer_ttl")]
     pub offer_ttl_secs: u64,
@@ -344,6 +348,8 @@ impl CallsSection {
 pub enum BackendSpec {
     /// Answers and plays the caller's audio back.
     Echo(EchoConfig),
+    /// Bridges each call to a SIP trunk.
+    Sip(Box<SipConfig>),
 }
 
 /// What a gateway node sells and runs, checked and in protocol types.
@@ -384,6 +390,7 @@ impl GatewayPlan {
     pub fn capabilities(&self) -> Result<Capabilities, CapabilityError> {
         match self.backend {
             BackendSpec::Echo(_) => EchoGateway::capabilities(self.kind, self.capacity),
+            BackendSpec::Sip(_) => SipGateway::capabilities(self.kind, self.capacity),
         }
     }
 }
@@ -519,10 +526,21 @@ impl GatewaySection {
         let kind: ServiceKind = self.kind.parse().map_err(|e| invalid("gateway.kind", e))?;
         let backend = match self.backend.as_str() {
             "echo" => BackendSpec::Echo(self.echo.clone()),
+            "sip" => {
+                let Some(sip) = &self.sip else {
+                    return Err(invalid(
+                        "gateway.sip",
+                        "backend = \"sip\" needs a [gateway.sip] section naming the trunk's host",
+                    ));
+                };
+                sip.check()
+                    .map_err(|e| invalid(format!("gateway.sip.{}", e.field), e.reason))?;
+                BackendSpec::Sip(Box::new(sip.clone()))
+            }
             other => {
                 return Err(invalid(
                     "gateway.backend",
-                    format!("unknown back-end `{other}` (expected echo)"),
+                    format!("unknown back-end `{other}` (expected echo or sip)"),
                 ));
             }
         };
@@ -679,13 +697,39 @@ data_dir = "."
 # region = "eu-west"
 # kind = "webrtc-pstn"           # webrtc-pstn, webrtc-sip, ...
 # capacity = 100                 # concurrent calls
-# backend = "echo"              # a callee that plays the caller's audio back
+# backend = "echo"              # echo: a callee that plays the caller's audio back;
+#                                # sip: bridge calls to the SIP trunk of [gateway.sip]
 # offer_ttl_secs = 3600          # offers are republished at half this
 #
 # [gateway.echo]                 # the echo back-end
 # ring_ms = 500
 # answering = "answer"           # answer, busy or never-answer
 # hang_up_after_secs = 0         # 0: the caller hangs up
+#
+# [gateway.sip]                  # the SIP trunk, for backend = "sip"
+# host = "sip.trunk.example"     # required: the trunk's host name or address
+# port = 5060
+# transport = "udp"              # udp or tcp
+# local_address = "0.0.0.0:5060" # where this gateway's SIP endpoint binds
+# media_ip = "203.0.113.7"       # RTP address for the trunk; default: the one routing to it
+# from_user = "interlink"        # From: user@from_domain (the caller's key goes in its
+# from_domain = "sip.trunk.example" # display name and in P-Asserted-Identity)
+# ring_timeout_secs = 120        # CANCEL a callee that rings longer
+# media_timeout_secs = 30        # hang up after this long without RTP from the trunk (0: never)
+#
+# [gateway.sip.credentials]      # if the trunk challenges (digest)
+# username = "gateway"
+# password = "secret"
+#
+# [[gateway.sip.numbering]]      # number rewriting, first match wins; unmatched: E.164 with +
+# prefix = "+44"                 # numbers starting with this
+# strip = "+44"                  # remove this from the front
+# add = "0"                      # and put this there instead: +447700900123 -> 07700900123
+#
+# [[gateway.sip.numbering]]
+# prefix = "+"
+# strip = "+"
+# add = "00"                     # other countries: +33... -> 0033...
 #
 # [gateway.quality]              # what you claim; callers check it against their calls
 # answer_seizure_ratio = 0.55
@@ -793,5 +837,47 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(Config::parse("[network]\nlisten_on = []").is_err());
+    }
+
+    #[test]
+    fn a_sip_gateway_names_its_trunk() {
+        let gateway = |sip: &str| {
+            format!(
+                "[gateway]\nname = \"G\"\nbackend = \"sip\"\n{sip}\n\
+                 [[gateway.routes]]\nprefix = \"+44\"\ncurrency = \"GBP\"\nper_minute = \"0.02\"\n"
+            )
+        };
+        let config = Config::parse(&gateway(
+            "[gateway.sip]\nhost = \"127.0.0.1\"\nport = 5070\ntransport = \"tcp\"\n\
+             [[gateway.sip.numbering]]\nprefix = \"+44\"\nstrip = \"+44\"\nadd = \"0\"",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let plan = config
+            .gateway_plan()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no plan"));
+        let BackendSpec::Sip(sip) = &plan.backend else {
+            panic!("not a SIP back-end: {:?}", plan.backend);
+        };
+        assert_eq!((sip.host.as_str(), sip.port), ("127.0.0.1", 5070));
+        assert_eq!(sip.numbering.len(), 1);
+        let codecs = plan.capabilities().unwrap_or_else(|e| panic!("{e}")).codecs;
+        assert!(codecs.contains(&Codec::TelephoneEvent));
+
+        assert_eq!(error_field(&gateway("")), "gateway.sip");
+        assert_eq!(
+            error_field(&gateway("[gateway.sip]\nhost = \"127.0.0.1\"\nport = 0")),
+            "gateway.sip.port"
+        );
+        assert_eq!(
+            error_field(&gateway(
+                "[gateway.sip]\nhost = \"h\"\n[[gateway.sip.numbering]]\nprefix = \"44\""
+            )),
+            "gateway.sip.numbering[0].prefix"
+        );
+        assert!(
+            Config::parse(&gateway("[gateway.sip]\nhost = \"h\"\ntransport = \"tls\"")).is_err(),
+            "an unknown transport is refused"
+        );
     }
 }

@@ -55,6 +55,11 @@ pub struct Stats {
     pub without_offer: usize,
     /// Time to providers, offers and verification, before measuring round trips.
     pub lookup_time: Duration,
+    /// Kademlia requests this node sent for the lookup.
+    pub requests: u64,
+    /// Bytes this node sent and received meanwhile (the lookup's, and any background
+    /// traffic that overlapped it).
+    pub bytes: u64,
 }
 
 /// Why discovery could not run.
@@ -70,7 +75,8 @@ pub enum DiscoveryError {
 /// Finds the verified offers for `query`.
 pub async fn discover(client: &Client, query: &Query) -> Result<Discovery, DiscoveryError> {
     let started = Instant::now();
-    if client.status().await?.connected_peers == 0 {
+    let before = client.status().await?;
+    if before.connected_peers == 0 {
         return Err(DiscoveryError::NoPeers);
     }
     let country_code = query.destination.country_code();
@@ -109,10 +115,13 @@ pub async fn discover(client: &Client, query: &Query) -> Result<Discovery, Disco
         .filter(|o| query.kinds.contains(&o.offer().kind))
         .collect();
     offers.sort_by_key(SignedOffer::provider);
+    let after = client.status().await?;
     let stats = Stats {
         providers: providers.len(),
         without_offer: providers.len() - offers.len(),
         lookup_time: started.elapsed(),
+        requests: after.query_requests.saturating_sub(before.query_requests),
+        bytes: after.traffic.since(&before.traffic).total(),
     };
 
     let mut measurements = Measurements::new();

@@ -9,27 +9,62 @@ use interlink_gateway_plugin::webrtc_leg::MediaSettings;
 use interlink_protocol::call::Timers;
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
 
 use crate::config::{DhtSection, GatewayPlan};
 use crate::network::{NetworkError, Settings};
 use crate::node::{Node, NodeError, NodeSpec};
 use crate::publisher::PublishError;
 
-/// The spec of a node on loopback that joins through `bootstrap`.
+/// How in-process nodes reach each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalTransport {
+    /// Real TCP sockets on 127.0.0.1.
+    #[default]
+    Tcp,
+    /// libp2p's in-memory transport: the same noise and yamux on channels instead of
+    /// sockets, for many nodes in one process.
+    Memory,
+}
+
+impl LocalTransport {
+    /// An address to listen on with an ephemeral port.
+    pub fn listen_addr(self) -> Multiaddr {
+        match self {
+            LocalTransport::Tcp => Multiaddr::empty()
+                .with(Protocol::Ip4(std::net::Ipv4Addr::LOCALHOST))
+                .with(Protocol::Tcp(0)),
+            LocalTransport::Memory => Multiaddr::empty().with(Protocol::Memory(0)),
+        }
+    }
+}
+
+/// The spec of a node on loopback TCP that joins through `bootstrap`.
 pub fn loopback_spec(
+    bootstrap: Option<Multiaddr>,
+    gateway: Option<GatewayPlan>,
+    dht: &DhtSection,
+) -> NodeSpec {
+    local_spec(LocalTransport::Tcp, bootstrap, gateway, dht)
+}
+
+/// The spec of a server node on `transport` that joins through `bootstrap`.
+pub fn local_spec(
+    transport: LocalTransport,
     bootstrap: Option<Multiaddr>,
     gateway: Option<GatewayPlan>,
     dht: &DhtSection,
 ) -> NodeSpec {
     NodeSpec {
         settings: Settings {
-            listen: vec![loopback_tcp()],
+            listen: vec![transport.listen_addr()],
+            external_addresses: Vec::new(),
             bootstrap: bootstrap.into_iter().collect(),
             idle_connection_timeout: Duration::from_secs(60),
             dht: dht.clone(),
             server_mode: true,
         },
-        external_addresses: Vec::new(),
         gateway,
         data_dir: None,
         media: MediaSettings::loopback(),
@@ -42,25 +77,17 @@ pub fn caller_spec(bootstrap: Vec<Multiaddr>, dht: &DhtSection) -> NodeSpec {
     NodeSpec {
         settings: Settings {
             listen: Vec::new(),
+            external_addresses: Vec::new(),
             bootstrap,
             idle_connection_timeout: Duration::from_secs(60),
             dht: dht.clone(),
             server_mode: false,
         },
-        external_addresses: Vec::new(),
         gateway: None,
         data_dir: None,
         media: MediaSettings::loopback(),
         timers: Timers::default(),
     }
-}
-
-fn loopback_tcp() -> Multiaddr {
-    Multiaddr::empty()
-        .with(libp2p::multiaddr::Protocol::Ip4(
-            std::net::Ipv4Addr::LOCALHOST,
-        ))
-        .with(libp2p::multiaddr::Protocol::Tcp(0))
 }
 
 /// Nodes running in this process.

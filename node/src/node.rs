@@ -13,6 +13,7 @@ use std::time::Duration;
 use interlink_gateway_plugin::CapabilityError;
 use interlink_gateway_plugin::echo::EchoGateway;
 use interlink_gateway_plugin::gateway::Gateway;
+use interlink_gateway_plugin::sip::{SipError, SipGateway};
 use interlink_gateway_plugin::webrtc_leg::MediaSettings;
 use interlink_protocol::SecretKey;
 use interlink_protocol::call::Timers;
@@ -40,8 +41,6 @@ const REJOIN_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct NodeSpec {
     pub settings: Settings,
-    /// Addresses to publish in offers instead of the listen addresses.
-    pub external_addresses: Vec<Multiaddr>,
     pub gateway: Option<GatewayPlan>,
     /// Where the database lives; `None` keeps it in memory.
     pub data_dir: Option<PathBuf>,
@@ -56,7 +55,6 @@ impl NodeSpec {
     pub fn from_config(config: &Config) -> Result<NodeSpec, ConfigError> {
         Ok(NodeSpec {
             settings: Settings::from_config(config),
-            external_addresses: config.network.external_addresses.clone(),
             gateway: config.gateway_plan()?,
             data_dir: Some(config.node.data_dir.clone()),
             media: config.media.settings(),
@@ -79,6 +77,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("the gateway back-end: {0}")]
     Backend(#[from] CapabilityError),
+    #[error("the SIP back-end: {0}")]
+    Sip(#[from] SipError),
     #[error(transparent)]
     Calls(#[from] AlreadyAccepting),
 }
@@ -131,11 +131,11 @@ impl Node {
         };
         let (mut publisher, mut calls) = (None, None);
         if let Some(plan) = spec.gateway {
-            let backend = start_backend(&plan, spec.media)?;
-            let addresses = if spec.external_addresses.is_empty() {
+            let backend = start_backend(&plan, spec.media).await?;
+            let addresses = if spec.settings.external_addresses.is_empty() {
                 offer_addresses(&listen_addrs)
             } else {
-                spec.external_addresses.clone()
+                spec.settings.external_addresses.clone()
             };
             let capabilities = backend.capabilities().clone();
             let published = Publisher::spawn(
@@ -218,6 +218,21 @@ impl Node {
             .collect()
     }
 
+    /// Stops at once, as a crash does: no withdrawal (the offer stays in the DHT until it
+    /// expires) and no receipts for calls in progress. For simulations and tests of churn.
+    pub async fn kill(self) {
+        if let Some(task) = self.membership {
+            task.abort();
+        }
+        if let Some(calls) = self.calls {
+            calls.abort();
+        }
+        if let Some(publisher) = self.publisher {
+            publisher.abort();
+        }
+        self.network.stop().await;
+    }
+
     /// Ends the calls in progress (with receipts), withdraws the offer (on a gateway) and
     /// stops the node.
     pub async fn shutdown(self) -> Result<(), NodeError> {
@@ -237,10 +252,10 @@ impl Node {
 }
 
 /// Starts the back-end a gateway plan names.
-fn start_backend(
+async fn start_backend(
     plan: &GatewayPlan,
     media: MediaSettings,
-) -> Result<Arc<dyn Gateway>, CapabilityError> {
+) -> Result<Arc<dyn Gateway>, NodeError> {
     match &plan.backend {
         BackendSpec::Echo(config) => Ok(Arc::new(EchoGateway::new(
             plan.kind,
@@ -248,6 +263,9 @@ fn start_backend(
             config.clone(),
             media,
         )?)),
+        BackendSpec::Sip(config) => Ok(Arc::new(
+            SipGateway::start(plan.kind, plan.capacity, config, media).await?,
+        )),
     }
 }
 

@@ -134,6 +134,11 @@ impl Publisher {
         response.await.map_err(|_| PublishError::Stopped)?
     }
 
+    /// Stops without withdrawing: the published offer stays until it expires.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
     /// Publishes a signed withdrawal and stops.
     pub async fn withdraw(self) -> Result<Published, PublishError> {
         let (reply, response) = oneshot::channel();
@@ -238,16 +243,16 @@ impl State {
                 country_code,
             })
             .collect();
+        // The offer and the announcements go to different nodes and do not wait for each
+        // other: a lookup that meets the announcement first just finds no offer yet.
         let work = async {
-            let stored = self.client.put_offer(offer.clone()).await;
             for stale in self.announced.difference(&wanted) {
                 self.client.stop_providing(*stale).await;
             }
-            let announcements = futures::future::join_all(
+            let announce = futures::future::join_all(
                 wanted.iter().map(|key| self.client.start_providing(*key)),
-            )
-            .await;
-            (stored, announcements)
+            );
+            tokio::join!(self.client.put_offer(offer.clone()), announce)
         };
         let (stored, announcements) = tokio::time::timeout(PUBLISH_DEADLINE, work)
             .await

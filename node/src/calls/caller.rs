@@ -102,6 +102,8 @@ pub enum Progress {
     Answered {
         gateway: String,
         after: Duration,
+        /// Who answered, if the gateway said (printable characters only).
+        answered_by: Option<String>,
     },
     MediaStarted {
         after: Duration,
@@ -155,6 +157,8 @@ pub struct CallReport {
     pub command_to_answer_ms: f64,
     pub invite_to_answer_ms: f64,
     pub command_to_first_media_ms: Option<f64>,
+    /// Who answered, as the far network identified them, if the gateway said.
+    pub answered_by: Option<String>,
     pub media: MediaReport,
     /// Who ended the call and why.
     pub ended_by: String,
@@ -387,6 +391,7 @@ struct Answered {
     media: MediaReport,
     invite_to_answer: Duration,
     answered_at: Instant,
+    answered_by: Option<String>,
     first_media_at: Option<Instant>,
 }
 
@@ -459,6 +464,7 @@ async fn attempt(
     let mut call = CallerCall::new(invite, context.key.clone(), options.timers, clock::now())?;
     let (mut writer, mut frames) = wire::split(stream);
     let mut answered_at: Option<Instant> = None;
+    let mut answered: Option<String> = None;
     let mut first_media_at: Option<Instant> = None;
     let mut writable = true;
 
@@ -478,12 +484,16 @@ async fn attempt(
                 CallerEvent::Ringing => progress(Progress::Ringing {
                     gateway: name.clone(),
                 }),
-                CallerEvent::Answered { sdp } => {
+                CallerEvent::Answered { sdp, answered_by } => {
                     let now = Instant::now();
                     answered_at = Some(now);
+                    // It is shown to people: no control characters from the network.
+                    answered =
+                        answered_by.map(|who| who.chars().filter(|c| !c.is_control()).collect());
                     progress(Progress::Answered {
                         gateway: name.clone(),
                         after: now - started,
+                        answered_by: answered.clone(),
                     });
                     if let Err(e) = tone.accept_answer(&sdp).await {
                         tracing::warn!(error = %e, "the gateway's SDP answer is unusable; hanging up");
@@ -545,6 +555,7 @@ async fn attempt(
             media,
             invite_to_answer: answered_at.map(|a| a - invited_at).unwrap_or_default(),
             answered_at: answered_at.unwrap_or(invited_at),
+            answered_by: answered,
             first_media_at,
         }))),
     }
@@ -566,6 +577,7 @@ async fn finish(
         media,
         invite_to_answer,
         answered_at,
+        answered_by,
         first_media_at,
     } = *answered;
     let now = clock::now();
@@ -652,6 +664,7 @@ async fn finish(
         command_to_answer_ms: millis(answered_at - started),
         invite_to_answer_ms: millis(invite_to_answer),
         command_to_first_media_ms: first_media_at.map(|at| millis(at - started)),
+        answered_by,
         media,
         ended_by: match end.ended_by {
             Party::Caller => "caller".into(),

@@ -88,6 +88,11 @@ impl GatewayService {
         Ok(GatewayService { shutdown, task })
     }
 
+    /// Stops accepting and drops every call in progress, as a crash does.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
     /// Ends every call in progress (with a receipt for the answered ones) and stops.
     pub async fn shut_down(self) {
         let _ = self.shutdown.send(true);
@@ -285,7 +290,9 @@ async fn drive(
                 let now = clock::now();
                 match event {
                     Some(LegEvent::Ringing) => call.ringing(now),
-                    Some(LegEvent::Answered { sdp_answer }) => call.answered(sdp_answer, now),
+                    Some(LegEvent::Answered { sdp_answer, answered_by }) => {
+                        call.answered_as(sdp_answer, answered_by, now)
+                    }
                     Some(LegEvent::MediaStarted) => call.media_started(now),
                     Some(LegEvent::Failed(reason)) => call.far_end_failed(reason, now),
                     // A back-end that drops its channel has hung up.

@@ -113,7 +113,10 @@ mod tests {
     #[tokio::test]
     async fn frames_are_read_one_at_a_time() {
         let mut bytes = framed(&Frame::Trying);
-        bytes.extend(framed(&Frame::Answer { sdp: "v=0".into() }));
+        bytes.extend(framed(&Frame::Answer {
+            sdp: "v=0".into(),
+            answered_by: None,
+        }));
         let mut reader = futures::io::Cursor::new(bytes);
         assert_eq!(
             read_frame(&mut reader).await.ok().flatten(),
@@ -121,7 +124,10 @@ mod tests {
         );
         assert_eq!(
             read_frame(&mut reader).await.ok().flatten(),
-            Some(Frame::Answer { sdp: "v=0".into() })
+            Some(Frame::Answer {
+                sdp: "v=0".into(),
+                answered_by: None,
+            })
         );
         assert!(matches!(read_frame(&mut reader).await, Ok(None)));
     }
@@ -133,7 +139,10 @@ mod tests {
             read_frame(&mut oversize).await,
             Err(WireError::TooLarge(_))
         ));
-        let mut truncated = framed(&Frame::Answer { sdp: "v=0".into() });
+        let mut truncated = framed(&Frame::Answer {
+            sdp: "v=0".into(),
+            answered_by: None,
+        });
         truncated.truncate(truncated.len() - 1);
         assert!(matches!(
             read_frame(&mut futures::io::Cursor::new(truncated)).await,

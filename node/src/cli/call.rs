@@ -117,6 +117,11 @@ pub(crate) fn progress_line(started: Instant, progress: &Progress) -> Option<Str
         Progress::Inviting { gateway } => format!("inviting {gateway}"),
         Progress::Trying { gateway } => format!("trying via {gateway}"),
         Progress::Ringing { gateway } => format!("ringing via {gateway}"),
+        Progress::Answered {
+            gateway,
+            answered_by: Some(who),
+            ..
+        } => format!("answered via {gateway} by {who}"),
         Progress::Answered { gateway, .. } => format!("answered via {gateway}"),
         Progress::MediaStarted { .. } => "first media packet received".to_owned(),
         Progress::FailedOver { gateway, reason } => {
@@ -170,6 +175,9 @@ pub(crate) fn print_report(report: &CallReport) {
         "  command → answer   {:.0} ms (invite → answer {:.0} ms)",
         report.command_to_answer_ms, report.invite_to_answer_ms
     );
+    if let Some(who) = &report.answered_by {
+        println!("  answered by        {who}");
+    }
     match report.command_to_first_media_ms {
         Some(ms) => println!("  command → media    {ms:.0} ms"),
         None => println!("  command → media    no media arrived"),

@@ -7,6 +7,7 @@
 //! by query id or peer until its event arrives.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -26,6 +27,7 @@ use crate::clock::unix_now;
 use crate::config::DhtSection;
 use crate::identity;
 use crate::network::records;
+use crate::network::traffic::TrafficCounters;
 
 /// Most providers collected by one lookup.
 const MAX_PROVIDERS_PER_LOOKUP: usize = 256;
@@ -49,6 +51,11 @@ pub(super) struct EventLoop {
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
     record_quorum: usize,
     replication_factor: usize,
+    traffic: Arc<TrafficCounters>,
+    /// Whether listen addresses become external addresses (none were configured).
+    confirm_listen_addrs: bool,
+    /// Requests sent by this node's finished Kademlia queries.
+    query_requests: u64,
     offer_lookups: HashMap<QueryId, OfferLookup>,
     provider_lookups: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
     puts: HashMap<QueryId, Reply<usize>>,
@@ -66,12 +73,17 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         listen_addrs: watch::Sender<Vec<Multiaddr>>,
         dht: &DhtSection,
+        traffic: Arc<TrafficCounters>,
+        confirm_listen_addrs: bool,
     ) -> EventLoop {
         EventLoop {
             swarm,
             commands,
             listen_addrs,
             record_quorum: dht.record_quorum.max(1),
+            traffic,
+            confirm_listen_addrs,
+            query_requests: 0,
             replication_factor: dht.replication_factor.max(1),
             offer_lookups: HashMap::new(),
             provider_lookups: HashMap::new(),
@@ -185,6 +197,17 @@ impl EventLoop {
                     .map(|r| r.value.clone());
                 let _ = reply.send(value);
             }
+            Command::StoredProviders { key, reply } => {
+                let key = RecordKey::new(&key.to_bytes());
+                let providers = self
+                    .kad()
+                    .store_mut()
+                    .providers(&key)
+                    .into_iter()
+                    .map(|p| p.provider)
+                    .collect();
+                let _ = reply.send(providers);
+            }
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -205,6 +228,8 @@ impl EventLoop {
             stored_records,
             listen_addrs: self.listen_addrs.borrow().clone(),
             refusals: self.refusals.clone(),
+            traffic: self.traffic.snapshot(),
+            query_requests: self.query_requests,
         }
     }
 
@@ -276,9 +301,15 @@ impl EventLoop {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let local = *self.swarm.local_peer_id();
                 tracing::info!(address = %address, peer_id = %local, "listening on {address}/p2p/{local}");
+                if self.confirm_listen_addrs {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.listen_addrs.send_modify(|addrs| addrs.push(address));
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
+                if self.confirm_listen_addrs {
+                    self.swarm.remove_external_address(&address);
+                }
                 self.listen_addrs
                     .send_modify(|addrs| addrs.retain(|a| a != &address));
             }
@@ -345,8 +376,14 @@ impl EventLoop {
         match event {
             kad::Event::InboundRequest { request } => self.on_inbound_request(request),
             kad::Event::OutboundQueryProgressed {
-                id, result, step, ..
+                id,
+                result,
+                step,
+                stats,
             } => {
+                if step.last {
+                    self.query_requests += u64::from(stats.num_requests());
+                }
                 self.on_query_progress(id, result, step.last);
             }
             _ => {}

@@ -9,17 +9,22 @@
 mod behaviour;
 mod event_loop;
 pub mod records;
+pub mod traffic;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use interlink_protocol::{DhtKey, SignedOffer};
+use libp2p::core::transport::{MemoryTransport, Transport, upgrade};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId, kad, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use behaviour::{Behaviour, KAD_PROTOCOL};
+pub use traffic::Traffic;
+use traffic::{Counted, TrafficCounters};
 
 use crate::config::{Config, DhtSection, peer_id_of};
 
@@ -30,6 +35,8 @@ const COMMAND_QUEUE: usize = 256;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub listen: Vec<Multiaddr>,
+    /// Addresses others should dial this node at; empty: its listen addresses.
+    pub external_addresses: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
     pub idle_connection_timeout: Duration,
     pub dht: DhtSection,
@@ -42,6 +49,7 @@ impl Settings {
     pub fn from_config(config: &Config) -> Settings {
         Settings {
             listen: config.network.listen.clone(),
+            external_addresses: config.network.external_addresses.clone(),
             bootstrap: config.network.bootstrap.clone(),
             idle_connection_timeout: Duration::from_secs(
                 config.network.idle_connection_timeout_secs,
@@ -102,6 +110,10 @@ pub struct Status {
     pub stored_records: usize,
     pub listen_addrs: Vec<Multiaddr>,
     pub refusals: RefusalCounts,
+    /// Bytes through all of the node's connections so far.
+    pub traffic: Traffic,
+    /// Requests sent by the node's own Kademlia queries so far.
+    pub query_requests: u64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
@@ -147,6 +159,10 @@ pub(crate) enum Command {
         key: Vec<u8>,
         reply: oneshot::Sender<Option<Vec<u8>>>,
     },
+    StoredProviders {
+        key: DhtKey,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
     Status {
         reply: oneshot::Sender<Status>,
     },
@@ -189,6 +205,7 @@ impl Command {
             Command::AddPeer { .. }
             | Command::StopProviding { .. }
             | Command::StoredRecord { .. }
+            | Command::StoredProviders { .. }
             | Command::Status { .. } => {}
         }
     }
@@ -266,15 +283,26 @@ fn multiplexer() -> yamux::Config {
 pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTask), NetworkError> {
     let transport_error = |e: &dyn std::fmt::Display| NetworkError::Transport(e.to_string());
     let dht = settings.dht.clone();
+    let traffic = Arc::new(TrafficCounters::default());
+    let counters = Arc::clone(&traffic);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            multiplexer,
-        )
-        .map_err(|e| transport_error(&e))?
         .with_quic()
+        // TCP, and libp2p's in-memory transport for simulations of many nodes in one
+        // process; both counted under noise so a node knows what its traffic costs.
+        .with_other_transport(|key| {
+            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+            let base = tcp
+                .or_transport(MemoryTransport::default())
+                .map(move |connection, _| Counted::new(connection, Arc::clone(&counters)));
+            let security = noise::Config::new(key)
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
+            Ok(base
+                .upgrade(upgrade::Version::V1Lazy)
+                .authenticate(security)
+                .multiplex(multiplexer()))
+        })
+        .map_err(|e| transport_error(&e))?
         .with_dns()
         .map_err(|e| transport_error(&e))?
         .with_behaviour(|key| Behaviour::new(key, &dht))
@@ -288,6 +316,14 @@ pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTa
         kad::Mode::Client
     };
     swarm.behaviour_mut().kad.set_mode(Some(mode));
+    // Provider records carry the provider's confirmed external addresses; without any,
+    // libp2p-kad answers a provider lookup with that provider only if the answering node
+    // has it in its routing table, so gateways went missing. A server confirms the
+    // addresses it was configured with, or else each listen address as it binds.
+    for address in &settings.external_addresses {
+        swarm.add_external_address(address.clone());
+    }
+    let confirm_listen_addrs = settings.server_mode && settings.external_addresses.is_empty();
     for address in &settings.listen {
         swarm
             .listen_on(address.clone())
@@ -302,7 +338,14 @@ pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTa
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let (listen_tx, listen_rx) = watch::channel(Vec::new());
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
-    let event_loop = event_loop::EventLoop::new(swarm, commands_rx, listen_tx, &settings.dht);
+    let event_loop = event_loop::EventLoop::new(
+        swarm,
+        commands_rx,
+        listen_tx,
+        &settings.dht,
+        traffic,
+        confirm_listen_addrs,
+    );
     let handle = tokio::spawn(event_loop.run(shutdown_rx));
     let client = Client {
         commands: commands_tx,
@@ -452,6 +495,20 @@ impl Client {
             .await
             .ok()?;
         response.await.ok()?
+    }
+
+    /// The providers this node stores under `key`.
+    pub async fn stored_providers(&self, key: DhtKey) -> Vec<PeerId> {
+        let (reply, response) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::StoredProviders { key, reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        response.await.unwrap_or_default()
     }
 
     /// A snapshot of the network state.

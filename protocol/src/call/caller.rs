@@ -22,7 +22,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::call::messages::{ByeCause, Frame, Invite, InviteError, RejectReason, SignedInvite};
+use crate::call::messages::{
+    ByeCause, Frame, Invite, InviteError, MAX_ANSWERED_BY_BYTES, RejectReason, SignedInvite,
+};
 use crate::call::receipt::{ReceiptDispute, SettledReceipt, SignedReceipt};
 use crate::call::{Party, Phase, Timers};
 use crate::identity::SecretKey;
@@ -97,9 +99,11 @@ pub struct CallEnd {
 pub enum CallerEvent {
     Trying,
     Ringing,
-    /// The callee answered: the driver applies the SDP answer to its media.
+    /// The callee answered: the driver applies the SDP answer to its media. `answered_by` is
+    /// who answered, if the gateway said (at most [`MAX_ANSWERED_BY_BYTES`]).
     Answered {
         sdp: String,
+        answered_by: Option<String>,
     },
     /// The call failed before the answer.
     Failed(Failure),
@@ -173,11 +177,13 @@ impl CallerCall {
                 self.state = Ringing;
                 self.events.push_back(CallerEvent::Ringing);
             }
-            (Inviting | Proceeding | Ringing, Frame::Answer { sdp }) => {
+            (Inviting | Proceeding | Ringing, Frame::Answer { sdp, answered_by }) => {
                 self.state = Answered;
                 self.answered_at = Some(now);
                 self.deadline = Some(now.plus(self.timers.media));
-                self.events.push_back(CallerEvent::Answered { sdp });
+                let answered_by = answered_by.filter(|who| who.len() <= MAX_ANSWERED_BY_BYTES);
+                self.events
+                    .push_back(CallerEvent::Answered { sdp, answered_by });
             }
             (Inviting | Proceeding | Ringing, Frame::Reject(reason)) => {
                 self.fail(Failure::Rejected(reason))

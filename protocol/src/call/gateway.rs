@@ -147,8 +147,14 @@ impl GatewayCall {
 
     /// The callee answered; `sdp` is the gateway's answer to the caller's offer.
     pub fn answered(&mut self, sdp: String, now: Timestamp) {
+        self.answered_as(sdp, None, now);
+    }
+
+    /// The callee answered as `answered_by` (the far network's identity of the answering
+    /// party), which goes back to the caller with the answer.
+    pub fn answered_as(&mut self, sdp: String, answered_by: Option<String>, now: Timestamp) {
         if matches!(self.state, GatewayState::Trying | GatewayState::Ringing) {
-            self.transmit.push_back(Frame::Answer { sdp });
+            self.transmit.push_back(Frame::Answer { sdp, answered_by });
             self.state = GatewayState::Answered;
             self.answered_at = Some(now);
             self.deadline = Some(now.plus(self.timers.media));

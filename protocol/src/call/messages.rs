@@ -21,6 +21,8 @@ use crate::time::Timestamp;
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Largest SDP offer or answer.
 pub const MAX_SDP_BYTES: usize = 32 * 1024;
+/// Longest answering identity a caller accepts in an `Answer`; a longer one is ignored.
+pub const MAX_ANSWERED_BY_BYTES: usize = 256;
 /// An invite sent further than this from the gateway's `now` is refused as a replay.
 pub const MAX_INVITE_SKEW: Duration = Duration::from_secs(300);
 /// Prepended to an invite's body before signing.
@@ -300,8 +302,12 @@ pub enum Frame {
     Trying,
     /// The callee is being alerted.
     Ringing,
-    /// The callee answered; the gateway's SDP answer.
-    Answer { sdp: String },
+    /// The callee answered; the gateway's SDP answer and, when the far network says, who
+    /// answered (a SIP trunk's `P-Asserted-Identity`, say).
+    Answer {
+        sdp: String,
+        answered_by: Option<String>,
+    },
     /// The gateway refuses the call.
     Reject(RejectReason),
     /// Either side ends the call.

@@ -181,7 +181,8 @@ fn a_call_from_invite_to_settled_receipt() {
     pair.flush();
     assert_eq!(pair.caller.state(), CallerState::Answered);
     assert!(pair.caller_events.contains(&CallerEvent::Answered {
-        sdp: "v=0 answer".into()
+        sdp: "v=0 answer".into(),
+        answered_by: None,
     }));
     pair.caller.media_started(pair.now);
     pair.on_gateway(|g, now| g.media_started(now));
@@ -215,6 +216,28 @@ fn a_call_from_invite_to_settled_receipt() {
         "both hold the same bytes"
     );
     assert!(pair.caller.is_done() && pair.gateway().is_done());
+}
+
+#[test]
+fn the_answering_identity_reaches_the_caller_within_its_bound() {
+    let answered = |identity: &str| {
+        let mut pair = Pair::new();
+        pair.on_gateway(|g, now| g.admit(now));
+        pair.on_gateway(|g, now| g.answered_as("v=0".into(), Some(identity.to_owned()), now));
+        pair.flush();
+        pair.caller_events.iter().find_map(|event| match event {
+            CallerEvent::Answered { answered_by, .. } => Some(answered_by.clone()),
+            _ => None,
+        })
+    };
+    let bob = "sip:+447700900123@trunk.example";
+    assert_eq!(answered(bob), Some(Some(bob.to_owned())));
+    let huge = "x".repeat(messages::MAX_ANSWERED_BY_BYTES + 1);
+    assert_eq!(
+        answered(&huge),
+        Some(None),
+        "an oversize identity is dropped"
+    );
 }
 
 #[test]
@@ -557,7 +580,13 @@ fn duplicate_and_out_of_order_frames() {
     assert_eq!(caller.state(), CallerState::Ringing);
     let mut caller = CallerCall::new(invite(), caller_key(), Timers::default(), T0)
         .unwrap_or_else(|e| panic!("{e}"));
-    caller.handle_frame(Frame::Answer { sdp: "a".into() }, T0);
+    caller.handle_frame(
+        Frame::Answer {
+            sdp: "a".into(),
+            answered_by: None,
+        },
+        T0,
+    );
     assert_eq!(caller.state(), CallerState::Answered);
 
     // Duplicates and stragglers change nothing.
@@ -568,6 +597,7 @@ fn duplicate_and_out_of_order_frames() {
         Frame::Ringing,
         Frame::Answer {
             sdp: "again".into(),
+            answered_by: None,
         },
     ] {
         pair.caller.handle_frame(frame, pair.now);
@@ -611,8 +641,13 @@ fn duplicate_and_out_of_order_frames() {
 
     // After the end, frames are ignored.
     let mut pair = pair_in(CallerState::Done);
-    pair.caller
-        .handle_frame(Frame::Answer { sdp: "late".into() }, pair.now);
+    pair.caller.handle_frame(
+        Frame::Answer {
+            sdp: "late".into(),
+            answered_by: None,
+        },
+        pair.now,
+    );
     pair.caller
         .handle_frame(Frame::Receipt(vec![0; 10]), pair.now);
     assert_eq!(pair.caller.poll_transmit(), None);
@@ -712,6 +747,7 @@ fn an_overcharging_gateway_is_refused_and_told_why() {
 fn frames_over_the_size_limit_are_refused() {
     let huge = Frame::Answer {
         sdp: "a".repeat(messages::MAX_FRAME_BYTES),
+        answered_by: None,
     };
     assert!(matches!(huge.encode(), Err(CodecError::TooLarge { .. })));
     assert!(matches!(
