@@ -34,7 +34,7 @@ use crate::store::{Store, StoreError};
 const LISTEN_DEADLINE: Duration = Duration::from_secs(5);
 /// How long one attempt to join through the bootstrap peers may take.
 const JOIN_DEADLINE: Duration = Duration::from_secs(10);
-/// How often a node with no peers tries the bootstrap peers again.
+/// How often a node outside the network tries the bootstrap peers again.
 const REJOIN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Everything a node needs to start, already checked.
@@ -295,12 +295,15 @@ fn offer_addresses(listen_addrs: &[Multiaddr]) -> Vec<Multiaddr> {
 async fn keep_joined(client: Client, bootstrap: Vec<Multiaddr>) {
     loop {
         tokio::time::sleep(REJOIN_INTERVAL).await;
-        let connected = client
+        // A node whose connections all closed when idle has not left: it still knows its
+        // peers, and Kademlia's periodic bootstrap refreshes them. It is out of the
+        // network when it knows nobody, or only its (unreachable) bootstrap peers.
+        let (connected, known) = client
             .status()
             .await
-            .map(|s| s.connected_peers)
-            .unwrap_or(0);
-        if connected == 0 {
+            .map(|s| (s.connected_peers, s.routing_table_size))
+            .unwrap_or((0, 0));
+        if known == 0 || (connected == 0 && known <= bootstrap.len()) {
             match client.join(&bootstrap, JOIN_DEADLINE).await {
                 Ok(()) => tracing::info!("joined the network"),
                 Err(e) => {

@@ -1,0 +1,214 @@
+//! Simulations of Interlink networks: many real nodes in one process, their discovery
+//! under load and churn, measured and reported.
+//!
+//! A run ([`run_point`]) builds a [`world::World`] of real nodes at the scenario's join
+//! rate, lets it settle, then for the scenario's duration runs the callers' load, the
+//! churn and the samplers side by side, and tears it all down. A scenario may sweep node
+//! counts or churn rates, and may repeat every point with libp2p's default Kademlia
+//! settings for comparison ([`run_scenario`]). [`report`] turns the results into a
+//! table, CSV and JSON, SVG plots and a markdown report.
+
+pub mod load;
+pub mod measure;
+pub mod report;
+pub mod scenario;
+pub mod world;
+
+use std::time::{Duration, Instant};
+
+use interlink_node::node::NodeError;
+
+use crate::load::Samples;
+use crate::measure::{RunResult, cpu_time, ideal_routing_table, rss_bytes};
+use crate::scenario::{KadSettings, Scenario};
+use crate::world::World;
+
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("scenario: {0}")]
+    Scenario(String),
+    #[error("the network did not settle: {0}")]
+    Settle(String),
+}
+
+/// Where a run stands, for a progress bar.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    /// Starting nodes: so many of so many, and the open connections per node lately.
+    Building {
+        started: usize,
+        of: usize,
+        connections: f64,
+    },
+    /// Waiting for the gateways' offers and the warm-up.
+    Settling,
+    /// The load runs: seconds done, lookups so far.
+    Running {
+        elapsed: Duration,
+        of: Duration,
+        lookups: usize,
+    },
+    TearingDown,
+}
+
+/// Runs one point of a scenario with one Kademlia setting.
+pub async fn run_point(
+    scenario: &Scenario,
+    settings: KadSettings,
+    progress: &(dyn Fn(Phase) + Send + Sync),
+) -> Result<RunResult, SimError> {
+    let began = Instant::now();
+    let cpu_before = cpu_time();
+    let total = scenario.total_nodes();
+    let samples = Samples::default();
+    let mut world = World::build(
+        scenario,
+        settings.dht(),
+        &samples,
+        &|started, connections| {
+            progress(Phase::Building {
+                started,
+                of: total,
+                connections,
+            });
+        },
+    )
+    .await?;
+    let build_secs = began.elapsed().as_secs_f64();
+    let rss_after_build = rss_bytes();
+
+    progress(Phase::Settling);
+    for gateway in &world.gateways {
+        if let Some(publisher) = gateway.node.publisher() {
+            publisher
+                .wait_replicated(Duration::from_secs(60))
+                .await
+                .map_err(|e| SimError::Settle(format!("a gateway could not publish: {e}")))?;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(scenario.warmup_secs)).await;
+
+    let duration = Duration::from_secs(scenario.duration_secs);
+    let started = Instant::now();
+    let end = started + duration;
+    let mut callers = Vec::new();
+    let contexts: Vec<_> = world.callers.iter().map(|node| node.caller()).collect();
+    for (index, context) in contexts.into_iter().enumerate() {
+        let rng = world.fork_rng();
+        callers.push(tokio::spawn(load::run_caller(
+            index,
+            context,
+            world.truth.clone(),
+            rng,
+            scenario.lookups_per_minute,
+            scenario.calls_per_minute,
+            started,
+            end,
+            samples.clone(),
+        )));
+    }
+    let sampled = world.sample_clients(32);
+    let watcher = {
+        let samples = samples.clone();
+        async move {
+            let mut peak = rss_bytes();
+            let mut tables = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut ticks = 0u64;
+            while Instant::now() < end {
+                tick.tick().await;
+                peak = peak.max(rss_bytes());
+                // Routing tables every 10 s: a status from 32 nodes is cheap but not free.
+                if ticks.is_multiple_of(5) {
+                    tables.push(load::sample_tables(&sampled).await);
+                }
+                ticks += 1;
+                let lookups = samples.lookups.lock().map(|l| l.len()).unwrap_or(0);
+                progress(Phase::Running {
+                    elapsed: started.elapsed().min(duration),
+                    of: duration,
+                    lookups,
+                });
+            }
+            (peak, tables)
+        }
+    };
+    let (churn, (rss_peak, tables)) =
+        tokio::join!(load::run_churn(&mut world, end, &samples), watcher);
+    for caller in callers {
+        let _ = caller.await;
+    }
+
+    progress(Phase::TearingDown);
+    let node_count = world.node_count();
+    world.tear_down().await;
+    let (table_sum, connection_sum) = tables
+        .iter()
+        .fold((0.0, 0.0), |(t, c), (a, b)| (t + a, c + b));
+    let sampled_rounds = tables.len().max(1) as f64;
+    let lookups = load::take(&samples.lookups);
+    let calls = load::take(&samples.calls);
+    let discoverable_ms = load::take(&samples.discoverable_ms);
+    let never_discovered = *samples
+        .never_discovered
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    Ok(RunResult {
+        settings,
+        dht_nodes: scenario.nodes,
+        total_nodes: total,
+        churn_per_minute: scenario
+            .churn
+            .joins_per_minute
+            .max(scenario.churn.leaves_per_minute),
+        build_secs,
+        lookups,
+        calls,
+        discoverable_ms,
+        never_discovered,
+        joins: churn.joins,
+        clean_leaves: churn.clean_leaves,
+        crashes: churn.crashes,
+        rss_after_build_bytes: rss_after_build,
+        rss_peak_bytes: rss_peak,
+        cpu_seconds: cpu_time().saturating_sub(cpu_before).as_secs_f64(),
+        wall_seconds: began.elapsed().as_secs_f64(),
+        routing_table_mean: table_sum / sampled_rounds,
+        routing_table_ideal: ideal_routing_table(node_count, settings.dht().replication_factor),
+        connections_mean: connection_sum / sampled_rounds,
+    })
+}
+
+/// Runs every point of a scenario, each with Interlink's settings and, if the scenario
+/// asks, with libp2p's defaults; `progress` hears which point runs and how it goes, and
+/// `finished` gets the results so far after each point (so that a long sweep cut short
+/// still leaves its finished points).
+pub async fn run_scenario(
+    scenario: &Scenario,
+    progress: &(dyn Fn(usize, usize, KadSettings, Phase) + Send + Sync),
+    finished: &mut (dyn FnMut(&[RunResult]) + Send),
+) -> Result<Vec<RunResult>, SimError> {
+    let mut settings = vec![KadSettings::Project];
+    if scenario.compare_default {
+        settings.push(KadSettings::Libp2pDefault);
+    }
+    let points = scenario.points();
+    let runs = points.len() * settings.len();
+    let mut results = Vec::with_capacity(runs);
+    for point in &points {
+        for &setting in &settings {
+            let index = results.len();
+            let result = run_point(point, setting, &|phase| {
+                progress(index, runs, setting, phase)
+            })
+            .await?;
+            results.push(result);
+            finished(&results);
+        }
+    }
+    Ok(results)
+}

@@ -1,0 +1,259 @@
+//! What a run records, and the figures made of it.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::scenario::KadSettings;
+
+/// How a lookup went against the truth: the gateways that were up, had published, and
+/// covered the destination when it began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Every expected gateway was found.
+    All,
+    /// Some, not all.
+    Some,
+    /// None of them.
+    None,
+}
+
+/// One lookup.
+#[derive(Clone, Debug, Serialize)]
+pub struct LookupSample {
+    /// Since the start of the measured period.
+    pub at_ms: u64,
+    pub caller: usize,
+    pub destination: String,
+    pub latency_ms: f64,
+    /// Kademlia requests the caller sent.
+    pub requests: u64,
+    /// Bytes through the caller's connections meanwhile.
+    pub bytes: u64,
+    /// Gateways that should have been found.
+    pub expected: usize,
+    /// Of those, found.
+    pub found_expected: usize,
+    /// Available offers covering the destination that were returned.
+    pub found_total: usize,
+    pub outcome: Outcome,
+    /// Offers returned as available from gateways that had withdrawn before the lookup.
+    pub withdrawn_returned: usize,
+    /// Offers returned that had expired (a verified offer cannot be; counted to prove it).
+    pub expired_returned: usize,
+    /// Offers of gateways that had crashed: still valid until they expire.
+    pub crashed_returned: usize,
+}
+
+/// One call placed under load.
+#[derive(Clone, Debug, Serialize)]
+pub struct CallSample {
+    pub at_ms: u64,
+    pub answered: bool,
+    /// Command to answer, discovery included.
+    pub setup_ms: Option<f64>,
+    pub failovers: usize,
+    pub outcome: String,
+}
+
+/// Everything one run (one sweep point, one setting) measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    pub settings: KadSettings,
+    /// DHT nodes the run started with (besides gateways, callers, bootstrap, probe).
+    pub dht_nodes: usize,
+    /// Every node started at first.
+    pub total_nodes: usize,
+    pub churn_per_minute: f64,
+    pub build_secs: f64,
+    pub lookups: Vec<LookupSample>,
+    pub calls: Vec<CallSample>,
+    /// From a gateway's start to the first lookup that finds its offer.
+    pub discoverable_ms: Vec<f64>,
+    /// Gateways whose offer no probe found within the deadline.
+    pub never_discovered: usize,
+    pub joins: usize,
+    pub clean_leaves: usize,
+    pub crashes: usize,
+    /// Process memory after the network was built, and at its largest.
+    pub rss_after_build_bytes: u64,
+    pub rss_peak_bytes: u64,
+    /// CPU time of the whole run (build, warm-up, load).
+    pub cpu_seconds: f64,
+    pub wall_seconds: f64,
+    /// Mean routing table size of sampled server nodes, and what a full table holds.
+    pub routing_table_mean: f64,
+    pub routing_table_ideal: f64,
+    /// Mean open connections of sampled server nodes.
+    pub connections_mean: f64,
+}
+
+/// The headline figures of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub settings: KadSettings,
+    pub total_nodes: usize,
+    pub churn_per_minute: f64,
+    pub lookups: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub all_found: f64,
+    pub some_found: f64,
+    pub none_found: f64,
+    pub requests_per_lookup: f64,
+    pub bytes_per_lookup: f64,
+    pub discoverable_p50_ms: f64,
+    pub discoverable_p95_ms: f64,
+    pub withdrawn_returned: usize,
+    pub expired_returned: usize,
+    pub crashed_returned: usize,
+    pub calls: usize,
+    pub calls_answered: usize,
+    pub call_setup_p50_ms: f64,
+    pub call_setup_p95_ms: f64,
+    pub rss_per_node_mib: f64,
+    pub cpu_seconds: f64,
+    pub routing_table_mean: f64,
+    pub routing_table_ideal: f64,
+    pub connections_mean: f64,
+}
+
+/// The `p`th percentile (nearest rank) of `values`; 0 for none.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted.sort_by(f64::total_cmp);
+    // In 1..=len by the clamp; a percentile outside 0..=100 is clamped too.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(0.0) as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn share(count: usize, of: usize) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        count as f64 / of as f64
+    }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+impl RunResult {
+    /// The headline figures.
+    pub fn summary(&self) -> Summary {
+        let latencies: Vec<f64> = self.lookups.iter().map(|l| l.latency_ms).collect();
+        let counted: Vec<&LookupSample> = self.lookups.iter().filter(|l| l.expected > 0).collect();
+        let outcome = |o: Outcome| {
+            share(
+                counted.iter().filter(|l| l.outcome == o).count(),
+                counted.len(),
+            )
+        };
+        let setups: Vec<f64> = self.calls.iter().filter_map(|c| c.setup_ms).collect();
+        Summary {
+            settings: self.settings,
+            total_nodes: self.total_nodes,
+            churn_per_minute: self.churn_per_minute,
+            lookups: self.lookups.len(),
+            p50_ms: percentile(&latencies, 50.0),
+            p95_ms: percentile(&latencies, 95.0),
+            p99_ms: percentile(&latencies, 99.0),
+            max_ms: latencies.iter().copied().fold(0.0, f64::max),
+            all_found: outcome(Outcome::All),
+            some_found: outcome(Outcome::Some),
+            none_found: outcome(Outcome::None),
+            requests_per_lookup: mean(self.lookups.iter().map(|l| l.requests as f64)),
+            bytes_per_lookup: mean(self.lookups.iter().map(|l| l.bytes as f64)),
+            discoverable_p50_ms: percentile(&self.discoverable_ms, 50.0),
+            discoverable_p95_ms: percentile(&self.discoverable_ms, 95.0),
+            withdrawn_returned: self.lookups.iter().map(|l| l.withdrawn_returned).sum(),
+            expired_returned: self.lookups.iter().map(|l| l.expired_returned).sum(),
+            crashed_returned: self.lookups.iter().map(|l| l.crashed_returned).sum(),
+            calls: self.calls.len(),
+            calls_answered: self.calls.iter().filter(|c| c.answered).count(),
+            call_setup_p50_ms: percentile(&setups, 50.0),
+            call_setup_p95_ms: percentile(&setups, 95.0),
+            rss_per_node_mib: self.rss_after_build_bytes as f64
+                / self.total_nodes.max(1) as f64
+                / (1024.0 * 1024.0),
+            cpu_seconds: self.cpu_seconds,
+            routing_table_mean: self.routing_table_mean,
+            routing_table_ideal: self.routing_table_ideal,
+            connections_mean: self.connections_mean,
+        }
+    }
+}
+
+/// This process's resident memory, in bytes.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// CPU time this process has used, user and system.
+pub fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Linux reports in clock ticks of 1/100 s (USER_HZ).
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// How many entries a full Kademlia routing table holds in a network of `nodes` with
+/// buckets of `k`: bucket `i` can only hold the nodes at that distance, about `nodes / 2^i`.
+pub fn ideal_routing_table(nodes: usize, k: usize) -> f64 {
+    let others = nodes.saturating_sub(1) as f64;
+    (1..=256)
+        .map(|i| (others / 2f64.powi(i)).min(k as f64))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 50.0), 50.0);
+        assert_eq!(percentile(&values, 95.0), 95.0);
+        assert_eq!(percentile(&values, 100.0), 100.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn a_full_routing_table_grows_with_the_log_of_the_network() {
+        assert!((ideal_routing_table(21, 20) - 20.0).abs() < 1.0);
+        let at_5000 = ideal_routing_table(5000, 20);
+        assert!((150.0..200.0).contains(&at_5000), "{at_5000}");
+    }
+
+    #[test]
+    fn this_process_has_memory_and_cpu() {
+        assert!(rss_bytes() > 0);
+        let _ = cpu_time();
+    }
+}

@@ -1,0 +1,477 @@
+//! Reports of a scenario's runs: a table for the terminal, raw samples as CSV and JSON,
+//! SVG plots, and a markdown report that links them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
+use plotters::prelude::*;
+
+use crate::measure::{RunResult, Summary};
+use crate::scenario::{KadSettings, Scenario};
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("CSV: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("plot {path}: {reason}")]
+    Plot { path: PathBuf, reason: String },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
+    move |source| ReportError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The summary table.
+pub fn table(results: &[RunResult]) -> String {
+    let mut table = Table::new();
+    table
+        .load_style(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header([
+            "settings",
+            "nodes",
+            "churn/min",
+            "lookups",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "all found",
+            "≥1 found",
+            "none",
+            "req/lookup",
+            "KiB/lookup",
+            "publish→found p50/p95 ms",
+            "withdrawn/expired returned",
+            "RSS/node MiB",
+            "routing table (full)",
+            "conns/node",
+        ]);
+    for summary in results.iter().map(RunResult::summary) {
+        let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
+        table.add_row(vec![
+            Cell::new(summary.settings.label()),
+            right(summary.total_nodes.to_string()),
+            right(format!("{:.0}", summary.churn_per_minute)),
+            right(summary.lookups.to_string()),
+            right(format!("{:.1}", summary.p50_ms)),
+            right(format!("{:.1}", summary.p95_ms)),
+            right(format!("{:.1}", summary.p99_ms)),
+            right(format!("{:.1}", summary.max_ms)),
+            right(format!("{:.1} %", summary.all_found * 100.0)),
+            right(format!(
+                "{:.1} %",
+                (summary.all_found + summary.some_found) * 100.0
+            )),
+            right(format!("{:.1} %", summary.none_found * 100.0)),
+            right(format!("{:.1}", summary.requests_per_lookup)),
+            right(format!("{:.1}", summary.bytes_per_lookup / 1024.0)),
+            right(format!(
+                "{:.0} / {:.0}",
+                summary.discoverable_p50_ms, summary.discoverable_p95_ms
+            )),
+            right(format!(
+                "{} / {}",
+                summary.withdrawn_returned, summary.expired_returned
+            )),
+            right(format!("{:.2}", summary.rss_per_node_mib)),
+            right(format!(
+                "{:.0} ({:.0})",
+                summary.routing_table_mean, summary.routing_table_ideal
+            )),
+            right(format!("{:.1}", summary.connections_mean)),
+        ]);
+    }
+    table.to_string()
+}
+
+/// Interlink's settings against libp2p's defaults, point by point: ratios of latency and
+/// success (below 1 means Interlink's figure is lower).
+pub fn comparison(results: &[RunResult]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for pair in results.windows(2) {
+        let (ours, theirs) = (pair[0].summary(), pair[1].summary());
+        if ours.settings != KadSettings::Project || theirs.settings != KadSettings::Libp2pDefault {
+            continue;
+        }
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.2}", a / b)
+            } else {
+                "–".to_owned()
+            }
+        };
+        lines.push(format!(
+            "{} nodes, churn {:.0}/min: latency p50 ×{}, p95 ×{}; all found ×{} ({:.1} % vs {:.1} %); \
+             requests per lookup ×{}; withdrawn returned {} vs {}",
+            ours.total_nodes,
+            ours.churn_per_minute,
+            ratio(ours.p50_ms, theirs.p50_ms),
+            ratio(ours.p95_ms, theirs.p95_ms),
+            ratio(ours.all_found, theirs.all_found),
+            ours.all_found * 100.0,
+            theirs.all_found * 100.0,
+            ratio(ours.requests_per_lookup, theirs.requests_per_lookup),
+            ours.withdrawn_returned,
+            theirs.withdrawn_returned,
+        ));
+    }
+    lines
+}
+
+/// Writes everything into `dir`: `lookups.csv`, `calls.csv`, `summary.json`, the plots
+/// that apply and `report.md`. Returns the report's path.
+pub fn write(
+    dir: &Path,
+    scenario: &Scenario,
+    results: &[RunResult],
+) -> Result<PathBuf, ReportError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let mut lookups = csv::Writer::from_path(dir.join("lookups.csv"))?;
+    let mut calls = csv::Writer::from_path(dir.join("calls.csv"))?;
+    for result in results {
+        for sample in &result.lookups {
+            lookups.serialize(LookupRow::new(result, sample))?;
+        }
+        for c in &result.calls {
+            calls.serialize(CallRow {
+                settings: result.settings.label(),
+                nodes: result.total_nodes,
+                churn_per_minute: result.churn_per_minute,
+                at_ms: c.at_ms,
+                answered: c.answered,
+                setup_ms: c.setup_ms,
+                failovers: c.failovers,
+                outcome: &c.outcome,
+            })?;
+        }
+    }
+    lookups.flush().map_err(io_error(dir))?;
+    calls.flush().map_err(io_error(dir))?;
+    let summaries: Vec<Summary> = results.iter().map(RunResult::summary).collect();
+    let json = serde_json::to_string_pretty(
+        &serde_json::json!({ "scenario": scenario, "summaries": summaries, "machine": machine() }),
+    )?;
+    let summary_path = dir.join("summary.json");
+    std::fs::write(&summary_path, json).map_err(io_error(&summary_path))?;
+
+    let mut plots = vec![("Lookup latency", "latency_cdf.svg")];
+    latency_cdf(&dir.join("latency_cdf.svg"), results)?;
+    if !scenario.sweep.churn_per_minute.is_empty() {
+        success_against_churn(&dir.join("success_vs_churn.svg"), results)?;
+        plots.push(("Success against churn", "success_vs_churn.svg"));
+    }
+    if !scenario.sweep.nodes.is_empty() {
+        memory_against_nodes(&dir.join("memory_vs_nodes.svg"), results)?;
+        plots.push(("Memory against nodes", "memory_vs_nodes.svg"));
+    }
+
+    let report_path = dir.join("report.md");
+    let mut report = std::fs::File::create(&report_path).map_err(io_error(&report_path))?;
+    let mut text = format!(
+        "# Simulation `{}`\n\n{}\n\nMachine: {}.\n\n",
+        scenario.name,
+        scenario.description,
+        machine()
+    );
+    text += &format!("```\n{}\n```\n\n", table(results));
+    let comparisons = comparison(results);
+    if !comparisons.is_empty() {
+        text += "Interlink's Kademlia settings against libp2p's defaults (ratio of Interlink's figure to the default's):\n\n";
+        for line in comparisons {
+            text += &format!("- {line}\n");
+        }
+        text += "\n";
+    }
+    for (title, file) in plots {
+        text += &format!("## {title}\n\n![{title}]({file})\n\n");
+    }
+    text += "Raw samples: [lookups.csv](lookups.csv), [calls.csv](calls.csv); figures: [summary.json](summary.json).\n";
+    report
+        .write_all(text.as_bytes())
+        .map_err(io_error(&report_path))?;
+    Ok(report_path)
+}
+
+/// One lookup with its run, flat for CSV.
+#[derive(serde::Serialize)]
+struct LookupRow<'a> {
+    settings: &'static str,
+    nodes: usize,
+    churn_per_minute: f64,
+    at_ms: u64,
+    caller: usize,
+    destination: &'a str,
+    latency_ms: f64,
+    requests: u64,
+    bytes: u64,
+    expected: usize,
+    found_expected: usize,
+    found_total: usize,
+    outcome: crate::measure::Outcome,
+    withdrawn_returned: usize,
+    expired_returned: usize,
+    crashed_returned: usize,
+}
+
+impl<'a> LookupRow<'a> {
+    fn new(result: &RunResult, l: &'a crate::measure::LookupSample) -> LookupRow<'a> {
+        LookupRow {
+            settings: result.settings.label(),
+            nodes: result.total_nodes,
+            churn_per_minute: result.churn_per_minute,
+            at_ms: l.at_ms,
+            caller: l.caller,
+            destination: &l.destination,
+            latency_ms: l.latency_ms,
+            requests: l.requests,
+            bytes: l.bytes,
+            expected: l.expected,
+            found_expected: l.found_expected,
+            found_total: l.found_total,
+            outcome: l.outcome,
+            withdrawn_returned: l.withdrawn_returned,
+            expired_returned: l.expired_returned,
+            crashed_returned: l.crashed_returned,
+        }
+    }
+}
+
+/// One call with its run, flat for CSV.
+#[derive(serde::Serialize)]
+struct CallRow<'a> {
+    settings: &'static str,
+    nodes: usize,
+    churn_per_minute: f64,
+    at_ms: u64,
+    answered: bool,
+    setup_ms: Option<f64>,
+    failovers: usize,
+    outcome: &'a str,
+}
+
+/// The machine a run was on, for the report.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or_else(
+            || "unknown memory".into(),
+            |kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0),
+        );
+    format!("{cores} cores ({cpu}), {memory}")
+}
+
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn plot_error(path: &Path) -> impl Fn(String) -> ReportError + '_ {
+    move |reason| ReportError::Plot {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// The distribution of lookup latency, one line per run.
+fn latency_cdf(path: &Path, results: &[RunResult]) -> Result<(), ReportError> {
+    let fail = plot_error(path);
+    let max = results
+        .iter()
+        .flat_map(|r| r.lookups.iter().map(|l| l.latency_ms))
+        .fold(1.0f64, f64::max)
+        .min(
+            results
+                .iter()
+                .map(|r| r.summary().p99_ms)
+                .fold(1.0, f64::max)
+                * 1.5,
+        );
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Lookup latency (cumulative)", ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..max, 0f64..1f64)
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("discovery + verification + ranking (ms)")
+        .y_desc("fraction of lookups")
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    for (i, result) in results.iter().enumerate() {
+        let mut latencies: Vec<f64> = result.lookups.iter().map(|l| l.latency_ms).collect();
+        latencies.sort_by(f64::total_cmp);
+        let n = latencies.len().max(1) as f64;
+        let points: Vec<(f64, f64)> = latencies
+            .iter()
+            .enumerate()
+            .map(|(k, &ms)| (ms.min(max), (k + 1) as f64 / n))
+            .collect();
+        let colour = COLOURS[i % COLOURS.len()];
+        let label = format!(
+            "{} nodes, churn {:.0}/min, {}",
+            result.total_nodes,
+            result.churn_per_minute,
+            result.settings.label()
+        );
+        chart
+            .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+            .map_err(|e| fail(e.to_string()))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    root.present().map_err(|e| fail(e.to_string()))
+}
+
+/// The share of lookups that found every expected gateway, against the churn rate.
+fn success_against_churn(path: &Path, results: &[RunResult]) -> Result<(), ReportError> {
+    let fail = plot_error(path);
+    let max_churn = results
+        .iter()
+        .map(|r| r.churn_per_minute)
+        .fold(1.0, f64::max);
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let low = results
+        .iter()
+        .map(|r| r.summary().all_found)
+        .fold(1.0, f64::min);
+    let floor = (low - 0.05).clamp(0.0, 0.95);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Lookups that found every covering gateway, against churn",
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..max_churn * 1.05, floor..1.0f64)
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("joins and leaves per minute (each)")
+        .y_desc("fraction of lookups")
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    for (i, settings) in [KadSettings::Project, KadSettings::Libp2pDefault]
+        .into_iter()
+        .enumerate()
+    {
+        let points: Vec<(f64, f64)> = results
+            .iter()
+            .filter(|r| r.settings == settings)
+            .map(|r| (r.churn_per_minute, r.summary().all_found))
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        let colour = COLOURS[i];
+        chart
+            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .map_err(|e| fail(e.to_string()))?
+            .label(settings.label())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, colour.filled())),
+            )
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    root.present().map_err(|e| fail(e.to_string()))
+}
+
+/// Memory per node against the number of nodes.
+fn memory_against_nodes(path: &Path, results: &[RunResult]) -> Result<(), ReportError> {
+    let fail = plot_error(path);
+    let points: Vec<(f64, f64)> = results
+        .iter()
+        .map(|r| (r.total_nodes as f64, r.summary().rss_per_node_mib))
+        .collect();
+    let max_nodes = points.iter().map(|p| p.0).fold(1.0, f64::max);
+    let max_mib = points.iter().map(|p| p.1).fold(0.5, f64::max);
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Process memory per node", ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..max_nodes * 1.05, 0f64..max_mib * 1.2)
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("nodes in the process")
+        .y_desc("RSS / nodes (MiB)")
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    let colour = COLOURS[0];
+    chart
+        .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, colour.filled())),
+        )
+        .map_err(|e| fail(e.to_string()))?;
+    root.present().map_err(|e| fail(e.to_string()))
+}

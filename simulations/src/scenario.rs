@@ -1,0 +1,358 @@
+//! What a simulation runs: the network, its gateways, the callers' load and the churn.
+//!
+//! A [`Scenario`] comes from a TOML file or one of the named scenarios shipped in
+//! `simulations/scenarios/`; flags can override any of its main figures. Every random
+//! choice (routes, prices, destinations, churn) comes from one seeded generator, so a
+//! scenario with the same seed builds the same network and the same load.
+
+use std::time::Duration;
+
+use interlink_node::config::DhtSection;
+use interlink_node::local_network::LocalTransport;
+use serde::{Deserialize, Serialize};
+
+/// A scenario, as written in TOML.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub seed: u64,
+    /// `memory` (libp2p's in-memory transport) or `tcp` (loopback sockets).
+    #[serde(skip_serializing)]
+    pub transport: LocalTransport,
+    /// DHT nodes besides the bootstrap node, the gateways and the callers.
+    pub nodes: usize,
+    pub gateways: usize,
+    /// Client-mode nodes that look gateways up (and call, if `calls_per_minute` > 0).
+    pub callers: usize,
+    /// Nodes started per second while the network is built.
+    pub join_rate: f64,
+    /// Time for the network to settle after it is built, before measuring.
+    pub warmup_secs: u64,
+    /// How long the load and the churn run.
+    pub duration_secs: u64,
+    /// Lookups per minute per caller.
+    pub lookups_per_minute: f64,
+    /// Echo calls per minute per caller, through the best gateway found; 0 for none.
+    pub calls_per_minute: f64,
+    pub routes: RouteMix,
+    /// Lifetime of the gateways' offers; they republish at half of it.
+    pub offer_ttl_secs: u64,
+    pub churn: Churn,
+    /// Close idle connections after this long.
+    pub idle_connection_timeout_secs: u64,
+    /// Also run the scenario with libp2p's default Kademlia settings, for comparison.
+    pub compare_default: bool,
+    pub sweep: Sweep,
+}
+
+/// Which prefixes gateways serve and at what price.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteMix {
+    /// Country codes the gateways serve, e.g. `["44", "33"]`.
+    pub countries: Vec<String>,
+    /// Routes per gateway, at least and at most.
+    pub routes_per_gateway: [usize; 2],
+    /// Digits added to a country code to make a prefix, at least and at most.
+    pub extra_digits: [usize; 2],
+    pub currency: String,
+    /// Price per minute in minor units, at least and at most (uniform).
+    pub price_per_minute: [u64; 2],
+}
+
+/// Nodes joining and leaving while the load runs.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Churn {
+    pub joins_per_minute: f64,
+    pub leaves_per_minute: f64,
+    /// Leaves that are crashes (no withdrawal); the others shut down cleanly.
+    pub crash_fraction: f64,
+    /// Joins and leaves that are gateways; the others are DHT nodes.
+    pub gateway_fraction: f64,
+}
+
+/// Figures a scenario runs at in turn; empty lists mean one run at the scenario's own.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sweep {
+    /// DHT node counts.
+    pub nodes: Vec<usize>,
+    /// Churn rates: joins and leaves per minute each.
+    pub churn_per_minute: Vec<f64>,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            name: "custom".into(),
+            description: String::new(),
+            seed: 1,
+            transport: LocalTransport::Memory,
+            nodes: 50,
+            gateways: 8,
+            callers: 4,
+            join_rate: 50.0,
+            warmup_secs: 5,
+            duration_secs: 30,
+            lookups_per_minute: 60.0,
+            calls_per_minute: 0.0,
+            routes: RouteMix::default(),
+            offer_ttl_secs: 600,
+            churn: Churn::default(),
+            idle_connection_timeout_secs: 60,
+            compare_default: false,
+            sweep: Sweep::default(),
+        }
+    }
+}
+
+impl Default for RouteMix {
+    fn default() -> Self {
+        RouteMix {
+            countries: vec!["44".into(), "33".into(), "49".into()],
+            routes_per_gateway: [1, 3],
+            extra_digits: [0, 2],
+            currency: "GBP".into(),
+            price_per_minute: [1, 10],
+        }
+    }
+}
+
+impl Default for Churn {
+    fn default() -> Self {
+        Churn {
+            joins_per_minute: 0.0,
+            leaves_per_minute: 0.0,
+            crash_fraction: 0.5,
+            gateway_fraction: 0.2,
+        }
+    }
+}
+
+/// Why a scenario cannot run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    #[error("unknown scenario `{0}` (try: {names})", names = NAMED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))]
+    Unknown(String),
+    #[error("scenario: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("invalid `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// The scenarios shipped with the crate.
+pub const NAMED: &[(&str, &str)] = &[
+    ("small", include_str!("../scenarios/small.toml")),
+    ("country", include_str!("../scenarios/country.toml")),
+    ("churn", include_str!("../scenarios/churn.toml")),
+    ("scale", include_str!("../scenarios/scale.toml")),
+];
+
+impl Scenario {
+    /// A named scenario.
+    pub fn named(name: &str) -> Result<Scenario, ScenarioError> {
+        let text = NAMED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, text)| *text)
+            .ok_or_else(|| ScenarioError::Unknown(name.to_owned()))?;
+        Scenario::parse(text)
+    }
+
+    /// A scenario from TOML text, checked.
+    pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text)?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Checks the figures; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let invalid = |field, reason: &str| {
+            Err(ScenarioError::Invalid {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.gateways == 0 {
+            return invalid(
+                "gateways",
+                "at least one gateway is needed to look anything up",
+            );
+        }
+        if self.callers == 0 {
+            return invalid("callers", "at least one caller is needed");
+        }
+        if self.join_rate.is_nan() || self.join_rate <= 0.0 {
+            return invalid("join_rate", "must be positive");
+        }
+        if self.routes.countries.is_empty() {
+            return invalid("routes.countries", "list at least one country code");
+        }
+        for code in &self.routes.countries {
+            if interlink_protocol::CountryCode::of(code).map(|c| c.to_string())
+                != Some(code.clone())
+            {
+                return invalid(
+                    "routes.countries",
+                    "each entry must be an assigned country code, e.g. \"44\"",
+                );
+            }
+        }
+        let [low, high] = self.routes.routes_per_gateway;
+        if low == 0 || low > high {
+            return invalid(
+                "routes.routes_per_gateway",
+                "must be [least, most] with 1 <= least <= most",
+            );
+        }
+        if self.routes.extra_digits[0] > self.routes.extra_digits[1] {
+            return invalid("routes.extra_digits", "must be [least, most]");
+        }
+        if self.routes.price_per_minute[0] > self.routes.price_per_minute[1] {
+            return invalid("routes.price_per_minute", "must be [least, most]");
+        }
+        if interlink_protocol::Currency::new(&self.routes.currency).is_err() {
+            return invalid("routes.currency", "must be an ISO 4217 code");
+        }
+        if !(0.0..=1.0).contains(&self.churn.crash_fraction)
+            || !(0.0..=1.0).contains(&self.churn.gateway_fraction)
+        {
+            return invalid("churn", "fractions must be between 0 and 1");
+        }
+        if self.offer_ttl_secs < 10 {
+            return invalid("offer_ttl_secs", "must be at least 10");
+        }
+        Ok(())
+    }
+
+    /// The scenario's runs: one, or one per sweep point.
+    pub fn points(&self) -> Vec<Scenario> {
+        let mut points = vec![self.clone()];
+        if !self.sweep.nodes.is_empty() {
+            points = self
+                .sweep
+                .nodes
+                .iter()
+                .map(|&nodes| Scenario {
+                    nodes,
+                    ..self.clone()
+                })
+                .collect();
+        } else if !self.sweep.churn_per_minute.is_empty() {
+            points = self
+                .sweep
+                .churn_per_minute
+                .iter()
+                .map(|&rate| Scenario {
+                    churn: Churn {
+                        joins_per_minute: rate,
+                        leaves_per_minute: rate,
+                        ..self.churn.clone()
+                    },
+                    ..self.clone()
+                })
+                .collect();
+        }
+        points
+    }
+
+    /// Every node the run starts at first: bootstrap, DHT nodes, gateways, callers and the
+    /// probe that measures time to discoverable.
+    pub fn total_nodes(&self) -> usize {
+        1 + self.nodes + self.gateways + self.callers + 1
+    }
+
+    /// How long to wait between starting two nodes.
+    pub fn join_interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.join_rate)
+    }
+}
+
+/// The Kademlia settings a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KadSettings {
+    /// Interlink's settings: disjoint lookup paths, two valid copies of an offer before a
+    /// lookup stops, records that live as long as the offer, provider records of hours.
+    Project,
+    /// libp2p's defaults: one path, the first copy found, 48 h records and provider
+    /// records, 1024 records and 20 providers a key at most.
+    Libp2pDefault,
+}
+
+impl KadSettings {
+    /// The `[dht]` section of the setting.
+    pub fn dht(self) -> DhtSection {
+        match self {
+            KadSettings::Project => DhtSection::default(),
+            KadSettings::Libp2pDefault => DhtSection {
+                replication_factor: 20,
+                parallelism: 3,
+                disjoint_paths: false,
+                record_quorum: 1,
+                query_timeout_secs: 60,
+                record_ttl_secs: 48 * 3600,
+                record_replication_secs: 3600,
+                provider_record_ttl_secs: 48 * 3600,
+                provider_publication_secs: 12 * 3600,
+                max_providers_per_key: 20,
+                max_records: 1024,
+            },
+        }
+    }
+
+    /// A short label for tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            KadSettings::Project => "interlink",
+            KadSettings::Libp2pDefault => "libp2p default",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_named_scenarios_load() {
+        for (name, _) in NAMED {
+            let scenario = Scenario::named(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(&scenario.name, name);
+            assert!(!scenario.points().is_empty());
+        }
+    }
+
+    #[test]
+    fn bad_figures_are_named() {
+        let field = |text: &str| match Scenario::parse(text) {
+            Err(ScenarioError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field("gateways = 0"), "gateways");
+        assert_eq!(field("[routes]\ncountries = [\"4\"]"), "routes.countries");
+        assert_eq!(field("[churn]\ncrash_fraction = 2.0"), "churn");
+        assert!(
+            Scenario::parse("nodez = 3").is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
+    fn sweeps_make_one_point_each() {
+        let scenario = Scenario {
+            sweep: Sweep {
+                nodes: vec![10, 20],
+                ..Sweep::default()
+            },
+            ..Scenario::default()
+        };
+        let nodes: Vec<usize> = scenario.points().iter().map(|p| p.nodes).collect();
+        assert_eq!(nodes, [10, 20]);
+    }
+}

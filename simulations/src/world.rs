@@ -1,0 +1,416 @@
+//! The simulated network: real nodes, what is true about them, and what changes.
+//!
+//! Every node is an [`interlink_node::node::Node`]: the same swarm, record validation,
+//! publisher and discovery an operator runs, on libp2p's in-memory transport (or loopback
+//! TCP). Beside the nodes the world keeps the [`Truth`]: which gateways are up, since when
+//! their offers are published, and which have withdrawn or crashed. Lookups are judged
+//! against it.
+//!
+//! Node identities come from the scenario's seeded generator, so a seed builds the same
+//! network; timing, as in any network, does not repeat exactly.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use interlink_node::config::{DhtSection, GatewayPlan};
+use interlink_node::local_network::{caller_spec, local_spec};
+use interlink_node::network::Client;
+use interlink_node::node::{Node, NodeError, NodeSpec};
+use interlink_protocol::offer::{Route, Tariff};
+use interlink_protocol::{Currency, E164, Prefix, ProviderId};
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::SimError;
+use crate::load::{self, Samples};
+use crate::scenario::Scenario;
+
+/// What is known to be true about one gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayTruth {
+    pub routes: Vec<Prefix>,
+    /// When its node started publishing.
+    pub started_at: Instant,
+    /// When other nodes first acknowledged its offer.
+    pub published_at: Option<Instant>,
+    pub ended: Option<(Instant, Ending)>,
+}
+
+/// How a gateway left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// It shut down cleanly: its signed withdrawal is published.
+    Withdrawn,
+    /// It vanished: its offer stays valid until it expires.
+    Crashed,
+}
+
+/// The gateways, as they really are. Shared by the churn and the load.
+#[derive(Clone, Debug, Default)]
+pub struct Truth {
+    gateways: Arc<Mutex<HashMap<ProviderId, GatewayTruth>>>,
+}
+
+impl Truth {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ProviderId, GatewayTruth>> {
+        self.gateways
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A copy of what is known now.
+    pub fn snapshot(&self) -> HashMap<ProviderId, GatewayTruth> {
+        self.lock().clone()
+    }
+
+    fn started(&self, provider: ProviderId, routes: Vec<Prefix>) {
+        self.lock().insert(
+            provider,
+            GatewayTruth {
+                routes,
+                started_at: Instant::now(),
+                published_at: None,
+                ended: None,
+            },
+        );
+    }
+
+    fn published(&self, provider: ProviderId) {
+        if let Some(gateway) = self.lock().get_mut(&provider) {
+            gateway.published_at.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn ended(&self, provider: ProviderId, how: Ending) {
+        if let Some(gateway) = self.lock().get_mut(&provider) {
+            gateway.ended = Some((Instant::now(), how));
+        }
+    }
+}
+
+/// A gateway node and its identity.
+#[derive(Debug)]
+pub struct SimGateway {
+    pub provider: ProviderId,
+    pub node: Node,
+}
+
+/// The nodes of a run.
+#[derive(Debug)]
+pub struct World {
+    pub scenario: Scenario,
+    pub dht: DhtSection,
+    pub bootstrap: Node,
+    pub bootstrap_addr: Multiaddr,
+    /// DHT nodes that are up.
+    pub nodes: Vec<Node>,
+    pub gateways: Vec<SimGateway>,
+    pub callers: Vec<Node>,
+    /// The caller that measures time to discoverable.
+    pub probe: Node,
+    pub truth: Truth,
+    currency: Currency,
+    rng: StdRng,
+    gateways_started: usize,
+}
+
+impl World {
+    /// Starts the bootstrap node and the probe, then the DHT nodes, gateways and callers at
+    /// the scenario's join rate; `progress` hears of each node started.
+    ///
+    /// Each gateway gets a probe from the moment it starts, measuring how long until its
+    /// offer can be found.
+    pub async fn build(
+        scenario: &Scenario,
+        dht: DhtSection,
+        samples: &Samples,
+        progress: &dyn Fn(usize, f64),
+    ) -> Result<World, SimError> {
+        let currency = Currency::new(&scenario.routes.currency)
+            .map_err(|e| SimError::Scenario(format!("routes.currency: {e}")))?;
+        let mut rng = StdRng::seed_from_u64(scenario.seed);
+        let bootstrap = Node::start(
+            local_spec(scenario.transport, None, None, &dht),
+            keypair(&mut rng),
+        )
+        .await?;
+        let bootstrap_addr =
+            bootstrap
+                .dialable_addrs()
+                .await
+                .into_iter()
+                .next()
+                .ok_or(SimError::Node(NodeError::Network(
+                    interlink_node::network::NetworkError::NoPeers,
+                )))?;
+        let probe = Node::start(
+            caller_spec(vec![bootstrap_addr.clone()], &dht),
+            keypair(&mut rng),
+        )
+        .await?;
+        let mut world = World {
+            scenario: scenario.clone(),
+            dht,
+            bootstrap,
+            bootstrap_addr,
+            nodes: Vec::with_capacity(scenario.nodes),
+            gateways: Vec::with_capacity(scenario.gateways),
+            callers: Vec::with_capacity(scenario.callers),
+            probe,
+            truth: Truth::default(),
+            currency,
+            rng,
+            gateways_started: 0,
+        };
+        let interval = scenario.join_interval();
+        let mut started = 2;
+        let mut pace = tokio::time::interval(interval);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Open connections per node, sampled every 50 nodes: what the build costs.
+        let mut connections = 0.0;
+        for _ in 0..scenario.nodes {
+            pace.tick().await;
+            world.start_dht_node().await?;
+            started += 1;
+            if world.nodes.len().is_multiple_of(50) {
+                connections = load::sample_tables(&world.spread_clients(16)).await.1;
+            }
+            progress(started, connections);
+        }
+        for _ in 0..scenario.gateways {
+            pace.tick().await;
+            let provider = world.start_gateway().await?;
+            tokio::spawn(load::probe(
+                world.probe.client().clone(),
+                world.truth.clone(),
+                provider,
+                samples.clone(),
+            ));
+            started += 1;
+            progress(started, connections);
+        }
+        for _ in 0..scenario.callers {
+            let spec = caller_spec(vec![world.bootstrap_addr.clone()], &world.dht);
+            let node = Node::start(spec, keypair(&mut world.rng)).await?;
+            world.callers.push(node);
+            started += 1;
+            progress(started, connections);
+        }
+        Ok(world)
+    }
+
+    fn server_spec(&self, gateway: Option<GatewayPlan>) -> NodeSpec {
+        let mut spec = local_spec(
+            self.scenario.transport,
+            Some(self.bootstrap_addr.clone()),
+            gateway,
+            &self.dht,
+        );
+        spec.settings.idle_connection_timeout =
+            Duration::from_secs(self.scenario.idle_connection_timeout_secs);
+        spec
+    }
+
+    /// Starts one more DHT node.
+    pub async fn start_dht_node(&mut self) -> Result<(), NodeError> {
+        let spec = self.server_spec(None);
+        let node = Node::start(spec, keypair(&mut self.rng)).await?;
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    /// Starts one more gateway with random routes and prices; its publication is tracked
+    /// in the truth.
+    pub async fn start_gateway(&mut self) -> Result<ProviderId, NodeError> {
+        self.gateways_started += 1;
+        let plan = GatewayPlan {
+            offer_ttl: Duration::from_secs(self.scenario.offer_ttl_secs),
+            ..GatewayPlan::new(
+                &format!("Gateway {}", self.gateways_started),
+                self.random_routes(),
+            )
+        };
+        let prefixes = plan.routes.iter().map(|r| r.prefix.clone()).collect();
+        let spec = self.server_spec(Some(plan));
+        let keypair = keypair(&mut self.rng);
+        let provider = interlink_node::identity::secret_key(&keypair)
+            .map(|k| k.provider_id())
+            .ok_or(NodeError::NotEd25519)?;
+        self.truth.started(provider, prefixes);
+        let node = Node::start(spec, keypair).await?;
+        if let Some(publisher) = node.publisher() {
+            let mut published = publisher.subscribe();
+            let truth = self.truth.clone();
+            tokio::spawn(async move {
+                if published
+                    .wait_for(|p| p.as_ref().is_some_and(|p| p.replicated))
+                    .await
+                    .is_ok()
+                {
+                    truth.published(provider);
+                }
+            });
+        }
+        self.gateways.push(SimGateway { provider, node });
+        Ok(provider)
+    }
+
+    fn random_routes(&mut self) -> Vec<Route> {
+        let mix = &self.scenario.routes;
+        let currency = self.currency;
+        let count = self
+            .rng
+            .random_range(mix.routes_per_gateway[0]..=mix.routes_per_gateway[1]);
+        let mut routes: Vec<Route> = Vec::with_capacity(count);
+        while routes.len() < count {
+            let country = &mix.countries[self.rng.random_range(0..mix.countries.len())];
+            let extra = self
+                .rng
+                .random_range(mix.extra_digits[0]..=mix.extra_digits[1]);
+            let digits: String = (0..extra)
+                .map(|_| char::from(b'0' + self.rng.random_range(0..10u8)))
+                .collect();
+            let Ok(prefix) = Prefix::new(&format!("{country}{digits}")) else {
+                continue;
+            };
+            if routes.iter().any(|r| r.prefix == prefix) {
+                continue;
+            }
+            let per_minute = self
+                .rng
+                .random_range(mix.price_per_minute[0]..=mix.price_per_minute[1]);
+            routes.push(Route {
+                prefix,
+                tariff: Tariff {
+                    currency,
+                    setup_fee: 0,
+                    per_minute,
+                    billing_increment_secs: 60,
+                },
+            });
+        }
+        routes
+    }
+
+    /// Removes a random node: a DHT node or, with the scenario's gateway fraction, a
+    /// gateway; a crash or, otherwise, a clean shutdown (a gateway withdraws first).
+    /// Returns whether it crashed, or `None` if there was nothing to remove.
+    pub async fn remove_random(&mut self) -> Option<Ending> {
+        let churn = &self.scenario.churn;
+        let crash = self.rng.random_bool(churn.crash_fraction);
+        let gateway = self.rng.random_bool(churn.gateway_fraction) && !self.gateways.is_empty();
+        if gateway {
+            let index = self.rng.random_range(0..self.gateways.len());
+            let SimGateway { provider, node } = self.gateways.swap_remove(index);
+            let how = if crash {
+                node.kill().await;
+                Ending::Crashed
+            } else {
+                // Withdrawn once shutdown returns: the withdrawal reached the closest nodes.
+                let _ = node.shutdown().await;
+                Ending::Withdrawn
+            };
+            self.truth.ended(provider, how);
+            return Some(how);
+        }
+        if self.nodes.is_empty() {
+            return None;
+        }
+        let index = self.rng.random_range(0..self.nodes.len());
+        let node = self.nodes.swap_remove(index);
+        if crash {
+            node.kill().await;
+            Some(Ending::Crashed)
+        } else {
+            let _ = node.shutdown().await;
+            Some(Ending::Withdrawn)
+        }
+    }
+
+    /// Adds a random node (a gateway with the scenario's gateway fraction); returns the
+    /// gateway's identity if it was one.
+    pub async fn add_random(&mut self) -> Result<Option<ProviderId>, NodeError> {
+        if self.rng.random_bool(self.scenario.churn.gateway_fraction) {
+            self.start_gateway().await.map(Some)
+        } else {
+            self.start_dht_node().await.map(|()| None)
+        }
+    }
+
+    /// A random number a random live, published gateway covers, from the world's generator.
+    pub fn random_destination(&mut self) -> Option<E164> {
+        random_destination(&self.truth, &mut self.rng)
+    }
+
+    /// A new generator for a task, drawn from the world's so runs repeat.
+    pub fn fork_rng(&mut self) -> StdRng {
+        StdRng::seed_from_u64(self.rng.random())
+    }
+
+    /// Clients of server nodes to sample routing tables from.
+    pub fn sample_clients(&mut self, count: usize) -> Vec<Client> {
+        let mut clients: Vec<Client> = self.nodes.iter().map(|n| n.client().clone()).collect();
+        for i in (1..clients.len()).rev() {
+            clients.swap(i, self.rng.random_range(0..=i));
+        }
+        clients.truncate(count);
+        clients
+    }
+
+    /// Up to `count` DHT nodes spread evenly over those up, without drawing from the seeded
+    /// generator.
+    fn spread_clients(&self, count: usize) -> Vec<Client> {
+        let step = (self.nodes.len() / count.max(1)).max(1);
+        self.nodes
+            .iter()
+            .step_by(step)
+            .take(count)
+            .map(|n| n.client().clone())
+            .collect()
+    }
+
+    /// Every node that is up.
+    pub fn node_count(&self) -> usize {
+        2 + self.nodes.len() + self.gateways.len() + self.callers.len()
+    }
+
+    /// Stops every node at once; no goodbyes (the whole network is going).
+    pub async fn tear_down(self) {
+        let mut stops: Vec<_> = Vec::new();
+        stops.extend(self.nodes.into_iter().map(|n| Box::pin(n.kill())));
+        stops.extend(self.gateways.into_iter().map(|g| Box::pin(g.node.kill())));
+        stops.extend(self.callers.into_iter().map(|n| Box::pin(n.kill())));
+        stops.push(Box::pin(self.probe.kill()));
+        stops.push(Box::pin(self.bootstrap.kill()));
+        futures::future::join_all(stops).await;
+    }
+}
+
+/// A number under a random route of a random live, published gateway.
+pub fn random_destination(truth: &Truth, rng: &mut StdRng) -> Option<E164> {
+    let live: Vec<Prefix> = {
+        let gateways = truth.lock();
+        let mut live: Vec<(&ProviderId, &GatewayTruth)> = gateways
+            .iter()
+            .filter(|(_, g)| g.published_at.is_some() && g.ended.is_none())
+            .collect();
+        live.sort_by_key(|(provider, _)| **provider);
+        let (_, gateway) = live.get(rng.random_range(0..live.len().max(1)))?;
+        gateway.routes.clone()
+    };
+    let prefix = live.get(rng.random_range(0..live.len().max(1)))?;
+    let missing = 12usize.saturating_sub(prefix.len()).max(2);
+    let digits: String = (0..missing)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect();
+    E164::parse(&format!("+{}{digits}", prefix.digits())).ok()
+}
+
+/// A node identity drawn from the scenario's generator.
+fn keypair(rng: &mut StdRng) -> Keypair {
+    let mut seed: [u8; 32] = rng.random();
+    Keypair::ed25519_from_bytes(&mut seed).unwrap_or_else(|_| Keypair::generate_ed25519())
+}
