@@ -17,207 +17,44 @@
     missing_docs
 )]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod capacity;
 
-use interlink_node::calls::caller::{self, CallOptions};
 use interlink_node::config::DhtSection;
 use interlink_node::local_network::LocalNetwork;
-use interlink_protocol::E164;
-use interlink_protocol::ranking::{Policy, PolicyKind};
 
-const BIN: &str = env!("CARGO_BIN_EXE_interlink");
-/// New calls per second while a load ramps up.
-const CALL_RATE: u32 = 100;
+use capacity::CALL_RATE;
+
 const STEPS: &[usize] = &[100, 300, 500, 600, 700, 800, 900, 1000];
-
-/// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-struct Gateway {
-    child: Child,
-    peer_id: String,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_gateway(dir: &std::path::Path, bootstrap: &str) -> Gateway {
-    assert!(
-        Command::new(BIN)
-            .args(["init", "--dir", dir.to_str().unwrap()])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = [\"{bootstrap}\"]\n\
-             [media]\nip = \"127.0.0.1\"\n\
-             [gateway]\nname = \"Echo\"\ncapacity = 10000\n[gateway.echo]\nring_ms = 0\n\
-             [[gateway.routes]]\nprefix = \"+44\"\ncurrency = \"GBP\"\nper_minute = \"0.01\"\n"
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new("taskset")
-        .args([
-            "-c",
-            "0",
-            BIN,
-            "--log-format",
-            "json",
-            "node",
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("taskset and the interlink binary");
-    let mut peer_id = String::new();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref().map_while(Result::ok) {
-        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if let Some(id) = value["peer_id"].as_str() {
-            peer_id = id.to_owned();
-        }
-        if value["message"] == "offer published" {
-            break;
-        }
-    }
-    // Keep reading the gateway's log, or it blocks once the pipe is full.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if std::env::var_os("GATEWAY_LOG").is_some() {
-                println!("gateway: {line}");
-            }
-        }
-    });
-    Gateway { child, peer_id }
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     interlink_node::logging::init(interlink_node::logging::LogFormat::Human, "error");
-    let hold: u64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(20);
-    let pinned = Command::new("taskset")
-        .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
-        .output();
-    assert!(
-        pinned.is_ok_and(|o| o.status.success()),
-        "taskset could not pin the load generator to CPU 1"
-    );
-
+    let hold = capacity::pin_load_generator();
     let network = LocalNetwork::start(0, vec![], &DhtSection::default())
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let gateway = start_gateway(dir.path(), &network.bootstrap_addr.to_string());
+    let (gateway, peer_id) = capacity::start_gateway(
+        dir.path(),
+        &network.bootstrap_addr.to_string(),
+        "[gateway]\nname = \"Echo\"\ncapacity = 10000\n[gateway.echo]\nring_ms = 0\n\
+         [[gateway.routes]]\nprefix = \"+44\"\ncurrency = \"GBP\"\nper_minute = \"0.01\"\n",
+        None,
+    );
     let caller = network.caller().await.unwrap();
-    let options = CallOptions {
-        via: Some(gateway.peer_id.parse().unwrap()),
-        policy: Policy {
-            kind: PolicyKind::Cheapest,
-            ..Policy::default()
-        },
-        hold_for: Duration::from_secs(hold),
-        setup_deadline: Duration::from_secs(60),
-        ..CallOptions::new(E164::parse("+447700900123").unwrap())
-    };
     println!(
-        "echo gateway pinned to CPU 0, callers pinned to CPU 1; calls arrive at {CALL_RATE}/s and are held {hold} s; \
-         50 packets/s each way per call"
+        "echo gateway pinned to CPU 0, callers pinned to CPU 1; calls arrive at {CALL_RATE}/s \
+         and are held {hold} s; 50 packets/s each way per call"
     );
-    println!(
-        "{:>6} {:>10} {:>10} {:>8} {:>10} {:>12} {:>12}",
-        "calls", "sent", "received", "loss %", "failed", "gateway CPU", "caller CPU"
-    );
-    println!("(CPU: share of one core while all calls are up)");
-
-    let mut best = None;
-    for &n in STEPS {
-        // Calls arrive at CALL_RATE, as real load does, and all overlap once the last is up.
-        let mut calls = Vec::with_capacity(n);
-        for _ in 0..n {
-            let context = caller.caller();
-            let options = options.clone();
-            calls.push(tokio::spawn(async move {
-                caller::place_call(&context, &options, &|_| {}).await
-            }));
-            tokio::time::sleep(Duration::from_secs(1) / CALL_RATE).await;
-        }
-        // CPU while all N calls are up: from 1 s after the last was placed, for half the hold.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (gateway_cpu, caller_cpu, window) = (
-            cpu_seconds(gateway.child.id()),
-            cpu_seconds(std::process::id()),
-            Instant::now(),
-        );
-        tokio::time::sleep(Duration::from_secs(hold / 2)).await;
-        let seconds = window.elapsed().as_secs_f64();
-        let gateway_share = (cpu_seconds(gateway.child.id()) - gateway_cpu) / seconds * 100.0;
-        let caller_share = (cpu_seconds(std::process::id()) - caller_cpu) / seconds * 100.0;
-        let (mut sent, mut received, mut failed) = (0u64, 0u64, 0usize);
-        for call in calls {
-            match call.await.unwrap() {
-                Ok(report) => {
-                    sent += report.media.packets_sent;
-                    received += report.media.packets_received.min(report.media.packets_sent);
-                }
-                Err(e) => {
-                    if failed == 0 {
-                        println!("first failure: {e}");
-                    }
-                    failed += 1;
-                }
-            }
-        }
-        let loss = if sent == 0 {
-            100.0
-        } else {
-            (sent - received) as f64 / sent as f64 * 100.0
-        };
-        println!(
-            "{n:>6} {sent:>10} {received:>10} {loss:>8.2} {failed:>10} {gateway_share:>11.0}% {caller_share:>11.0}%"
-        );
-        if loss >= 1.0 || failed > 0 {
-            break;
-        }
-        best = Some(n);
-    }
-    match best {
-        Some(n) => {
-            println!("largest load with under 1 % loss and no failed call: {n} concurrent calls")
-        }
-        None => println!("even the smallest load lost 1 % or more"),
-    }
+    capacity::ramp(
+        &caller,
+        &peer_id,
+        hold,
+        STEPS,
+        &[("gateway", gateway.0.id()), ("caller", std::process::id())],
+        |media| media.packets_received,
+    )
+    .await;
     drop(gateway);
     caller.shutdown().await.unwrap();
     network.shutdown().await.unwrap();
