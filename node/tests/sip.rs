@@ -14,80 +14,19 @@
 //! Needs `sipp` (Debian's `sip-tester`; `scripts/test.sh` installs it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::node_process::NodeProcess;
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_interlink");
 const DEADLINE: Duration = Duration::from_secs(30);
 const UK_MOBILE: &str = "+447700900123";
-
-/// A running `interlink node` whose JSON log lines arrive on a channel; killed on drop.
-struct NodeProcess {
-    name: String,
-    child: Child,
-    log: mpsc::Receiver<Value>,
-}
-
-impl NodeProcess {
-    fn start(name: &str, config: &Path) -> NodeProcess {
-        let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "node", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start interlink node");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(value);
-                }
-            }
-        });
-        NodeProcess {
-            name: name.to_owned(),
-            child,
-            log: rx,
-        }
-    }
-
-    /// Waits for a log line whose message starts with `message`, returning it.
-    fn wait_log(&self, message: &str) -> Value {
-        let give_up = Instant::now() + DEADLINE;
-        loop {
-            let left = give_up.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line)
-                    if line["message"]
-                        .as_str()
-                        .is_some_and(|m| m.starts_with(message)) =>
-                {
-                    return line;
-                }
-                Ok(_) => continue,
-                Err(_) => panic!(
-                    "{}: no log line \"{message}\" within {DEADLINE:?}",
-                    self.name
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A sipp process playing the callee's network for one call; killed on drop.
 struct Sipp {

@@ -1,6 +1,8 @@
 //! Helpers shared by the node's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod node_process;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
