@@ -135,6 +135,9 @@ pub struct DhtSection {
     pub max_providers_per_key: usize,
     /// Most records kept in all.
     pub max_records: usize,
+    /// How often the node refreshes its routing table with a Kademlia bootstrap (a lookup
+    /// of its own id and of a random id in each farther bucket); libp2p's default is 300.
+    pub bootstrap_interval_secs: u64,
 }
 
 impl Default for DhtSection {
@@ -151,6 +154,7 @@ impl Default for DhtSection {
             provider_publication_secs: 1800,
             max_providers_per_key: 64,
             max_records: 4096,
+            bootstrap_interval_secs: 300,
         }
     }
 }
@@ -504,6 +508,7 @@ impl DhtSection {
                 self.max_providers_per_key as u64,
             ),
             ("dht.max_records", self.max_records as u64),
+            ("dht.bootstrap_interval_secs", self.bootstrap_interval_secs),
         ];
         if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(invalid(*field, "must be greater than zero"));
@@ -670,6 +675,7 @@ data_dir = "."
 # provider_publication_secs = 1800
 # max_providers_per_key = 64
 # max_records = 4096
+# bootstrap_interval_secs = 300  # routing table refresh
 
 [caller]
 # How this node ranks gateways: cheapest, best-quality or balanced.

@@ -12,7 +12,7 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 
 use crate::config::{DhtSection, GatewayPlan};
-use crate::network::{NetworkError, Settings};
+use crate::network::{MemorySecurity, NetworkError, Settings};
 use crate::node::{Node, NodeError, NodeSpec};
 use crate::publisher::PublishError;
 
@@ -64,6 +64,7 @@ pub fn local_spec(
             idle_connection_timeout: Duration::from_secs(60),
             dht: dht.clone(),
             server_mode: true,
+            memory_security: MemorySecurity::Noise,
         },
         gateway,
         data_dir: None,
@@ -82,6 +83,7 @@ pub fn caller_spec(bootstrap: Vec<Multiaddr>, dht: &DhtSection) -> NodeSpec {
             idle_connection_timeout: Duration::from_secs(60),
             dht: dht.clone(),
             server_mode: false,
+            memory_security: MemorySecurity::Noise,
         },
         gateway: None,
         data_dir: None,

@@ -448,3 +448,55 @@ async fn a_gateway_republishes_with_a_higher_seq_before_its_offer_expires() {
     caller.shutdown().await.unwrap();
     network.shutdown().await.unwrap();
 }
+
+/// Simulations run nodes on the in-memory transport, secured by noise or, for thousands of
+/// nodes, by plaintext: a node joins, publishes and is found the same way on either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_the_in_memory_transport_discover_with_noise_or_plaintext() {
+    use interlink_node::local_network::{LocalTransport, caller_spec, local_spec};
+    use interlink_node::network::MemorySecurity;
+
+    for security in [MemorySecurity::Noise, MemorySecurity::Plaintext] {
+        let dht = DhtSection::default();
+        let secured = |mut spec: interlink_node::node::NodeSpec| {
+            spec.settings.memory_security = security;
+            spec
+        };
+        let start = |spec| Node::start(secured(spec), Keypair::generate_ed25519());
+        let bootstrap = start(local_spec(LocalTransport::Memory, None, None, &dht))
+            .await
+            .unwrap();
+        let address = bootstrap.dialable_addrs().await.remove(0);
+        assert!(
+            address.to_string().starts_with("/memory/"),
+            "{security:?}: {address}"
+        );
+        let mut nodes = Vec::new();
+        for _ in 0..4 {
+            let spec = local_spec(LocalTransport::Memory, Some(address.clone()), None, &dht);
+            nodes.push(start(spec).await.unwrap());
+        }
+        let gateway_plan = plan("Mobile Max", &[("+447", 1)], 380, 500);
+        let spec = local_spec(
+            LocalTransport::Memory,
+            Some(address.clone()),
+            Some(gateway_plan),
+            &dht,
+        );
+        let gateway = start(spec).await.unwrap();
+        gateway
+            .publisher()
+            .unwrap()
+            .wait_replicated(DEADLINE)
+            .await
+            .unwrap();
+        let caller = start(caller_spec(vec![address], &dht)).await.unwrap();
+
+        let found = discover_until(&caller, "Mobile Max", |f| !f.offers.is_empty()).await;
+        assert_eq!(names(&found), ["Mobile Max"], "{security:?}");
+
+        for node in [caller, gateway, bootstrap].into_iter().chain(nodes) {
+            node.shutdown().await.unwrap();
+        }
+    }
+}

@@ -55,7 +55,10 @@ impl Behaviour {
             .set_provider_publication_interval(Some(Duration::from_secs(
                 dht.provider_publication_secs,
             )))
-            .set_max_packet_size(MAX_KAD_PACKET_BYTES);
+            .set_max_packet_size(MAX_KAD_PACKET_BYTES)
+            .set_periodic_bootstrap_interval(Some(Duration::from_secs(
+                dht.bootstrap_interval_secs,
+            )));
         let store = MemoryStore::with_config(
             peer_id,
             MemoryStoreConfig {

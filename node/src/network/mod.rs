@@ -16,9 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use interlink_protocol::{DhtKey, SignedOffer};
+use libp2p::core::ConnectedPoint;
+use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{MemoryTransport, Transport, upgrade};
 use libp2p::identity::Keypair;
-use libp2p::{Multiaddr, PeerId, kad, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, kad, noise, plaintext, tcp, yamux};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -42,6 +44,21 @@ pub struct Settings {
     pub dht: DhtSection,
     /// Serve the DHT to others (a reachable node) or only query it (a short-lived client).
     pub server_mode: bool,
+    /// How connections over the in-memory transport are secured; TCP and QUIC always use
+    /// noise (or QUIC's TLS).
+    pub memory_security: MemorySecurity,
+}
+
+/// The security upgrade of in-memory connections, which never leave the process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MemorySecurity {
+    /// Noise, as on the network: what a real node pays for every connection.
+    #[default]
+    Noise,
+    /// libp2p's plaintext exchange of public keys (the peer ids still match the keys,
+    /// nothing is encrypted): for simulations of thousands of nodes on a few cores, where
+    /// noise's key exchanges and buffers would be most of the cost.
+    Plaintext,
 }
 
 impl Settings {
@@ -56,6 +73,7 @@ impl Settings {
             ),
             dht: config.dht.clone(),
             server_mode: true,
+            memory_security: MemorySecurity::Noise,
         }
     }
 }
@@ -279,28 +297,53 @@ fn multiplexer() -> yamux::Config {
     config
 }
 
+/// Wraps each connection of a transport so that its bytes are counted into `counters`.
+fn counting<S>(
+    counters: &Arc<TrafficCounters>,
+) -> impl Fn(S, ConnectedPoint) -> Counted<S> + Clone + use<S> {
+    let counters = Arc::clone(counters);
+    move |connection, _| Counted::new(connection, Arc::clone(&counters))
+}
+
 /// Builds the swarm, starts listening, and spawns the event loop.
 pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTask), NetworkError> {
     let transport_error = |e: &dyn std::fmt::Display| NetworkError::Transport(e.to_string());
     let dht = settings.dht.clone();
     let traffic = Arc::new(TrafficCounters::default());
     let counters = Arc::clone(&traffic);
+    let memory_security = settings.memory_security;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_quic()
         // TCP, and libp2p's in-memory transport for simulations of many nodes in one
-        // process; both counted under noise so a node knows what its traffic costs.
+        // process (secured by noise, or plaintext in large simulations); both counted
+        // under the security layer so a node knows what its traffic costs.
         .with_other_transport(|key| {
-            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-            let base = tcp
-                .or_transport(MemoryTransport::default())
-                .map(move |connection, _| Counted::new(connection, Arc::clone(&counters)));
-            let security = noise::Config::new(key)
-                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
-            Ok(base
+            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .map(counting(&counters))
                 .upgrade(upgrade::Version::V1Lazy)
-                .authenticate(security)
-                .multiplex(multiplexer()))
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(multiplexer())
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+            let memory = MemoryTransport::default()
+                .map(counting(&counters))
+                .upgrade(upgrade::Version::V1Lazy);
+            let memory = match memory_security {
+                MemorySecurity::Noise => memory
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(multiplexer())
+                    .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+                    .boxed(),
+                MemorySecurity::Plaintext => memory
+                    .authenticate(plaintext::Config::new(key))
+                    .multiplex(multiplexer())
+                    .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+                    .boxed(),
+            };
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                tcp.or_transport(memory)
+                    .map(|either, _| either.into_inner()),
+            )
         })
         .map_err(|e| transport_error(&e))?
         .with_dns()
