@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use interlink_node::config::DhtSection;
 use interlink_node::local_network::LocalTransport;
+use interlink_node::network::MemorySecurity;
 use serde::{Deserialize, Serialize};
 
 /// A scenario, as written in TOML.
@@ -42,9 +43,38 @@ pub struct Scenario {
     pub churn: Churn,
     /// Close idle connections after this long.
     pub idle_connection_timeout_secs: u64,
+    /// Peers a joining node is given to join through: the bootstrap node and, beyond one,
+    /// DHT nodes already up, as an operator lists several. With 20 or more, a join costs
+    /// one Kademlia bootstrap; with fewer, libp2p follows the node's own bootstrap with a
+    /// second one because the routing table had fewer than 20 peers when it started.
+    pub bootstrap_peers: usize,
+    /// How often every node refreshes its routing table (`dht.bootstrap_interval_secs`).
+    pub bootstrap_interval_secs: u64,
+    /// How in-memory connections are secured: `noise`, as on the network, or `plaintext`
+    /// (no key exchange or encryption) for runs of thousands of nodes.
+    pub security: Security,
     /// Also run the scenario with libp2p's default Kademlia settings, for comparison.
     pub compare_default: bool,
     pub sweep: Sweep,
+}
+
+/// The security upgrade of the in-memory transport (TCP always uses noise).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    #[default]
+    Noise,
+    Plaintext,
+}
+
+impl Security {
+    /// The node setting it stands for.
+    pub fn memory_security(self) -> MemorySecurity {
+        match self {
+            Security::Noise => MemorySecurity::Noise,
+            Security::Plaintext => MemorySecurity::Plaintext,
+        }
+    }
 }
 
 /// Which prefixes gateways serve and at what price.
@@ -103,6 +133,9 @@ impl Default for Scenario {
             offer_ttl_secs: 600,
             churn: Churn::default(),
             idle_connection_timeout_secs: 60,
+            bootstrap_peers: 1,
+            bootstrap_interval_secs: 300,
+            security: Security::Noise,
             compare_default: false,
             sweep: Sweep::default(),
         }
@@ -186,6 +219,12 @@ impl Scenario {
         }
         if self.callers == 0 {
             return invalid("callers", "at least one caller is needed");
+        }
+        if self.bootstrap_peers == 0 {
+            return invalid("bootstrap_peers", "must be at least 1 (the bootstrap node)");
+        }
+        if self.bootstrap_interval_secs == 0 {
+            return invalid("bootstrap_interval_secs", "must be greater than zero");
         }
         if self.join_rate.is_nan() || self.join_rate <= 0.0 {
             return invalid("join_rate", "must be positive");
@@ -302,6 +341,7 @@ impl KadSettings {
                 provider_publication_secs: 12 * 3600,
                 max_providers_per_key: 20,
                 max_records: 1024,
+                bootstrap_interval_secs: 300,
             },
         }
     }
@@ -337,10 +377,29 @@ mod tests {
         assert_eq!(field("gateways = 0"), "gateways");
         assert_eq!(field("[routes]\ncountries = [\"4\"]"), "routes.countries");
         assert_eq!(field("[churn]\ncrash_fraction = 2.0"), "churn");
+        assert_eq!(field("bootstrap_peers = 0"), "bootstrap_peers");
+        assert_eq!(
+            field("bootstrap_interval_secs = 0"),
+            "bootstrap_interval_secs"
+        );
+        assert!(Scenario::parse("security = \"rot13\"").is_err());
         assert!(
             Scenario::parse("nodez = 3").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn the_scale_scenario_is_tuned_for_thousands_of_nodes() {
+        let scale = Scenario::named("scale").unwrap_or_else(|e| panic!("scale: {e}"));
+        assert_eq!(scale.security, Security::Plaintext);
+        assert_eq!(scale.bootstrap_peers, 20);
+        assert!(scale.bootstrap_interval_secs > 300);
+        // What operators run: noise, libp2p's refresh interval, one bootstrap peer.
+        let default = Scenario::default();
+        assert_eq!(default.security, Security::Noise);
+        assert_eq!(default.bootstrap_interval_secs, 300);
+        assert_eq!(default.bootstrap_peers, 1);
     }
 
     #[test]

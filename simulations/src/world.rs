@@ -125,15 +125,20 @@ impl World {
     /// offer can be found.
     pub async fn build(
         scenario: &Scenario,
-        dht: DhtSection,
+        mut dht: DhtSection,
         samples: &Samples,
         progress: &dyn Fn(usize, f64),
     ) -> Result<World, SimError> {
         let currency = Currency::new(&scenario.routes.currency)
             .map_err(|e| SimError::Scenario(format!("routes.currency: {e}")))?;
+        dht.bootstrap_interval_secs = scenario.bootstrap_interval_secs;
         let mut rng = StdRng::seed_from_u64(scenario.seed);
+        let secured = |mut spec: NodeSpec| {
+            spec.settings.memory_security = scenario.security.memory_security();
+            spec
+        };
         let bootstrap = Node::start(
-            local_spec(scenario.transport, None, None, &dht),
+            secured(local_spec(scenario.transport, None, None, &dht)),
             keypair(&mut rng),
         )
         .await?;
@@ -147,7 +152,7 @@ impl World {
                     interlink_node::network::NetworkError::NoPeers,
                 )))?;
         let probe = Node::start(
-            caller_spec(vec![bootstrap_addr.clone()], &dht),
+            secured(caller_spec(vec![bootstrap_addr.clone()], &dht)),
             keypair(&mut rng),
         )
         .await?;
@@ -193,7 +198,7 @@ impl World {
             progress(started, connections);
         }
         for _ in 0..scenario.callers {
-            let spec = caller_spec(vec![world.bootstrap_addr.clone()], &world.dht);
+            let spec = secured(caller_spec(vec![world.bootstrap_addr.clone()], &world.dht));
             let node = Node::start(spec, keypair(&mut world.rng)).await?;
             world.callers.push(node);
             started += 1;
@@ -202,7 +207,7 @@ impl World {
         Ok(world)
     }
 
-    fn server_spec(&self, gateway: Option<GatewayPlan>) -> NodeSpec {
+    async fn server_spec(&mut self, gateway: Option<GatewayPlan>) -> NodeSpec {
         let mut spec = local_spec(
             self.scenario.transport,
             Some(self.bootstrap_addr.clone()),
@@ -211,12 +216,18 @@ impl World {
         );
         spec.settings.idle_connection_timeout =
             Duration::from_secs(self.scenario.idle_connection_timeout_secs);
+        spec.settings.memory_security = self.scenario.security.memory_security();
+        let others = (self.scenario.bootstrap_peers - 1).min(self.nodes.len());
+        for index in rand::seq::index::sample(&mut self.rng, self.nodes.len(), others) {
+            let address = self.nodes[index].dialable_addrs().await.into_iter().next();
+            spec.settings.bootstrap.extend(address);
+        }
         spec
     }
 
     /// Starts one more DHT node.
     pub async fn start_dht_node(&mut self) -> Result<(), NodeError> {
-        let spec = self.server_spec(None);
+        let spec = self.server_spec(None).await;
         let node = Node::start(spec, keypair(&mut self.rng)).await?;
         self.nodes.push(node);
         Ok(())
@@ -234,7 +245,7 @@ impl World {
             )
         };
         let prefixes = plan.routes.iter().map(|r| r.prefix.clone()).collect();
-        let spec = self.server_spec(Some(plan));
+        let spec = self.server_spec(Some(plan)).await;
         let keypair = keypair(&mut self.rng);
         let provider = interlink_node::identity::secret_key(&keypair)
             .map(|k| k.provider_id())
