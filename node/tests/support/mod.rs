@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod node_process;
+pub mod sipp;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
