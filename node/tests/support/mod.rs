@@ -1,6 +1,7 @@
 //! Helpers shared by the node's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod http;
 pub mod node_process;
 pub mod sipp;
 
