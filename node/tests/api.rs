@@ -10,6 +10,7 @@
 //! - failover from a busy gateway, then a hang-up while ringing that tries nobody else;
 //! - a page that went away and a browser that never reports media: both calls end;
 //! - `wait_for_answer` and the limit on calls at once;
+//! - stopping the API hangs up the calls in progress, receipts and all;
 //! - a node whose idle connections all closed still finds gateways.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -546,6 +547,48 @@ fn wait_for_answer_returns_the_sdp_answer_and_calls_are_limited() {
         first.close().await;
         second.close().await;
     });
+}
+
+#[test]
+fn stopping_the_api_hangs_up_its_calls_on_every_leg() {
+    let mut world = World::start(
+        vec![echo("Echo", 1, ringing(50, Answering::Answer))],
+        |_| {},
+    );
+    let api = world.api.clone();
+    let (mut tone, sdp) = world.offer();
+    let created = api
+        .post(
+            "/api/calls",
+            &json!({"destination": BOB, "sdp_offer": sdp, "wait_for_answer": true}),
+        )
+        .json();
+    let answer = created["sdp_answer"].as_str().unwrap().to_owned();
+    world.runtime.block_on(async {
+        tone.accept_answer(&answer).await.unwrap();
+        tone.wait_first_packet(DEADLINE).await.unwrap();
+    });
+    let server = world.server.take().unwrap();
+    let gateway_receipts = world.runtime.block_on(async {
+        server.shutdown().await;
+        // The gateway stores its receipt once the caller's countersignature is in.
+        let gateway = &world.network.as_ref().unwrap().gateways[0];
+        support::wait_for("the gateway's receipt", DEADLINE, || async {
+            let receipts = gateway.store().receipts().await.unwrap();
+            (!receipts.is_empty()).then_some(receipts)
+        })
+        .await
+    });
+    // A clean hang-up: the gateway settled the call.
+    assert_eq!(gateway_receipts.len(), 1, "{gateway_receipts:?}");
+    assert_eq!(gateway_receipts[0].status, "settled");
+    let caller_receipts = world
+        .runtime
+        .block_on(world.caller.as_ref().unwrap().store().receipts())
+        .unwrap();
+    assert_eq!(caller_receipts.len(), 1);
+    assert_eq!(caller_receipts[0].call_id, gateway_receipts[0].call_id);
+    world.runtime.block_on(tone.close());
 }
 
 #[test]

@@ -340,11 +340,12 @@ fn alice_calls_bob_from_the_page_through_echo_and_sip_gateways() {
             "screenshot {name}"
         );
     }
-    eprintln!(
-        "click → connected (first audio back): echo {} ms, SIP {} ms",
-        seen["echo"]["during"]["click_to_connected_ms"],
-        seen["sip"]["during"]["click_to_connected_ms"]
-    );
+    for call in ["echo", "sip"] {
+        eprintln!(
+            "{call} call: click → 'Connected' {} ms; ms from the click to each step: {}",
+            seen[call]["during"]["click_to_connected_ms"], seen[call]["during"]["media"]["marks"]
+        );
+    }
 }
 
 /// The page after a hang-up: the call ended by the caller, the receipt settled for

@@ -214,6 +214,10 @@ function logLine(text) {
   ui.callLog.append(element('li', { text: `${text}${elapsed}` }));
 }
 
+function mark(current, step) {
+  current.marks[step] ??= Math.round(performance.now() - current.startedAt);
+}
+
 function setState(text) {
   ui.callState.value = text;
 }
@@ -241,6 +245,8 @@ async function startCall() {
   call = {
     id: null, pc: null, stream: null, events: null, tariff: null, answeredAt: null,
     startedAt: performance.now(), hangUpAsked: false, mediaReported: false, ended: false,
+    // Milliseconds from the click to each step, for diagnostics.
+    marks: {},
     stats: { packetsReceived: 0, packetsSent: 0, totalAudioEnergy: 0, audioLevel: 0 },
     ticker: null,
   };
@@ -261,6 +267,7 @@ async function startCall() {
   const current = call;
   try {
     current.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+    mark(current, 'microphone');
     const pc = new RTCPeerConnection();
     current.pc = pc;
     for (const track of current.stream.getTracks()) pc.addTrack(track, current.stream);
@@ -269,16 +276,19 @@ async function startCall() {
       ui.audio.play().catch(() => {});
     });
     pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState === 'connected') mark(current, 'connected');
       if (pc.connectionState === 'failed' && !current.ended) logLine('The audio connection failed');
     });
     await pc.setLocalDescription(await pc.createOffer());
     await waitGathered(pc, 3000);
+    mark(current, 'offer');
     if (current.hangUpAsked) throw new ApiError('cancelled', 'You hung up.');
     setState('Calling');
     const created = await api('POST', '/api/calls', {
       destination, gateway, policy: ui.policy.value, sdp_offer: pc.localDescription.sdp,
     });
     current.id = created.call_id;
+    mark(current, 'posted');
     ui.call.dataset.callId = created.call_id;
     follow(current, created.events);
     if (current.hangUpAsked) hangUp();
@@ -307,9 +317,10 @@ function follow(current, url) {
   on('ringing', (e) => { setState('Ringing'); logLine(`Ringing via ${e.gateway}`); });
   on('answered', async (e) => {
     current.answeredAt = performance.now();
+    mark(current, 'answered');
     setState('Answered: connecting the audio');
     logLine(e.answered_by ? `Answered by ${e.answered_by}` : `Answered via ${e.gateway}`);
-    current.ticker = setInterval(() => tick(current), 250);
+    current.ticker = setInterval(() => tick(current), 100);
     try {
       await current.pc.setRemoteDescription({ type: 'answer', sdp: e.sdp_answer });
     } catch (error) {
@@ -317,7 +328,11 @@ function follow(current, url) {
       hangUp();
     }
   });
-  on('media', () => { setState('Connected'); logLine('Audio is flowing'); });
+  on('media', () => {
+    mark(current, 'media_event');
+    setState('Connected');
+    logLine('Audio is flowing');
+  });
   on('failed_over', (e) => logLine(`${e.gateway} failed (${e.reason}); trying the next service`));
   on('repriced', (e) => logLine(`${e.gateway} now charges ${e.per_minute}/min, within your limit`));
   on('hanging_up', () => setState('Hanging up'));
@@ -379,6 +394,7 @@ async function readStats(current) {
   ui.callMedia.value = `${s.packetsReceived} packets in, ${s.packetsSent} out`;
   if (s.packetsReceived > 0 && !current.mediaReported && current.id) {
     current.mediaReported = true;
+    mark(current, 'first_audio');
     api('POST', `/api/calls/${current.id}/media`).catch(() => {});
   }
 }
@@ -436,6 +452,7 @@ window.interlink = {
       state: ui.callState.value,
       timer: ui.callTimer.value,
       cost: ui.callCost.value,
+      marks: call.marks,
       ...call.stats,
     };
   },
