@@ -14,11 +14,9 @@ rustup component list --installed 2>/dev/null | grep -qE '^(rustfmt|clippy)' || 
 
 say "Test tools"
 # The SIP bridge's tests (node/tests/sip.rs) play the callee's network with sipp, which
-# Debian ships as the package sip-tester. Installed only if `sipp` is not on PATH, with
-# sudo unless already root.
-# The browser tests (node/tests/browser.rs) drive Debian's chromium with playwright-core
-# from npm, which needs Node.js. Each Debian package is installed only if missing, with
-# sudo unless already root.
+# Debian ships as the package sip-tester. The browser tests (node/tests/browser.rs) drive
+# Debian's chromium with playwright-core from npm, which needs Node.js 20 or newer. Each
+# Debian package is installed only if missing, with sudo unless already root.
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
@@ -33,6 +31,11 @@ fi
 echo "sipp: $(command -v sipp)"
 echo "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n 1)"
 echo "node: $(node --version)"
+node_major="$(node --version | sed -E 's/^v([0-9]+).*/\1/')"
+if [ "$node_major" -lt 20 ]; then
+    echo "playwright-core needs Node.js 20 or newer; this is $(node --version)" >&2
+    exit 1
+fi
 # playwright-core at the version of the committed lock file; it downloads no browser.
 (cd node/tests/browser && npm ci --no-audit --no-fund)
 
