@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use interlink_gateway_plugin::echo::{EchoConfig, EchoGateway};
 use interlink_gateway_plugin::sip::{SipConfig, SipGateway};
@@ -57,6 +57,7 @@ pub struct Config {
     pub caller: CallerSection,
     pub media: MediaSection,
     pub calls: CallsSection,
+    pub api: ApiSection,
     /// Present on a gateway node: what it sells and at which prices.
     pub gateway: Option<GatewaySection>,
 }
@@ -347,6 +348,50 @@ impl CallsSection {
 }
 
 /// The back-end a gateway runs.
+/// `[api]`: the node's own HTTP API and web page, for its user's calls.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Serve them at all.
+    pub enabled: bool,
+    /// Where: a loopback address, as they have no authentication of their own.
+    pub listen: SocketAddr,
+    /// Calls placed through the API at once.
+    pub max_calls: usize,
+    /// Hang up a call whose page has closed every event stream for this long (0: never).
+    pub orphan_call_secs: u64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            enabled: true,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7080),
+            max_calls: 8,
+            orphan_call_secs: 30,
+        }
+    }
+}
+
+impl ApiSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() {
+            return Err(invalid(
+                "api.listen",
+                format!(
+                    "{} is not a loopback address: the API places paid calls and has no \
+                     authentication, so it listens on 127.0.0.1 or [::1] only",
+                    self.listen
+                ),
+            ));
+        }
+        if self.max_calls == 0 {
+            return Err(invalid("api.max_calls", "must be greater than zero"));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BackendSpec {
@@ -435,6 +480,7 @@ impl Config {
         }
         self.dht.validate()?;
         self.calls.validate()?;
+        self.api.validate()?;
         self.caller_policy()?;
         if self.gateway.is_some() {
             self.gateway_plan()?;
@@ -697,6 +743,14 @@ data_dir = "."
 # receipt_secs = 5               # end of the call to the receipt
 # setup_deadline_secs = 90       # finding a gateway that answers, failovers included
 
+[api]
+# The web page and JSON API for this node's own calls: open http://127.0.0.1:7080/
+# in a browser. Loopback only, as they have no authentication.
+# enabled = true
+# listen = "127.0.0.1:7080"
+# max_calls = 8                  # calls through the API at once
+# orphan_call_secs = 30          # hang up a call whose page has gone (0: never)
+
 # Uncomment to sell a gateway service from this node.
 # [gateway]
 # name = "Inter"
@@ -766,6 +820,8 @@ mod tests {
         assert!(config.gateway.is_none());
         assert_eq!(config.dht, DhtSection::default());
         assert_eq!(config.network.listen.len(), 2);
+        assert_eq!(config.api, ApiSection::default());
+        assert_eq!(config.api.listen.to_string(), "127.0.0.1:7080");
     }
 
     #[test]
@@ -838,6 +894,11 @@ mod tests {
             error_field("[network]\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]"),
             "network.bootstrap[0]"
         );
+        assert_eq!(
+            error_field("[api]\nlisten = \"0.0.0.0:7080\""),
+            "api.listen"
+        );
+        assert_eq!(error_field("[api]\nmax_calls = 0"), "api.max_calls");
     }
 
     #[test]

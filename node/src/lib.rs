@@ -14,7 +14,9 @@
 //! - [`node`]: a running node: network, membership, publisher.
 //! - [`local_network`]: many nodes in one process on loopback (demo, tests, benchmarks).
 //! - [`listing`]: the ranked gateways as a table or JSON.
+//! - [`api`]: the HTTP API and web page on loopback, from which the node's user calls.
 
+pub mod api;
 pub mod calls;
 pub mod clock;
 pub mod config;

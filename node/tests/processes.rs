@@ -1,6 +1,6 @@
 //! The built `interlink` binary, as operators and scripts run it: `init`, `node` processes
 //! started from config files on loopback, `gateways --json`, clean shutdown on SIGTERM,
-//! the exit statuses, and `demo`.
+//! the exit statuses, the web page's address and its checks, and `demo` (with `--serve`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::http::Api;
 use support::node_process::NodeProcess;
 
 mod support;
@@ -252,6 +253,119 @@ fn a_bad_config_names_the_field() {
 }
 
 #[test]
+fn the_page_listens_where_it_is_told_and_only_on_loopback() {
+    let root = tempfile::tempdir().unwrap();
+    let config = init_node(&root.path().join("a"), &network_section(None));
+    let first = NodeProcess::start("first", &config);
+    let url = first.api_url();
+    let api = Api::new(&url);
+    let node = api.get("/api/node");
+    assert_eq!(node.status, 200);
+    let page = api.get("/");
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(String::from_utf8_lossy(&page.body).contains("Number to call"));
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|p| p.starts_with("default-src 'self'"))
+    );
+
+    // A second node on the same address stops at start and says what to change.
+    let taken = api.address.to_string();
+    let config = init_node(&root.path().join("b"), &network_section(None));
+    let second = NodeProcess::start_with("second", &config, &["--api-listen", &taken]);
+    let (status, messages) = second.wait_exit();
+    assert!(!status.success());
+    let said = messages.join("\n");
+    assert!(
+        said.contains(&format!("cannot serve the web page and API on {taken}"))
+            && said.contains("api.listen"),
+        "{said}"
+    );
+
+    // Anything but loopback is refused: the API has no authentication.
+    let third = NodeProcess::start_with("third", &config, &["--api-listen", "0.0.0.0:0"]);
+    let (status, messages) = third.wait_exit();
+    assert!(!status.success());
+    let said = messages.join("\n");
+    assert!(said.contains("invalid `api.listen`"), "{said}");
+
+    // And --no-api serves nothing: the node runs without the line.
+    let quiet = NodeProcess::start_with("quiet", &config, &["--no-api"]);
+    let said = quiet.messages_until("DHT node running");
+    assert!(
+        !said.iter().any(|m| m.starts_with("web page and API at")),
+        "{said:?}"
+    );
+    drop(first);
+}
+
+#[test]
+fn the_demo_serves_alices_page_until_told_to_stop() {
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = demo.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Duration::from_secs(30);
+    let next = || {
+        lines
+            .recv_timeout(deadline)
+            .expect("the demo keeps talking")
+    };
+    let url = loop {
+        let line = next();
+        if let Some(rest) = line.strip_prefix("Alice's web page: ") {
+            break rest.split(' ').next().unwrap().to_owned();
+        }
+    };
+    while !next().starts_with("The network keeps running.") {}
+
+    // The scripted call is over; the page and its API still answer.
+    let api = Api::new(&url);
+    let listed = api.get("/api/gateways?destination=%2B447700900123");
+    assert_eq!(listed.status, 200, "{}", listed.json());
+    let mut names: Vec<String> = listed.json()["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Budget Voice", "Inter Telecom", "Premium Connect"]);
+    assert_eq!(api.get("/").status, 200);
+
+    let pid = demo.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let give_up = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = demo.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < give_up, "the demo did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    // The reader ends with the demo's stdout.
+    let rest: Vec<String> = std::iter::from_fn(|| lines.recv_timeout(deadline).ok()).collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.starts_with("Gateways withdrew their offers")),
+        "{rest:?}"
+    );
+}
+
+#[test]
 fn the_demo_shows_the_ranked_gateways_and_exits_cleanly_within_30_seconds() {
     let started = Instant::now();
     let output = interlink(&["demo"]);
@@ -272,6 +386,7 @@ fn the_demo_shows_the_ranked_gateways_and_exits_cleanly_within_30_seconds() {
         .expect("a recommendation");
     assert!(recommended.starts_with("1. Inter Telecom"), "{recommended}");
     for line in [
+        "Alice's web page: http://127.0.0.1:",
         "2. Budget Voice",
         "3. Premium Connect",
         "Left out: London Local: no route covers the destination",

@@ -96,7 +96,16 @@ pub fn start_gateway(
     .unwrap();
     let mut command = Command::new("taskset");
     command
-        .args(["-c", "0", BIN, "--log-format", "json", "node", "--config"])
+        .args([
+            "-c",
+            "0",
+            BIN,
+            "--log-format",
+            "json",
+            "node",
+            "--no-api",
+            "--config",
+        ])
         .arg(&config);
     if let Some(filter) = log {
         command.env("RUST_LOG", filter);

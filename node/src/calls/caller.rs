@@ -7,6 +7,12 @@
 //! caller's price limit. Once answered, the node's own WebRTC endpoint sends a tone, the
 //! call is held for the requested time and hung up, and the gateway's receipt is checked,
 //! countersigned and stored. Every attempt goes into the history that ranks the next call.
+//!
+//! The caller's end of the media is either the node's own ([`CallerMedia::Tone`], for the
+//! command line, the demo and benchmarks) or an endpoint elsewhere that made its own SDP
+//! offer, a browser behind the node's HTTP API ([`CallerMedia::External`]): the offer is
+//! carried in the invite, the gateway's answer goes back to it through
+//! [`Progress::Answered`], and it says when its media started and when its user hangs up.
 
 use std::time::{Duration, Instant};
 
@@ -20,12 +26,13 @@ use interlink_protocol::ranking::{self, Policy};
 use interlink_protocol::{E164, SecretKey, ServiceKind, SignedOffer};
 use libp2p::PeerId;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::calls::media::{MediaReport, ToneCall};
 use crate::calls::wire::{self, CALL_PROTOCOL};
 use crate::calls::{instant_of, sleep_until};
 use crate::clock;
-use crate::discovery::{self, DiscoveryError, Query};
+use crate::discovery::{self, Discovery, DiscoveryError, Query};
 use crate::identity;
 use crate::network::Client;
 use crate::store::{ReceiptStatus, Role, Store, StoreError};
@@ -80,6 +87,44 @@ impl CallOptions {
     }
 }
 
+/// The caller's end of a call's media.
+#[derive(Debug)]
+pub enum CallerMedia {
+    /// The node's own WebRTC endpoint: it sends a tone, checks its echo and hangs up after
+    /// [`CallOptions::hold_for`].
+    Tone,
+    /// An endpoint elsewhere (a browser) that made the SDP offer and plays the media.
+    External(ExternalMedia),
+}
+
+/// An endpoint elsewhere: its SDP offer, and how it tells the call what happens to it.
+#[derive(Debug)]
+pub struct ExternalMedia {
+    /// The endpoint's SDP offer, sent to each gateway tried (only one answer is applied).
+    pub sdp_offer: String,
+    /// Turns true when the endpoint has received its first media packet.
+    pub media_started: watch::Receiver<bool>,
+    /// Turns true when its user hangs up; dropping the sender hangs up as well.
+    pub hang_up: watch::Receiver<bool>,
+}
+
+impl ExternalMedia {
+    /// Whether its user has hung up (or whoever held the sender is gone).
+    fn hung_up(&self) -> bool {
+        *self.hang_up.borrow() || self.hang_up.has_changed().is_err()
+    }
+}
+
+/// Waits until the endpoint's `signal` turns true or its sender is dropped.
+async fn turned_on(signal: Option<&mut watch::Receiver<bool>>) {
+    match signal {
+        Some(signal) => {
+            let _ = signal.wait_for(|on| *on).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// What a call is doing, as it happens.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -89,9 +134,11 @@ pub enum Progress {
         candidates: usize,
         lookup: Duration,
     },
-    /// Inviting a gateway.
+    /// Inviting a gateway at this tariff.
     Inviting {
         gateway: String,
+        peer_id: String,
+        tariff: Tariff,
     },
     Trying {
         gateway: String,
@@ -104,6 +151,8 @@ pub enum Progress {
         after: Duration,
         /// Who answered, if the gateway said (printable characters only).
         answered_by: Option<String>,
+        /// The gateway's SDP answer: an external endpoint applies it.
+        sdp_answer: String,
     },
     MediaStarted {
         after: Duration,
@@ -178,6 +227,8 @@ pub enum CallError {
     ViaNotFound(PeerId),
     #[error("no gateway answered ({}): {}", attempts.len(), summary(attempts))]
     NoAnswer { attempts: Vec<Attempt> },
+    #[error("the caller hung up before the call was answered")]
+    Cancelled { attempts: Vec<Attempt> },
     #[error("the caller's media: {0}")]
     Media(#[from] MediaError),
     #[error("cannot sign the invite: {0}")]
@@ -232,6 +283,17 @@ pub async fn plan_call(
         measure_rtt: true,
     };
     let found = discovery::discover(&context.client, &query).await?;
+    plan_found(context, options, &found, started).await
+}
+
+/// Ranks what discovery `found` (started at `started`) into a plan, with the caller's own
+/// history.
+pub async fn plan_found(
+    context: &CallerContext,
+    options: &CallOptions,
+    found: &Discovery,
+    started: Instant,
+) -> Result<CallPlan, CallError> {
     let history = context.store.history().await.unwrap_or_default();
     let ranking = ranking::rank(
         &found.offers,
@@ -285,12 +347,33 @@ pub async fn place_call(
 }
 
 /// Tries the plan's gateways in order until one answers, within the setup deadline counted
-/// from `started` (when the user asked for the call).
+/// from `started` (when the user asked for the call), with the node's own media.
 pub async fn run_call(
     context: &CallerContext,
     options: &CallOptions,
     plan: &CallPlan,
     started: Instant,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<CallReport, CallError> {
+    run_call_with(
+        context,
+        options,
+        plan,
+        started,
+        &mut CallerMedia::Tone,
+        progress,
+    )
+    .await
+}
+
+/// [`run_call`] with the caller's end of the media given: an external endpoint's call is
+/// held until it hangs up, and one that hangs up before the answer fails over to nobody.
+pub async fn run_call_with(
+    context: &CallerContext,
+    options: &CallOptions,
+    plan: &CallPlan,
+    started: Instant,
+    media: &mut CallerMedia,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<CallReport, CallError> {
     let deadline = started + options.setup_deadline;
@@ -314,9 +397,11 @@ pub async fn run_call(
             }
             progress(Progress::Inviting {
                 gateway: name.clone(),
+                peer_id: peer_id.clone(),
+                tariff,
             });
             let outcome = attempt(
-                context, options, candidate, tariff, started, deadline, progress,
+                context, options, candidate, tariff, started, deadline, media, progress,
             )
             .await?;
             let (call_id, failure) = match outcome {
@@ -328,6 +413,17 @@ pub async fn run_call(
                 }
                 Attempted::Failed { call_id, failure } => (call_id, failure),
             };
+            if let CallerMedia::External(external) = media
+                && external.hung_up()
+            {
+                // The user's choice, not the gateway's failure: kept out of the history.
+                attempts.push(Attempt {
+                    gateway: name.clone(),
+                    peer_id: peer_id.clone(),
+                    outcome: "cancelled by the caller".into(),
+                });
+                return Err(CallError::Cancelled { attempts });
+            }
             let reason = describe(&failure);
             let _ = context
                 .store
@@ -401,6 +497,7 @@ enum Attempted {
 }
 
 /// Invites one gateway and, if it answers, holds the call until it ends.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     context: &CallerContext,
     options: &CallOptions,
@@ -408,6 +505,7 @@ async fn attempt(
     tariff: Tariff,
     started: Instant,
     deadline: Instant,
+    media: &mut CallerMedia,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Attempted, CallError> {
     let call_id = CallId::from_bytes(rand::random());
@@ -446,7 +544,18 @@ async fn attempt(
         }
     };
 
-    let (mut tone, sdp_offer) = ToneCall::offer(&context.media, options.tone_hz).await?;
+    let (mut tone, sdp_offer, mut external_started, mut external_hang_up) = match media {
+        CallerMedia::Tone => {
+            let (tone, sdp) = ToneCall::offer(&context.media, options.tone_hz).await?;
+            (Some(tone), sdp, None, None)
+        }
+        CallerMedia::External(external) => (
+            None,
+            external.sdp_offer.clone(),
+            Some(&mut external.media_started),
+            Some(&mut external.hang_up),
+        ),
+    };
     let invite = Invite {
         call_id,
         destination: options.destination.clone(),
@@ -490,12 +599,17 @@ async fn attempt(
                     // It is shown to people: no control characters from the network.
                     answered =
                         answered_by.map(|who| who.chars().filter(|c| !c.is_control()).collect());
+                    let accepted = match &mut tone {
+                        Some(tone) => tone.accept_answer(&sdp).await,
+                        None => Ok(()),
+                    };
                     progress(Progress::Answered {
                         gateway: name.clone(),
                         after: now - started,
                         answered_by: answered.clone(),
+                        sdp_answer: sdp,
                     });
-                    if let Err(e) = tone.accept_answer(&sdp).await {
+                    if let Err(e) = accepted {
                         tracing::warn!(error = %e, "the gateway's SDP answer is unusable; hanging up");
                         call.hang_up(clock::now());
                     }
@@ -514,8 +628,11 @@ async fn attempt(
             break outcome;
         }
         let call_deadline = call.poll_timeout().map(instant_of);
-        let hang_up_at =
-            answered_at.map(|at| tokio::time::Instant::from_std(at + options.hold_for));
+        // The node's own media hangs up after the hold time; an external endpoint's user
+        // hangs up when they please, or gives up before the answer.
+        let hang_up_at = answered_at
+            .filter(|_| tone.is_some())
+            .map(|at| tokio::time::Instant::from_std(at + options.hold_for));
         let give_up_at = answered_at
             .is_none()
             .then(|| tokio::time::Instant::from_std(deadline));
@@ -529,8 +646,8 @@ async fn attempt(
                 }
                 None => call.connection_lost(clock::now()),
             },
-            first = tone.wait_first_packet(options.timers.media), if waiting_for_media => {
-                if first.is_ok() {
+            first = first_media(tone.as_ref(), external_started.as_deref_mut(), options.timers.media), if waiting_for_media => {
+                if first {
                     let now = Instant::now();
                     first_media_at = Some(now);
                     progress(Progress::MediaStarted { after: now - started });
@@ -542,11 +659,19 @@ async fn attempt(
                 progress(Progress::HangingUp);
                 call.hang_up(clock::now());
             }
+            () = turned_on(external_hang_up.as_deref_mut()), if !matches!(call.state(), CallerState::Ending | CallerState::Done) => {
+                progress(Progress::HangingUp);
+                call.hang_up(clock::now());
+            }
             () = sleep_until(give_up_at) => call.hang_up(clock::now()),
         }
     };
     writer.close().await;
-    let media = tone.close().await;
+    let media = match tone {
+        Some(tone) => tone.close().await,
+        // The node does not see an external endpoint's media.
+        None => MediaReport::default(),
+    };
     match result {
         Err(failure) => failed(failure),
         Ok(end) => Ok(Attempted::Answered(Box::new(Answered {
@@ -558,6 +683,27 @@ async fn attempt(
             answered_by: answered,
             first_media_at,
         }))),
+    }
+}
+
+/// Whether the first media packet arrived: at the node's own endpoint within `deadline`, or
+/// as an external endpoint reports (the call's own media deadline bounds that wait).
+async fn first_media(
+    tone: Option<&ToneCall>,
+    external: Option<&mut watch::Receiver<bool>>,
+    deadline: Duration,
+) -> bool {
+    match (tone, external) {
+        (Some(tone), _) => tone.wait_first_packet(deadline).await.is_ok(),
+        (None, Some(started)) => {
+            if started.wait_for(|on| *on).await.is_ok() {
+                true
+            } else {
+                // Nobody left to report it: the media deadline decides.
+                std::future::pending().await
+            }
+        }
+        (None, None) => std::future::pending().await,
     }
 }
 

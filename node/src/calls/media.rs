@@ -36,8 +36,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Peak of the test tone, about 12 dB below full scale.
 const TONE_AMPLITUDE: i16 = 8000;
 
-/// What a call's media did, for the caller's report.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// What a call's media did, for the caller's report (all zero when the media was not the
+/// node's own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct MediaReport {
     pub packets_sent: u64,
     pub packets_received: u64,

@@ -114,7 +114,7 @@ pub(crate) fn progress_line(started: Instant, progress: &Progress) -> Option<Str
         Progress::Found { candidates, lookup } => {
             format!("found {candidates} gateway(s) in {} ms", lookup.as_millis())
         }
-        Progress::Inviting { gateway } => format!("inviting {gateway}"),
+        Progress::Inviting { gateway, .. } => format!("inviting {gateway}"),
         Progress::Trying { gateway } => format!("trying via {gateway}"),
         Progress::Ringing { gateway } => format!("ringing via {gateway}"),
         Progress::Answered {

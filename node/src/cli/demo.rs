@@ -7,18 +7,38 @@
 //! with the reason, or never found because they serve another country. Then Alice calls
 //! through the recommended gateway: real WebRTC media to its echo back-end, a hang-up
 //! after a few seconds, and the receipt both sides signed.
+//!
+//! Alice's node serves her web page meanwhile, and prints its address. With `--serve` the
+//! network stays up after the scripted call, until Ctrl-C, so that a person can call from
+//! a browser.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use interlink_node::api::{ApiServer, ApiSettings};
 use interlink_node::calls::caller::{self, CallOptions, Progress};
 use interlink_node::config::{DhtSection, GatewayPlan};
 use interlink_node::discovery::{self, Discovery, Query};
 use interlink_node::listing;
 use interlink_node::local_network::LocalNetwork;
+use interlink_protocol::call::Timers;
 use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
 use interlink_protocol::ranking::{self, History, Policy};
 use interlink_protocol::{Currency, E164, Prefix, ServiceKind};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Keep the network and Alice's web page running after the scripted call, until
+    /// Ctrl-C or SIGTERM, to call from a browser.
+    #[arg(long)]
+    serve: bool,
+    /// Where Alice's node serves the web page and API (a loopback address; port 0: any
+    /// free port).
+    #[arg(long, value_name = "ADDR", default_value_t = SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))]
+    api_listen: SocketAddr,
+}
 
 /// Bob's number: a UK mobile in Ofcom's range for drama.
 const BOB: &str = "+44 7700 900123";
@@ -113,7 +133,7 @@ fn plan(gateway: &DemoGateway) -> anyhow::Result<GatewayPlan> {
     })
 }
 
-pub(crate) async fn run() -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let plans = GATEWAYS
         .iter()
@@ -157,6 +177,27 @@ pub(crate) async fn run() -> anyhow::Result<()> {
     );
 
     let caller = network.caller().await.context("Alice's node cannot join")?;
+    let page = ApiServer::start(
+        ApiSettings {
+            listen: args.api_listen,
+            max_calls: 8,
+            orphan_call_after: Some(Duration::from_secs(30)),
+            policy: Policy::default(),
+            kinds: ServiceKind::WEBRTC_TO_NUMBERS.to_vec(),
+            timers: Timers::default(),
+            setup_deadline: Duration::from_secs(30),
+            bootstrap: vec![network.bootstrap_addr.clone()],
+        },
+        caller.caller(),
+    )
+    .await
+    .context("Alice's web page")?;
+    let while_it_runs = if args.serve {
+        "it stays up after the call below"
+    } else {
+        "while the demo runs; `interlink demo --serve` keeps it up"
+    };
+    println!("Alice's web page: {} ({while_it_runs}).\n", page.url());
     let bob = E164::parse(BOB)?;
     let expected = GATEWAYS
         .iter()
@@ -226,6 +267,21 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         .context("Alice's call failed")?;
     super::call::print_report(&report);
 
+    if args.serve {
+        println!(
+            "\nThe network keeps running. Open {} in Chromium or Chrome, call {BOB} \
+             (or +1 202 555 0100, which no service covers), and talk to the echo. \
+             Ctrl-C stops everything.",
+            page.url()
+        );
+        let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        println!("Stopping: calls from the page hang up, gateways withdraw their offers.");
+    }
+    page.shutdown().await;
     caller.shutdown().await?;
     network
         .shutdown()

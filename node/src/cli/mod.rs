@@ -33,6 +33,7 @@ Exit status: 0 success; 1 error; 2 bad arguments; 3 invalid destination;
 
 Quick start:
   interlink demo                                   a whole network on 127.0.0.1
+  interlink demo --serve                           the same, kept up to call from a browser
   interlink init --dir ./node                      identity key and config.toml
   interlink node --config ./node/config.toml       run the node
   interlink gateways +447700900123 --bootstrap /ip4/…/tcp/4001/p2p/12D3…
@@ -69,8 +70,9 @@ enum Command {
     Call(call::Args),
     /// List the signed receipts of this node's calls, or export them (--json, --csv).
     Receipts(receipts::Args),
-    /// Start a small network on 127.0.0.1 and show what a caller sees for a UK number.
-    Demo,
+    /// Start a small network on 127.0.0.1 and show what a caller sees for a UK number;
+    /// Alice's web page is served meanwhile (--serve keeps it up).
+    Demo(demo::Args),
 }
 
 /// A command's failure: the message for stderr and the exit status.
@@ -119,9 +121,9 @@ pub(crate) async fn run(args: Cli) -> Result<(), Failure> {
             logging::init(args.log_format, &level("warn"));
             receipts::run(receipts).await.map_err(Failure::from)
         }
-        Command::Demo => {
+        Command::Demo(demo) => {
             logging::init(args.log_format, &level("warn"));
-            demo::run().await.map_err(Failure::from)
+            demo::run(demo).await.map_err(Failure::from)
         }
     }
 }

@@ -1,9 +1,11 @@
 //! `interlink node`: run until SIGINT or SIGTERM, then withdraw and stop.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use interlink_node::api::{ApiServer, ApiSettings};
 use interlink_node::config::Config;
 use interlink_node::identity;
 use interlink_node::node::{Node, NodeSpec};
@@ -25,6 +27,13 @@ pub(crate) struct Args {
     /// Join through this peer as well as the configured ones (repeatable; ends in /p2p/ID).
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
+    /// Serve the web page and HTTP API on this loopback address instead of api.listen
+    /// (port 0: any free port).
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_api")]
+    api_listen: Option<SocketAddr>,
+    /// Serve no web page or HTTP API.
+    #[arg(long)]
+    no_api: bool,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
@@ -34,7 +43,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         config.network.listen = args.listen;
     }
     config.network.bootstrap.extend(args.bootstrap);
+    if let Some(address) = args.api_listen {
+        config.api.listen = address;
+        config.api.enabled = true;
+    }
+    if args.no_api {
+        config.api.enabled = false;
+    }
     config.validate()?;
+    let api_settings = ApiSettings::from_config(&config)?;
     let keypair = identity::load(&config.node.data_dir)?;
     let spec = NodeSpec::from_config(&config)?;
     let role = if spec.gateway.is_some() {
@@ -45,6 +62,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let node = Node::start(spec, keypair)
         .await
         .context("cannot start the node")?;
+    let api = if config.api.enabled {
+        match ApiServer::start(api_settings, node.caller()).await {
+            Ok(api) => Some(api),
+            Err(e) => {
+                let _ = node.shutdown().await;
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(api) = &api {
+        let url = api.url();
+        tracing::info!(url = %url, "web page and API at {url}");
+    }
     tracing::info!(peer_id = %node.peer_id(), config = %path.display(), "{role} running; stop with Ctrl-C or SIGTERM");
 
     let mut node = node;
@@ -57,6 +89,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             tracing::error!(%reason, "stopping");
             anyhow::bail!("{reason}");
         }
+    }
+    if let Some(api) = api {
+        // Calls placed from the page end on every leg, with receipts, before the node goes.
+        api.shutdown().await;
     }
     match tokio::time::timeout(SHUTDOWN_DEADLINE, node.shutdown()).await {
         Ok(Ok(())) => tracing::info!("stopped cleanly"),

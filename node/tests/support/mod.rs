@@ -1,7 +1,9 @@
 //! Helpers shared by the node's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod http;
 pub mod node_process;
+pub mod sipp;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -1,4 +1,7 @@
 //! `interlink node` as a child process, for the tests that run the built binary.
+//!
+//! Each serves its web page and API on a free loopback port (`--api-listen 127.0.0.1:0`),
+//! so that many run side by side; [`NodeProcess::api_url`] says where.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -21,9 +24,15 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub fn start(name: &str, config: &Path) -> NodeProcess {
+        NodeProcess::start_with(name, config, &["--api-listen", "127.0.0.1:0"])
+    }
+
+    /// `interlink node --config CONFIG` with `args` after it.
+    pub fn start_with(name: &str, config: &Path, args: &[&str]) -> NodeProcess {
         let mut child = Command::new(BIN)
             .args(["--log-format", "json", "node", "--config"])
             .arg(config)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -32,9 +41,11 @@ impl NodeProcess {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(value);
-                }
+                // A line that is not JSON (the error a failed start prints) comes as its
+                // message.
+                let value = serde_json::from_str::<Value>(&line)
+                    .unwrap_or_else(|_| serde_json::json!({ "message": line, "raw": true }));
+                let _ = tx.send(value);
             }
         });
         NodeProcess {
@@ -63,6 +74,52 @@ impl NodeProcess {
                     self.name
                 ),
             }
+        }
+    }
+
+    /// The messages of every log line up to and including the first that starts with
+    /// `message`.
+    pub fn messages_until(&self, message: &str) -> Vec<String> {
+        let give_up = Instant::now() + DEADLINE;
+        let mut messages = Vec::new();
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            let line = self.log.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "{}: no log line \"{message}\" within {DEADLINE:?}",
+                    self.name
+                )
+            });
+            let text = line["message"].as_str().unwrap_or_default().to_owned();
+            let done = text.starts_with(message);
+            messages.push(text);
+            if done {
+                return messages;
+            }
+        }
+    }
+
+    /// Waits for the line that gives the address of the node's web page and API.
+    pub fn api_url(&self) -> String {
+        let line = self.wait_log("web page and API at");
+        line["url"].as_str().expect("the page's url").to_owned()
+    }
+
+    /// Waits for the process to exit by itself and returns its status and the messages
+    /// it logged meanwhile.
+    pub fn wait_exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let give_up = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // The reader ends when the process's stderr closes.
+                let mut messages = Vec::new();
+                while let Ok(line) = self.log.recv_timeout(DEADLINE) {
+                    messages.extend(line["message"].as_str().map(str::to_owned));
+                }
+                return (status, messages);
+            }
+            assert!(Instant::now() < give_up, "{} did not exit", self.name);
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

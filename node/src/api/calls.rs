@@ -1,0 +1,746 @@
+//! Calls placed through the API for a browser: one task per call drives
+//! [`caller::run_call_with`] with the browser's SDP offer as the caller's media.
+//!
+//! Each call has an entry: a snapshot ([`CallView`]) that `GET /api/calls/{id}` returns,
+//! the log of its events ([`CallEvent`]) that `GET /api/calls/{id}/events` replays and then
+//! streams, and the two signals the browser gives (its media started; its user hung up).
+//! An entry is active until its driver returns, receipt exchange included; then it moves to
+//! a short list of recent calls, so that a page that reconnects still learns how its call
+//! ended. A call whose page closed every event stream and did not come back within the
+//! orphan deadline is hung up: nobody would be there to press the button.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use interlink_protocol::offer::Tariff;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::calls::caller::{
+    self, Attempt, CallError, CallOptions, CallPlan, CallReport, CallerContext, CallerMedia,
+    ExternalMedia, Progress, ReceiptSummary,
+};
+use crate::clock;
+
+/// Ended calls kept for a late look at how they ended.
+const RECENT_CALLS: usize = 32;
+/// Events kept per call; a call has a handful, more only with many failovers.
+const MAX_EVENTS: usize = 256;
+/// Events queued for a slow event stream before it is cut (the browser reconnects and
+/// replays from its last event id).
+const LIVE_EVENTS: usize = 64;
+
+/// Where a call stands, as the page shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// An invite is on its way to a gateway.
+    Inviting,
+    Trying,
+    Ringing,
+    /// Answered; the browser's media is connecting.
+    Answered,
+    /// Media flows.
+    Active,
+    /// Hanging up, waiting for the receipt.
+    Ending,
+    Ended,
+}
+
+/// A gateway as the page names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GatewayRef {
+    pub name: String,
+    pub peer_id: String,
+}
+
+/// A tariff with everything a page needs to show it and count the running cost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TariffView {
+    pub currency: String,
+    /// Decimals of the currency's minor unit (2 for GBP).
+    pub exponent: u32,
+    pub per_minute: String,
+    pub per_minute_minor: u64,
+    pub setup_fee: String,
+    pub setup_fee_minor: u64,
+    pub billing_increment_secs: u32,
+}
+
+impl From<&Tariff> for TariffView {
+    fn from(tariff: &Tariff) -> TariffView {
+        TariffView {
+            currency: tariff.currency.to_string(),
+            exponent: tariff.currency.exponent().unwrap_or(2),
+            per_minute: tariff.per_minute_money().decimal(),
+            per_minute_minor: tariff.per_minute,
+            setup_fee: tariff.setup_fee_money().decimal(),
+            setup_fee_minor: tariff.setup_fee,
+            billing_increment_secs: tariff.billing_increment_secs,
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EndView {
+    /// Whether a gateway answered it.
+    pub answered: bool,
+    /// `hung_up` (answered and ended), `cancelled` (the caller gave up first),
+    /// `not_answered` (every gateway failed) or `failed` (something else).
+    pub outcome: &'static str,
+    /// Why, for people.
+    pub cause: String,
+    /// `caller` or `gateway`, for an answered call.
+    pub ended_by: Option<String>,
+    /// Answered time as the receipt bills it, in seconds.
+    pub billed_seconds: Option<u64>,
+    pub receipt: Option<ReceiptSummary>,
+}
+
+/// A call's snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CallView {
+    pub call_id: String,
+    pub destination: String,
+    pub state: CallState,
+    /// The gateway invited last (the one that answered, once answered).
+    pub gateway: Option<GatewayRef>,
+    pub tariff: Option<TariffView>,
+    /// The gateway's SDP answer, for the browser.
+    pub sdp_answer: Option<String>,
+    pub answered_by: Option<String>,
+    pub started_at_ms: u64,
+    pub answered_at_ms: Option<u64>,
+    /// Gateways tried before and why they failed.
+    pub failovers: Vec<Attempt>,
+    /// What the answered time so far costs, at the tariff, as the receipt would bill it.
+    pub cost_so_far: Option<String>,
+    pub ended: Option<EndView>,
+}
+
+/// What happened, in the order it happened.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    Inviting {
+        gateway: String,
+        peer_id: String,
+        tariff: TariffView,
+    },
+    Trying {
+        gateway: String,
+    },
+    Ringing {
+        gateway: String,
+    },
+    Answered {
+        gateway: String,
+        answered_by: Option<String>,
+        sdp_answer: String,
+    },
+    /// The browser reported its first media packet.
+    Media,
+    FailedOver {
+        gateway: String,
+        reason: String,
+    },
+    Repriced {
+        gateway: String,
+        per_minute: String,
+    },
+    HangingUp,
+    Ended(EndView),
+}
+
+impl EventKind {
+    /// The event's name on the event stream.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Inviting { .. } => "inviting",
+            EventKind::Trying { .. } => "trying",
+            EventKind::Ringing { .. } => "ringing",
+            EventKind::Answered { .. } => "answered",
+            EventKind::Media => "media",
+            EventKind::FailedOver { .. } => "failed_over",
+            EventKind::Repriced { .. } => "repriced",
+            EventKind::HangingUp => "hanging_up",
+            EventKind::Ended(_) => "ended",
+        }
+    }
+}
+
+/// One event of a call.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CallEvent {
+    /// 1, 2, …: the event stream's id, so that a browser that reconnects resumes after it.
+    pub seq: u64,
+    pub call_id: String,
+    /// Since the call was asked for.
+    pub elapsed_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// The events of one call so far, and the channel that carries new ones.
+#[derive(Debug)]
+struct EventLog {
+    events: Vec<CallEvent>,
+    live: broadcast::Sender<CallEvent>,
+}
+
+/// One call placed through the API.
+#[derive(Debug)]
+pub struct CallEntry {
+    id: String,
+    started: Instant,
+    view: watch::Sender<CallView>,
+    log: Mutex<EventLog>,
+    hang_up: watch::Sender<bool>,
+    media_started: watch::Sender<bool>,
+    /// Event streams open on this call.
+    streams: watch::Sender<usize>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl CallEntry {
+    /// The call's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The call's snapshot now, with the cost so far.
+    pub fn view(&self) -> CallView {
+        let mut view = self.view.borrow().clone();
+        if view.ended.is_none()
+            && let (Some(tariff), Some(answered)) = (&view.tariff, view.answered_at_ms)
+        {
+            let elapsed = Duration::from_millis(clock::unix_millis().saturating_sub(answered));
+            view.cost_so_far = running_cost(tariff, elapsed);
+        }
+        view
+    }
+
+    /// A receiver of the call's snapshots, to wait for a state.
+    pub fn watch(&self) -> watch::Receiver<CallView> {
+        self.view.subscribe()
+    }
+
+    /// Asks the call to hang up; it ends on every leg.
+    pub fn hang_up(&self) {
+        self.hang_up.send_replace(true);
+    }
+
+    /// The browser's first media packet arrived.
+    pub fn media_started(&self) {
+        self.media_started.send_replace(true);
+    }
+
+    /// Whether the call is over.
+    pub fn is_ended(&self) -> bool {
+        self.view.borrow().state == CallState::Ended
+    }
+
+    /// The events after `after` so far, and a receiver of the ones to come; the stream is
+    /// counted open until the returned guard is dropped.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        after: u64,
+    ) -> (Vec<CallEvent>, broadcast::Receiver<CallEvent>, StreamGuard) {
+        let log = self.log();
+        let backlog = log
+            .events
+            .iter()
+            .filter(|e| e.seq > after)
+            .cloned()
+            .collect();
+        // Taken under the same lock as the backlog: no event falls between the two.
+        let live = log.live.subscribe();
+        drop(log);
+        self.streams.send_modify(|n| *n += 1);
+        (
+            backlog,
+            live,
+            StreamGuard {
+                entry: Arc::clone(self),
+            },
+        )
+    }
+
+    fn log(&self) -> MutexGuard<'_, EventLog> {
+        // Appending an event leaves the log consistent at every step.
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, kind: EventKind) {
+        let mut log = self.log();
+        if log.events.len() >= MAX_EVENTS && !matches!(kind, EventKind::Ended(_)) {
+            return;
+        }
+        let event = CallEvent {
+            seq: log.events.len() as u64 + 1,
+            call_id: self.id.clone(),
+            elapsed_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            kind,
+        };
+        log.events.push(event.clone());
+        // Nobody listening is fine: the log keeps it.
+        let _ = log.live.send(event);
+    }
+
+    /// Turns the driver's progress into the snapshot and an event.
+    fn on_progress(&self, progress: Progress) {
+        let kind = match progress {
+            Progress::Inviting {
+                gateway,
+                peer_id,
+                tariff,
+            } => {
+                let tariff = TariffView::from(&tariff);
+                self.view.send_modify(|v| {
+                    v.state = CallState::Inviting;
+                    v.gateway = Some(GatewayRef {
+                        name: gateway.clone(),
+                        peer_id: peer_id.clone(),
+                    });
+                    v.tariff = Some(tariff.clone());
+                });
+                EventKind::Inviting {
+                    gateway,
+                    peer_id,
+                    tariff,
+                }
+            }
+            Progress::Trying { gateway } => {
+                self.set_state(CallState::Trying);
+                EventKind::Trying { gateway }
+            }
+            Progress::Ringing { gateway } => {
+                self.set_state(CallState::Ringing);
+                EventKind::Ringing { gateway }
+            }
+            Progress::Answered {
+                gateway,
+                answered_by,
+                sdp_answer,
+                ..
+            } => {
+                self.view.send_modify(|v| {
+                    v.state = CallState::Answered;
+                    v.answered_at_ms = Some(clock::unix_millis());
+                    v.sdp_answer = Some(sdp_answer.clone());
+                    v.answered_by = answered_by.clone();
+                });
+                EventKind::Answered {
+                    gateway,
+                    answered_by,
+                    sdp_answer,
+                }
+            }
+            Progress::MediaStarted { .. } => {
+                self.set_state(CallState::Active);
+                EventKind::Media
+            }
+            Progress::FailedOver { gateway, reason } => {
+                let peer_id = self
+                    .view
+                    .borrow()
+                    .gateway
+                    .as_ref()
+                    .map(|g| g.peer_id.clone())
+                    .unwrap_or_default();
+                self.view.send_modify(|v| {
+                    v.failovers.push(Attempt {
+                        gateway: gateway.clone(),
+                        peer_id,
+                        outcome: reason.clone(),
+                    });
+                });
+                EventKind::FailedOver { gateway, reason }
+            }
+            Progress::Repricing {
+                gateway,
+                per_minute,
+            } => EventKind::Repriced {
+                gateway,
+                per_minute,
+            },
+            Progress::HangingUp => {
+                self.set_state(CallState::Ending);
+                EventKind::HangingUp
+            }
+            _ => return,
+        };
+        self.push(kind);
+    }
+
+    fn set_state(&self, state: CallState) {
+        self.view.send_modify(|v| v.state = state);
+    }
+
+    /// Records how the call ended: the snapshot first, then the event.
+    fn finish(&self, result: Result<CallReport, CallError>) {
+        let end = match result {
+            Ok(report) => EndView {
+                answered: true,
+                outcome: "hung_up",
+                cause: report.cause,
+                ended_by: Some(report.ended_by),
+                billed_seconds: report.receipt.billed_seconds,
+                receipt: Some(report.receipt),
+            },
+            Err(error) => EndView {
+                answered: false,
+                outcome: match error {
+                    CallError::Cancelled { .. } => "cancelled",
+                    CallError::NoAnswer { .. } => "not_answered",
+                    _ => "failed",
+                },
+                cause: error.to_string(),
+                ended_by: None,
+                billed_seconds: None,
+                receipt: None,
+            },
+        };
+        self.view.send_modify(|v| {
+            v.state = CallState::Ended;
+            v.cost_so_far = None;
+            v.ended = Some(end.clone());
+        });
+        self.push(EventKind::Ended(end));
+    }
+}
+
+/// Counts an event stream open on a call while it lives.
+#[derive(Debug)]
+pub struct StreamGuard {
+    entry: Arc<CallEntry>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.entry.streams.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// What the answered time `elapsed` costs at `tariff`, as the receipt bills it.
+fn running_cost(tariff: &TariffView, elapsed: Duration) -> Option<String> {
+    let currency = tariff.currency.parse().ok()?;
+    let tariff = Tariff {
+        currency,
+        setup_fee: tariff.setup_fee_minor,
+        per_minute: tariff.per_minute_minor,
+        billing_increment_secs: tariff.billing_increment_secs,
+    };
+    Some(tariff.charge(tariff.billed_seconds(elapsed)).decimal())
+}
+
+/// Why a call could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} calls are in progress through the API, the most it places at once")]
+pub struct TooManyCalls(pub usize);
+
+/// The calls placed through the API.
+#[derive(Clone, Debug)]
+pub struct Calls {
+    inner: Arc<Registry>,
+}
+
+#[derive(Debug)]
+struct Registry {
+    max_calls: usize,
+    orphan_after: Option<Duration>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    active: HashMap<String, Arc<CallEntry>>,
+    /// Oldest first.
+    active_order: Vec<String>,
+    recent: VecDeque<Arc<CallEntry>>,
+}
+
+impl Calls {
+    /// At most `max_calls` at once; `orphan_after` hangs up calls whose page went away.
+    pub fn new(max_calls: usize, orphan_after: Option<Duration>) -> Calls {
+        Calls {
+            inner: Arc::new(Registry {
+                max_calls,
+                orphan_after,
+                entries: Mutex::new(Entries::default()),
+            }),
+        }
+    }
+
+    fn entries(&self) -> MutexGuard<'_, Entries> {
+        // Every change to the maps is a single insert or remove.
+        self.inner
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether another call may start now.
+    pub fn check_capacity(&self) -> Result<(), TooManyCalls> {
+        let active = self.entries().active.len();
+        if active >= self.inner.max_calls {
+            Err(TooManyCalls(active))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The active call or recent call `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<CallEntry>> {
+        let entries = self.entries();
+        entries
+            .active
+            .get(id)
+            .cloned()
+            .or_else(|| entries.recent.iter().find(|e| e.id == id).cloned())
+    }
+
+    /// The calls in progress, oldest first.
+    pub fn active(&self) -> Vec<Arc<CallEntry>> {
+        let entries = self.entries();
+        entries
+            .active_order
+            .iter()
+            .filter_map(|id| entries.active.get(id).cloned())
+            .collect()
+    }
+
+    /// Starts a call through `plan` with the browser's `sdp_offer`, `started` when the user
+    /// asked for it.
+    pub fn start(
+        &self,
+        context: CallerContext,
+        options: CallOptions,
+        plan: CallPlan,
+        sdp_offer: String,
+        started: Instant,
+    ) -> Result<Arc<CallEntry>, TooManyCalls> {
+        let id = interlink_protocol::call::CallId::from_bytes(rand::random()).to_string();
+        let (hang_up, hang_up_rx) = watch::channel(false);
+        let (media_started, media_started_rx) = watch::channel(false);
+        let (live, _) = broadcast::channel(LIVE_EVENTS);
+        let entry = Arc::new(CallEntry {
+            id: id.clone(),
+            started,
+            view: watch::Sender::new(CallView {
+                call_id: id.clone(),
+                destination: options.destination.to_string(),
+                state: CallState::Inviting,
+                gateway: None,
+                tariff: None,
+                sdp_answer: None,
+                answered_by: None,
+                started_at_ms: clock::unix_millis(),
+                answered_at_ms: None,
+                failovers: Vec::new(),
+                cost_so_far: None,
+                ended: None,
+            }),
+            log: Mutex::new(EventLog {
+                events: Vec::new(),
+                live,
+            }),
+            hang_up,
+            media_started,
+            streams: watch::Sender::new(0),
+            task: Mutex::new(None),
+        });
+        {
+            let mut entries = self.entries();
+            if entries.active.len() >= self.inner.max_calls {
+                return Err(TooManyCalls(entries.active.len()));
+            }
+            entries.active.insert(id.clone(), Arc::clone(&entry));
+            entries.active_order.push(id);
+        }
+        let media = CallerMedia::External(ExternalMedia {
+            sdp_offer,
+            media_started: media_started_rx,
+            hang_up: hang_up_rx,
+        });
+        let task = tokio::spawn(Box::pin(drive(
+            self.clone(),
+            Arc::clone(&entry),
+            context,
+            options,
+            plan,
+            media,
+        )));
+        *entry
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+        Ok(entry)
+    }
+
+    /// Moves `id` from the active calls to the recent ones.
+    fn retire(&self, id: &str) {
+        let mut entries = self.entries();
+        if let Some(entry) = entries.active.remove(id) {
+            entries.active_order.retain(|other| other != id);
+            if entries.recent.len() == RECENT_CALLS {
+                entries.recent.pop_front();
+            }
+            entries.recent.push_back(entry);
+        }
+    }
+
+    /// Hangs up every call and waits, up to `deadline`, for them to end.
+    pub async fn hang_up_all(&self, deadline: Duration) {
+        let active = self.active();
+        for entry in &active {
+            entry.hang_up();
+        }
+        let tasks: Vec<JoinHandle<()>> = active
+            .iter()
+            .filter_map(|entry| {
+                entry
+                    .task
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+            })
+            .collect();
+        let all = futures::future::join_all(tasks);
+        if tokio::time::timeout(deadline, all).await.is_err() {
+            tracing::warn!(
+                "calls placed through the API did not end within {}s",
+                deadline.as_secs()
+            );
+        }
+    }
+}
+
+/// Drives one call to its end, with the orphan watchdog beside it.
+async fn drive(
+    calls: Calls,
+    entry: Arc<CallEntry>,
+    context: CallerContext,
+    options: CallOptions,
+    plan: CallPlan,
+    mut media: CallerMedia,
+) {
+    let watchdog = calls
+        .inner
+        .orphan_after
+        .map(|after| tokio::spawn(watch_orphan(Arc::clone(&entry), after)));
+    let progress = |p: Progress| entry.on_progress(p);
+    let result = caller::run_call_with(
+        &context,
+        &options,
+        &plan,
+        entry.started,
+        &mut media,
+        &progress,
+    )
+    .await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    match &result {
+        Ok(report) => {
+            tracing::info!(call = %entry.id, gateway = %report.gateway, cause = %report.cause, "browser call ended")
+        }
+        Err(error) => tracing::info!(call = %entry.id, %error, "browser call not answered"),
+    }
+    // Out of the list before the event that says it ended: whoever hears it and looks
+    // finds the list without it.
+    calls.retire(&entry.id);
+    entry.finish(result);
+}
+
+/// Hangs `entry` up once every event stream on it has closed and none opened again within
+/// `after`. A call nobody ever watched is left alone (a script may not want the events).
+async fn watch_orphan(entry: Arc<CallEntry>, after: Duration) {
+    let mut streams = entry.streams.subscribe();
+    loop {
+        if streams.wait_for(|n| *n > 0).await.is_err()
+            || streams.wait_for(|n| *n == 0).await.is_err()
+        {
+            return;
+        }
+        if tokio::time::timeout(after, streams.wait_for(|n| *n > 0))
+            .await
+            .is_err()
+        {
+            tracing::info!(call = %entry.id, "the page of a call went away; hanging up");
+            entry.hang_up();
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gbp(per_minute: u64, setup_fee: u64, increment: u32) -> TariffView {
+        TariffView {
+            currency: "GBP".into(),
+            exponent: 2,
+            per_minute: String::new(),
+            per_minute_minor: per_minute,
+            setup_fee: String::new(),
+            setup_fee_minor: setup_fee,
+            billing_increment_secs: increment,
+        }
+    }
+
+    #[test]
+    fn running_cost_is_what_the_receipt_would_bill() {
+        let per_second = gbp(3, 10, 1);
+        assert_eq!(
+            running_cost(&per_second, Duration::ZERO).as_deref(),
+            Some("0.10")
+        );
+        // 20 s of 3p a minute is 1p; 21 s rounds up to 2p.
+        assert_eq!(
+            running_cost(&per_second, Duration::from_secs(20)).as_deref(),
+            Some("0.11")
+        );
+        assert_eq!(
+            running_cost(&per_second, Duration::from_millis(20_001)).as_deref(),
+            Some("0.12")
+        );
+        // A minute's increment bills the whole first minute from the first millisecond.
+        let per_minute = gbp(3, 0, 60);
+        assert_eq!(
+            running_cost(&per_minute, Duration::from_millis(1)).as_deref(),
+            Some("0.03")
+        );
+        assert_eq!(
+            running_cost(&per_minute, Duration::from_secs(61)).as_deref(),
+            Some("0.06")
+        );
+    }
+
+    #[test]
+    fn events_serialise_with_their_name() {
+        let event = CallEvent {
+            seq: 3,
+            call_id: "c".into(),
+            elapsed_ms: 12,
+            kind: EventKind::FailedOver {
+                gateway: "Budget".into(),
+                reason: "busy".into(),
+            },
+        };
+        let json = serde_json::to_value(&event).unwrap_or_default();
+        assert_eq!(json["event"], "failed_over");
+        assert_eq!(json["gateway"], "Budget");
+        assert_eq!(json["seq"], 3);
+        assert_eq!(event.kind.name(), "failed_over");
+        let media = serde_json::to_value(EventKind::Media).unwrap_or_default();
+        assert_eq!(media["event"], "media");
+    }
+}
