@@ -27,10 +27,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::http::Api;
-use support::node_process::NodeProcess;
+use support::node_process::{NodeProcess, init_node, network_section, start_bootstrap};
 use support::sipp::Sipp;
 
-const BIN: &str = env!("CARGO_BIN_EXE_interlink");
 const DEADLINE: Duration = Duration::from_secs(30);
 /// The longest the browser script may run.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(150);
@@ -43,31 +42,6 @@ fn browser_dir() -> PathBuf {
 
 fn artifacts_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts")
-}
-
-/// `interlink init --dir DIR`, its config replaced by `config`.
-fn init_node(dir: &Path, config: &str) -> PathBuf {
-    let output = Command::new(BIN)
-        .args(["init", "--dir", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    path
-}
-
-fn network_section(bootstrap: Option<&str>) -> String {
-    let bootstrap = bootstrap
-        .map(|b| format!("bootstrap = [\"{b}\"]"))
-        .unwrap_or_default();
-    format!(
-        "[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n{bootstrap}\n[media]\nip = \"127.0.0.1\"\n"
-    )
 }
 
 /// A gateway covering `prefix` at `price` (GBP a minute, with `setup` and `increment`),
@@ -119,16 +93,10 @@ fn alice_calls_bob_from_the_page_through_echo_and_sip_gateways() {
         &["-rtp_echo", "-timeout", "180s"],
     );
 
-    let boot = NodeProcess::start(
-        "bootstrap",
-        &init_node(&root.path().join("boot"), &network_section(None)),
-    );
-    let listening = boot.wait_log("listening on");
-    let bootstrap = format!(
-        "{}/p2p/{}",
-        listening["address"].as_str().unwrap(),
-        listening["peer_id"].as_str().unwrap()
-    );
+    let (_boot, bootstrap) = start_bootstrap(&init_node(
+        &root.path().join("boot"),
+        &network_section(None),
+    ));
     let network = network_section(Some(&bootstrap));
     let (_budget, budget_id) = start_gateway(
         root.path(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::http::Api;
-use support::node_process::NodeProcess;
+use support::node_process::{self, NodeProcess};
 
 mod support;
 
@@ -78,15 +78,7 @@ fn gateways_json(bootstrap: &str, destination: &str) -> (Output, Vec<Value>) {
 
 /// A bootstrap node process and its dialable address.
 fn start_bootstrap(root: &Path) -> (NodeProcess, String) {
-    let config = init_node(&root.join("boot"), &network_section(None));
-    let boot = NodeProcess::start("bootstrap", &config);
-    let listening = boot.wait_log("listening on");
-    let address = format!(
-        "{}/p2p/{}",
-        listening["address"].as_str().unwrap(),
-        listening["peer_id"].as_str().unwrap()
-    );
-    (boot, address)
+    node_process::start_bootstrap(&init_node(&root.join("boot"), &network_section(None)))
 }
 
 fn names(rows: &[Value]) -> Vec<&str> {

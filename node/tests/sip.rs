@@ -19,7 +19,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::node_process::NodeProcess;
+use support::node_process::{self, NodeProcess, init_node, network_section};
 use support::sipp::{Sipp, SippRun};
 
 mod support;
@@ -36,26 +36,9 @@ fn interlink(args: &[&str], home: Option<&Path>) -> Output {
     command.output().expect("run interlink")
 }
 
-/// `interlink init --dir DIR`, its config replaced by `config`.
-fn init_node(dir: &Path, config: &str) -> PathBuf {
-    let output = interlink(&["init", "--dir", dir.to_str().unwrap()], None);
-    assert!(
-        output.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    path
-}
-
-fn network_section(bootstrap: Option<&str>) -> String {
-    let bootstrap = bootstrap
-        .map(|b| format!("bootstrap = [\"{b}\"]"))
-        .unwrap_or_default();
-    format!(
-        "[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n{bootstrap}\n[media]\nip = \"127.0.0.1\"\n"
-    )
+/// A bootstrap node process and its dialable address.
+fn start_bootstrap(root: &Path) -> (NodeProcess, String) {
+    node_process::start_bootstrap(&init_node(&root.join("boot"), &network_section(None)))
 }
 
 fn gateway_section(name: &str, backend: &str, prefix: &str, per_minute: &str) -> String {
@@ -63,19 +46,6 @@ fn gateway_section(name: &str, backend: &str, prefix: &str, per_minute: &str) ->
         "[gateway]\nname = \"{name}\"\nbackend = \"{backend}\"\noffer_ttl_secs = 600\n\
          [[gateway.routes]]\nprefix = \"{prefix}\"\ncurrency = \"GBP\"\nper_minute = \"{per_minute}\"\n"
     )
-}
-
-/// A bootstrap node process and its dialable address.
-fn start_bootstrap(root: &Path) -> (NodeProcess, String) {
-    let config = init_node(&root.join("boot"), &network_section(None));
-    let boot = NodeProcess::start("bootstrap", &config);
-    let listening = boot.wait_log("listening on");
-    let address = format!(
-        "{}/p2p/{}",
-        listening["address"].as_str().unwrap(),
-        listening["peer_id"].as_str().unwrap()
-    );
-    (boot, address)
 }
 
 /// A gateway whose back-end bridges to the SIP trunk `sipp` plays, covering +44;

@@ -4,7 +4,7 @@
 //! so that many run side by side; [`NodeProcess::api_url`] says where.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -156,4 +156,43 @@ impl Drop for NodeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `interlink init --dir DIR`, its config replaced by `config`.
+pub fn init_node(dir: &Path, config: &str) -> PathBuf {
+    let output = Command::new(BIN)
+        .args(["init", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// A `[network]` listening on 127.0.0.1 (joining through `bootstrap`, if given) and
+/// media on 127.0.0.1.
+pub fn network_section(bootstrap: Option<&str>) -> String {
+    let bootstrap = bootstrap
+        .map(|b| format!("bootstrap = [\"{b}\"]"))
+        .unwrap_or_default();
+    format!(
+        "[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n{bootstrap}\n[media]\nip = \"127.0.0.1\"\n"
+    )
+}
+
+/// A bootstrap node started from `config`, and its dialable address.
+pub fn start_bootstrap(config: &Path) -> (NodeProcess, String) {
+    let boot = NodeProcess::start("bootstrap", config);
+    let listening = boot.wait_log("listening on");
+    let address = format!(
+        "{}/p2p/{}",
+        listening["address"].as_str().unwrap(),
+        listening["peer_id"].as_str().unwrap()
+    );
+    (boot, address)
 }
