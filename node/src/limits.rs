@@ -60,8 +60,10 @@ pub struct LimitsSection {
     pub call_invites_per_sec: u32,
     /// ...and in a burst. Streams beyond are closed unread.
     pub call_invite_burst: u32,
-    /// Call streams waiting for their invite at once, from all peers.
+    /// Call streams waiting for their invite at once, from all peers...
     pub max_pending_invites: usize,
+    /// ...and from one peer, so that no peer can take every place.
+    pub max_pending_invites_per_peer: usize,
     /// The largest Kademlia message read or written, in bytes.
     pub max_dht_packet_bytes: usize,
     /// The largest call frame read, in bytes.
@@ -86,6 +88,7 @@ impl Default for LimitsSection {
             call_invites_per_sec: 200,
             call_invite_burst: 400,
             max_pending_invites: 256,
+            max_pending_invites_per_peer: 32,
             max_dht_packet_bytes: 2 * MAX_SIGNED_OFFER_BYTES,
             max_call_frame_bytes: MAX_FRAME_BYTES,
             refusal_log_interval_secs: 60,
@@ -141,6 +144,10 @@ impl LimitsSection {
             (
                 "limits.max_pending_invites",
                 self.max_pending_invites as u64,
+            ),
+            (
+                "limits.max_pending_invites_per_peer",
+                self.max_pending_invites_per_peer as u64,
             ),
             (
                 "limits.refusal_log_interval_secs",

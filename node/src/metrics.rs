@@ -53,6 +53,18 @@ const LATENCY_BUCKETS: [f64; 15] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// The limits of `[limits]` whose refusals are counted, as `limit` labels.
+pub const LIMITS: [&str; 8] = [
+    "connections",
+    "blocked_peer",
+    "dht_requests",
+    "records_per_peer",
+    "providers_per_peer",
+    "call_invites",
+    "pending_invites",
+    "call_frame_size",
+];
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -285,6 +297,15 @@ impl Metrics {
              frames, invalid invites, streams that did not open with one",
             call_stream_errors.clone(),
         );
+        // Series a dashboard watches from the start show 0 rather than nothing.
+        for limit in LIMITS {
+            let _ = limit_refusals.get_or_create(&LimitLabel { limit });
+        }
+        for role in [Role::Caller, Role::Gateway] {
+            let _ = calls_active.get_or_create(&RoleLabel {
+                role: role_label(role),
+            });
+        }
         Metrics {
             inner: Arc::new(Inner {
                 registry,

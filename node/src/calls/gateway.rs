@@ -15,6 +15,7 @@
 //! frame is closed. Every refusal is counted in the metrics and logged once per peer and
 //! interval.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,6 +113,54 @@ impl GatewayService {
     }
 }
 
+/// Places for call streams waiting for their invite: so many in all, so many per peer.
+struct WaitingRoom {
+    all: Arc<Semaphore>,
+    per_peer: HashMap<PeerId, Arc<Semaphore>>,
+    peer_limit: usize,
+}
+
+/// A call stream's place in the [`WaitingRoom`], given up once its invite is read.
+struct Waiting {
+    _all: OwnedSemaphorePermit,
+    _peer: OwnedSemaphorePermit,
+}
+
+impl WaitingRoom {
+    fn new(limits: &LimitsSection) -> WaitingRoom {
+        WaitingRoom {
+            all: Arc::new(Semaphore::new(limits.max_pending_invites)),
+            per_peer: HashMap::new(),
+            peer_limit: limits.max_pending_invites_per_peer,
+        }
+    }
+
+    /// A place for a stream of `peer`, or the limit that refuses it.
+    fn enter(&mut self, peer: PeerId) -> Result<Waiting, &'static str> {
+        if self.per_peer.len() > 1024 {
+            // Forget the peers with nobody waiting.
+            let limit = self.peer_limit;
+            self.per_peer
+                .retain(|_, places| places.available_permits() < limit);
+        }
+        let limit = self.peer_limit;
+        let peer_places = self
+            .per_peer
+            .entry(peer)
+            .or_insert_with(|| Arc::new(Semaphore::new(limit)));
+        let peer = Arc::clone(peer_places)
+            .try_acquire_owned()
+            .map_err(|_| "pending_invites")?;
+        let all = Arc::clone(&self.all)
+            .try_acquire_owned()
+            .map_err(|_| "pending_invites")?;
+        Ok(Waiting {
+            _all: all,
+            _peer: peer,
+        })
+    }
+}
+
 /// Why a call stream was dropped before its call began: for the log, once per peer and
 /// interval.
 struct StreamRefusal {
@@ -130,7 +179,7 @@ async fn accept_calls(
     let limits = &context.limits;
     let metrics = context.metrics.clone();
     let mut rates = PeerRates::new(limits.call_invites_per_sec, limits.call_invite_burst);
-    let waiting = Arc::new(Semaphore::new(limits.max_pending_invites));
+    let mut waiting = WaitingRoom::new(limits);
     let mut log = RefusalLog::new(limits.refusal_log_interval());
     let mut calls = JoinSet::new();
     loop {
@@ -144,10 +193,13 @@ async fn accept_calls(
                         log_refusal(&mut log, Some(peer), "call_invites", &"a call stream over the peer's rate of invitations", true);
                         continue;
                     }
-                    let Ok(permit) = Arc::clone(&waiting).try_acquire_owned() else {
-                        metrics.limit_refusal("pending_invites");
-                        log_refusal(&mut log, Some(peer), "pending_invites", &"a call stream while too many wait for their invite", true);
-                        continue;
+                    let permit = match waiting.enter(peer) {
+                        Ok(permit) => permit,
+                        Err(limit) => {
+                            metrics.limit_refusal(limit);
+                            log_refusal(&mut log, Some(peer), limit, &"a call stream while too many wait for their invite", true);
+                            continue;
+                        }
                     };
                     calls.spawn(handle_call(peer, stream, context.clone(), Arc::clone(&slots), shutdown.clone(), permit));
                 }
@@ -209,7 +261,7 @@ async fn handle_call(
     context: GatewayContext,
     slots: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
-    waiting: OwnedSemaphorePermit,
+    waiting: Waiting,
 ) -> Result<(), StreamRefusal> {
     let metrics = context.metrics.clone();
     let (mut writer, mut frames) = wire::split_limited(stream, context.limits.max_call_frame_bytes);

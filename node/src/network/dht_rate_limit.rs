@@ -5,7 +5,10 @@
 //! no hook in its API to limit them per peer. This behaviour wraps `kad::Behaviour` and
 //! sees each request as its connection handler reports it, with the peer, before Kademlia
 //! does: within the peer's rate (a token bucket) it passes on; beyond it, it never reaches
-//! Kademlia, its stream is reset (the sender's request fails at once) and it is counted. Refusals draw on a second
+//! Kademlia, it is answered at once with nothing (no peers, no providers, no record; a PUT
+//! is acknowledged unstored, as every PUT is under `StoreInserts::FilterBoth`) and it is
+//! counted. Not `HandlerIn::Reset`: in libp2p-kad 0.49 a reset stream is not woken to
+//! close, so it would keep one of the connection's 32 inbound stream places for good. Refusals draw on a second
 //! bucket of the same rate and burst: a peer that keeps sending at more than twice its
 //! rate empties it, and is disconnected and its connections refused for
 //! `[limits] block_secs`. Kademlia's handler bounds the rest: at most 32 inbound streams
@@ -31,10 +34,11 @@ use crate::metrics::Metrics;
 type Kad = kad::Behaviour<MemoryStore>;
 /// What Kademlia's connection handler reports: requests from the peer among them.
 type HandlerEvent = THandlerOutEvent<Kad>;
-/// What Kademlia's connection handler is told: to reset a request's stream among others.
+/// What Kademlia's connection handler is told: answers to requests among others.
 type HandlerIn = THandlerInEvent<Kad>;
-/// Streams waiting to be reset at once; beyond it, refused requests are left to time out.
-const MAX_PENDING_RESETS: usize = 4096;
+/// Empty answers waiting to go out at once; beyond it, refused requests go unanswered
+/// (their stream keeps a place until the connection closes).
+const MAX_PENDING_ANSWERS: usize = 4096;
 
 /// Peers blocked at once; beyond it the oldest block is lifted early.
 const MAX_BLOCKED: usize = 4096;
@@ -53,7 +57,7 @@ pub struct Behaviour {
     block_for: Duration,
     blocked: HashMap<PeerId, Instant>,
     to_close: VecDeque<PeerId>,
-    to_reset: VecDeque<(PeerId, ConnectionId, HandlerIn)>,
+    to_answer: VecDeque<(PeerId, ConnectionId, HandlerIn)>,
     log: RefusalLog,
     metrics: Metrics,
 }
@@ -76,7 +80,7 @@ impl Behaviour {
             block_for: Duration::from_secs(limits.block_secs),
             blocked: HashMap::new(),
             to_close: VecDeque::new(),
-            to_reset: VecDeque::new(),
+            to_answer: VecDeque::new(),
             log: RefusalLog::new(limits.refusal_log_interval()),
             metrics,
         }
@@ -150,13 +154,30 @@ impl Behaviour {
     }
 }
 
-/// What resets the stream of a refused request, if the request has one awaiting an answer.
-fn reset(event: HandlerEvent) -> Option<HandlerIn> {
+/// The empty answer to a refused request, if the request awaits one.
+fn empty_answer(event: HandlerEvent) -> Option<HandlerIn> {
     match event {
-        HandlerEvent::FindNodeReq { request_id, .. }
-        | HandlerEvent::GetProvidersReq { request_id, .. }
-        | HandlerEvent::GetRecord { request_id, .. }
-        | HandlerEvent::PutRecord { request_id, .. } => Some(HandlerIn::Reset(request_id)),
+        HandlerEvent::FindNodeReq { request_id, .. } => Some(HandlerIn::FindNodeRes {
+            closer_peers: Vec::new(),
+            request_id,
+        }),
+        HandlerEvent::GetProvidersReq { request_id, .. } => Some(HandlerIn::GetProvidersRes {
+            closer_peers: Vec::new(),
+            provider_peers: Vec::new(),
+            request_id,
+        }),
+        HandlerEvent::GetRecord { request_id, .. } => Some(HandlerIn::GetRecordRes {
+            record: None,
+            closer_peers: Vec::new(),
+            request_id,
+        }),
+        HandlerEvent::PutRecord {
+            record, request_id, ..
+        } => Some(HandlerIn::PutRecordRes {
+            key: record.key,
+            value: Vec::new(),
+            request_id,
+        }),
         _ => None,
     }
 }
@@ -266,10 +287,10 @@ impl NetworkBehaviour for Behaviour {
         if let Some(kind) = request_kind(&event)
             && !self.admit(peer_id, kind)
         {
-            if self.to_reset.len() < MAX_PENDING_RESETS
-                && let Some(reset) = reset(event)
+            if self.to_answer.len() < MAX_PENDING_ANSWERS
+                && let Some(answer) = empty_answer(event)
             {
-                self.to_reset.push_back((peer_id, connection_id, reset));
+                self.to_answer.push_back((peer_id, connection_id, answer));
             }
             return;
         }
@@ -287,7 +308,7 @@ impl NetworkBehaviour for Behaviour {
                 connection: CloseConnection::All,
             });
         }
-        if let Some((peer_id, connection, event)) = self.to_reset.pop_front() {
+        if let Some((peer_id, connection, event)) = self.to_answer.pop_front() {
             return Poll::Ready(ToSwarm::NotifyHandler {
                 peer_id,
                 handler: NotifyHandler::One(connection),
