@@ -769,6 +769,7 @@ data_dir = "."
 # max_incoming_connections = 4096
 # max_pending_incoming = 256     # inbound handshakes in progress
 # max_pending_outgoing = 512
+# handshake_timeout_secs = 10    # to set up a connection (TCP, noise, yamux)
 # max_streams_per_connection = 4096
 # dht_requests_per_sec = 200     # Kademlia requests per peer: rate...
 # dht_request_burst = 1000       # ...and burst; a peer far over it is cut off

@@ -43,6 +43,9 @@ pub struct LimitsSection {
     pub max_pending_incoming: u32,
     /// Outbound connections still being dialled.
     pub max_pending_outgoing: u32,
+    /// How long a connection may take to be set up (TCP, noise, yamux), both ways: a peer
+    /// that opens connections and says nothing holds a pending place no longer.
+    pub handshake_timeout_secs: u64,
     /// Streams on one connection (each call is one; yamux's own default is 512).
     pub max_streams_per_connection: usize,
     /// Kademlia requests one peer may send per second, on average...
@@ -79,6 +82,7 @@ impl Default for LimitsSection {
             max_incoming_connections: 4096,
             max_pending_incoming: 256,
             max_pending_outgoing: 512,
+            handshake_timeout_secs: 10,
             max_streams_per_connection: 4096,
             dht_requests_per_sec: 200,
             dht_request_burst: 1000,
@@ -116,6 +120,7 @@ impl LimitsSection {
                 "limits.max_pending_outgoing",
                 u64::from(self.max_pending_outgoing),
             ),
+            ("limits.handshake_timeout_secs", self.handshake_timeout_secs),
             (
                 "limits.max_streams_per_connection",
                 self.max_streams_per_connection as u64,

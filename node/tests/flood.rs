@@ -20,7 +20,7 @@ use interlink_node::calls::wire::CALL_PROTOCOL;
 use interlink_node::clock;
 use interlink_node::config::{BackendSpec, DhtSection, GatewayPlan};
 use interlink_node::identity;
-use interlink_node::local_network::LocalNetwork;
+use interlink_node::local_network::{LocalNetwork, loopback_spec};
 use interlink_node::metrics::MetricsServer;
 use interlink_node::network::KAD_PROTOCOL;
 use interlink_node::node::Node;
@@ -596,4 +596,81 @@ async fn a_flooding_peer_is_refused_and_honest_callers_still_call_through_the_ga
     metrics.shutdown().await;
     honest.shutdown().await.unwrap();
     network.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_hold_a_pending_place_only_until_the_handshake_deadline() {
+    let mut spec = loopback_spec(None, None, &DhtSection::default());
+    spec.settings.limits.handshake_timeout_secs = 1;
+    spec.settings.limits.max_pending_incoming = 16;
+    let target = Node::start(spec, Keypair::generate_ed25519())
+        .await
+        .unwrap();
+    let address = target.dialable_addrs().await.remove(0);
+    let port = address
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    let metrics = MetricsServer::start("127.0.0.1:0".parse().unwrap(), target.metrics().clone())
+        .await
+        .unwrap();
+
+    // 24 sockets that never say a word: 16 wait in the handshake, 8 are refused at once,
+    // and every one is closed by the node within the deadline (1 s, plus slack).
+    let mut sockets = Vec::new();
+    for _ in 0..24 {
+        sockets.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    let started = Instant::now();
+    let closed = futures::future::join_all(sockets.into_iter().map(|mut socket| async move {
+        let mut byte = [0u8; 64];
+        loop {
+            match tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read(&mut socket, &mut byte),
+            )
+            .await
+            {
+                Ok(Ok(0) | Err(_)) => return true,
+                // The node's side of the handshake (multistream-select) may come first.
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }))
+    .await;
+    assert!(closed.iter().all(|c| *c), "every silent socket was closed");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (_, _, text) = scrape(&metrics.url()).await;
+    assert!(
+        count(
+            &text,
+            "interlink_limit_refusals_total{limit=\"connections\"}"
+        ) >= 8.0,
+        "the sockets beyond 16 pending were refused"
+    );
+
+    // The places are free again: a node joins through it.
+    let joining = Node::start(
+        loopback_spec(Some(address), None, &DhtSection::default()),
+        Keypair::generate_ed25519(),
+    )
+    .await
+    .unwrap();
+    support::wait_for("the joining node's connection", DEADLINE, || async {
+        let status = target.client().status().await.unwrap();
+        (status.connected_peers >= 1).then_some(())
+    })
+    .await;
+
+    metrics.shutdown().await;
+    joining.shutdown().await.unwrap();
+    target.shutdown().await.unwrap();
 }

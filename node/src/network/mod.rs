@@ -362,6 +362,7 @@ pub fn start(
         .with_behaviour(|key| Behaviour::new(key, &dht, &limits, metrics.clone()))
         .map_err(|e| transport_error(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(settings.idle_connection_timeout))
+        .with_connection_timeout(Duration::from_secs(settings.limits.handshake_timeout_secs))
         .build();
 
     let mode = if settings.server_mode {
