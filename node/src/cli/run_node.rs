@@ -45,6 +45,10 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    // Watched from the start: a signal that arrives while the node starts (once its
+    // addresses are logged, say) stops it cleanly instead of killing it.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let path = args.config.unwrap_or_else(super::default_config_path);
     let mut config = Config::load(&path)?;
     if !args.listen.is_empty() {
@@ -110,9 +114,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(peer_id = %node.peer_id(), config = %path.display(), "{role} running; stop with Ctrl-C or SIGTERM");
 
     let mut node = node;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
         _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
         reason = node.failed() => {
             // Better to exit and be restarted than to look alive and serve nothing.
