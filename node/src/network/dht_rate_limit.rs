@@ -8,11 +8,12 @@
 //! Kademlia, it is answered at once with nothing (no peers, no providers, no record; a PUT
 //! is acknowledged unstored, as every PUT is under `StoreInserts::FilterBoth`) and it is
 //! counted. Not `HandlerIn::Reset`: in libp2p-kad 0.49 a reset stream is not woken to
-//! close, so it would keep one of the connection's 32 inbound stream places for good. Refusals draw on a second
-//! bucket of the same rate and burst: a peer that keeps sending at more than twice its
-//! rate empties it, and is disconnected and its connections refused for
-//! `[limits] block_secs`. Kademlia's handler bounds the rest: at most 32 inbound streams
-//! per connection, a deadline on each, and the packet size limit.
+//! close, so it would keep one of the connection's 32 inbound stream places for good.
+//!
+//! Refusals draw on a second bucket of the same rate and burst: a peer that keeps sending
+//! at more than twice its rate empties it, and is disconnected and its connections refused
+//! for `[limits] block_secs`. Kademlia's handler bounds the rest: at most 32 inbound
+//! streams per connection, a deadline on each, and the packet size limit.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::{Deref, DerefMut};
