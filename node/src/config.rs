@@ -22,6 +22,9 @@ use interlink_protocol::{Codec, Currency, Money, Prefix, ServiceKind};
 use libp2p::Multiaddr;
 use serde::Deserialize;
 
+pub use crate::limits::LimitsSection;
+pub use crate::metrics::MetricsSection;
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -58,6 +61,8 @@ pub struct Config {
     pub media: MediaSection,
     pub calls: CallsSection,
     pub api: ApiSection,
+    pub limits: LimitsSection,
+    pub metrics: MetricsSection,
     /// Present on a gateway node: what it sells and at which prices.
     pub gateway: Option<GatewaySection>,
 }
@@ -481,6 +486,7 @@ impl Config {
         self.dht.validate()?;
         self.calls.validate()?;
         self.api.validate()?;
+        self.limits.validate()?;
         self.caller_policy()?;
         if self.gateway.is_some() {
             self.gateway_plan()?;
@@ -751,6 +757,33 @@ data_dir = "."
 # max_calls = 8                  # calls through the API at once
 # orphan_call_secs = 30          # hang up a call whose page has gone (0: never)
 
+[metrics]
+# A Prometheus endpoint: GET http://127.0.0.1:9464/metrics (OpenMetrics text).
+# enabled = false
+# listen = "127.0.0.1:9464"
+
+[limits]
+# What one peer may ask of this node; each refusal is counted in the metrics
+# (interlink_limit_refusals_total) and logged once per peer and interval.
+# max_connections_per_peer = 2
+# max_incoming_connections = 4096
+# max_pending_incoming = 256     # inbound handshakes in progress
+# max_pending_outgoing = 512
+# handshake_timeout_secs = 10    # to set up a connection (TCP, noise, yamux)
+# max_streams_per_connection = 4096
+# dht_requests_per_sec = 200     # Kademlia requests per peer: rate...
+# dht_request_burst = 1000       # ...and burst; a peer far over it is cut off
+# block_secs = 60                # for this long
+# records_per_peer = 256         # offers stored on behalf of one peer
+# provider_records_per_peer = 256
+# call_invites_per_sec = 200     # call invitations per peer: rate...
+# call_invite_burst = 400        # ...and burst
+# max_pending_invites = 256      # call streams waiting for their invite, all peers...
+# max_pending_invites_per_peer = 32   # ...and one peer
+# max_dht_packet_bytes = 32768
+# max_call_frame_bytes = 65536
+# refusal_log_interval_secs = 60
+
 # Uncomment to sell a gateway service from this node.
 # [gateway]
 # name = "Inter"
@@ -822,6 +855,8 @@ mod tests {
         assert_eq!(config.network.listen.len(), 2);
         assert_eq!(config.api, ApiSection::default());
         assert_eq!(config.api.listen.to_string(), "127.0.0.1:7080");
+        assert_eq!(config.limits, LimitsSection::default());
+        assert_eq!(config.metrics, MetricsSection::default());
     }
 
     #[test]
@@ -899,6 +934,10 @@ mod tests {
             "api.listen"
         );
         assert_eq!(error_field("[api]\nmax_calls = 0"), "api.max_calls");
+        assert_eq!(
+            error_field("[limits]\ncall_invite_burst = 0"),
+            "limits.call_invite_burst"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`local_network`]: many nodes in one process on loopback (demo, tests, benchmarks).
 //! - [`listing`]: the ranked gateways as a table or JSON.
 //! - [`api`]: the HTTP API and web page on loopback, from which the node's user calls.
+//! - [`metrics`]: what the node does, for Prometheus; [`limits`]: what one peer may ask.
 
 pub mod api;
 pub mod calls;
@@ -22,9 +23,11 @@ pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod identity;
+pub mod limits;
 pub mod listing;
 pub mod local_network;
 pub mod logging;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod publisher;

@@ -11,7 +11,7 @@ use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 
-use crate::config::{DhtSection, GatewayPlan};
+use crate::config::{DhtSection, GatewayPlan, LimitsSection};
 use crate::network::{MemorySecurity, NetworkError, Settings};
 use crate::node::{Node, NodeError, NodeSpec};
 use crate::publisher::PublishError;
@@ -65,6 +65,7 @@ pub fn local_spec(
             dht: dht.clone(),
             server_mode: true,
             memory_security: MemorySecurity::Noise,
+            limits: LimitsSection::default(),
         },
         gateway,
         data_dir: None,
@@ -84,6 +85,7 @@ pub fn caller_spec(bootstrap: Vec<Multiaddr>, dht: &DhtSection) -> NodeSpec {
             dht: dht.clone(),
             server_mode: false,
             memory_security: MemorySecurity::Noise,
+            limits: LimitsSection::default(),
         },
         gateway: None,
         data_dir: None,

@@ -17,9 +17,12 @@ pub enum LogFormat {
 pub fn init(format: LogFormat, default_level: &str) {
     // webrtc's sans-IO core warns about states that are normal with one-shot offer/answer
     // signalling (a connectivity check before the answer is applied, say): errors only.
+    // libp2p-kad's connection handler warns once per stream a peer opens beyond its 32:
+    // errors only, or one peer could fill the log (the node logs its own refusals once per
+    // peer and interval).
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{default_level},libp2p_kad=warn,libp2p_swarm=warn,{}",
+            "{default_level},libp2p_kad=warn,libp2p_kad::handler=error,libp2p_swarm=warn,{}",
             [
                 "rtc",
                 "rtc_dtls",

@@ -26,6 +26,7 @@ use crate::calls::caller::CallerContext;
 use crate::calls::gateway::{AlreadyAccepting, GatewayContext, GatewayService};
 use crate::config::{BackendSpec, Config, ConfigError, GatewayPlan};
 use crate::identity;
+use crate::metrics::Metrics;
 use crate::network::{self, Client, NetworkError, NetworkTask, Settings};
 use crate::publisher::{PublishError, Publisher};
 use crate::store::{Store, StoreError};
@@ -100,7 +101,8 @@ impl Node {
     /// Starts a node with identity `keypair`.
     pub async fn start(spec: NodeSpec, keypair: Keypair) -> Result<Node, NodeError> {
         let secret = identity::secret_key(&keypair).ok_or(NodeError::NotEd25519)?;
-        let (client, network) = network::start(keypair, &spec.settings)?;
+        let metrics = Metrics::new();
+        let (client, network) = network::start(keypair, &spec.settings, metrics.clone())?;
         let listen_addrs = if spec.settings.listen.is_empty() {
             Vec::new()
         } else {
@@ -151,6 +153,8 @@ impl Node {
                 offer: published.subscribe(),
                 store: store.clone(),
                 timers: spec.timers,
+                limits: spec.settings.limits.clone(),
+                metrics,
             };
             calls = Some(GatewayService::spawn(&client, context)?);
             publisher = Some(published);
@@ -191,6 +195,11 @@ impl Node {
             store: self.store.clone(),
             media: self.media,
         }
+    }
+
+    /// The node's metrics, for its `/metrics` endpoint.
+    pub fn metrics(&self) -> &Metrics {
+        self.client.metrics()
     }
 
     /// The node's database.

@@ -37,6 +37,9 @@ use crate::identity;
 use crate::network::Client;
 use crate::store::{ReceiptStatus, Role, Store, StoreError};
 
+/// How long a frame may take to go out before the gateway is considered gone.
+const SEND_DEADLINE: Duration = Duration::from_secs(5);
+
 /// What a caller needs to place calls.
 #[derive(Clone)]
 pub struct CallerContext {
@@ -376,6 +379,25 @@ pub async fn run_call_with(
     media: &mut CallerMedia,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<CallReport, CallError> {
+    let result = try_candidates(context, options, plan, started, media, progress).await;
+    let outcome = match &result {
+        Ok(_) => "answered",
+        Err(CallError::NoAnswer { .. }) => "no_answer",
+        Err(CallError::Cancelled { .. }) => "cancelled",
+        Err(_) => "error",
+    };
+    context.client.metrics().call_over(Role::Caller, outcome);
+    result
+}
+
+async fn try_candidates(
+    context: &CallerContext,
+    options: &CallOptions,
+    plan: &CallPlan,
+    started: Instant,
+    media: &mut CallerMedia,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<CallReport, CallError> {
     let deadline = started + options.setup_deadline;
     let mut attempts = Vec::new();
     for candidate in &plan.candidates {
@@ -447,6 +469,7 @@ pub async fn run_call_with(
                 });
                 continue;
             }
+            context.client.metrics().call_failover();
             progress(Progress::FailedOver {
                 gateway: name.clone(),
                 reason: reason.clone(),
@@ -544,6 +567,7 @@ async fn attempt(
         }
     };
 
+    let _active = context.client.metrics().call_started(Role::Caller);
     let (mut tone, sdp_offer, mut external_started, mut external_hang_up) = match media {
         CallerMedia::Tone => {
             let (tone, sdp) = ToneCall::offer(&context.media, options.tone_hz).await?;
@@ -579,7 +603,12 @@ async fn attempt(
 
     let result = loop {
         while let Some(frame) = call.poll_transmit() {
-            if writable && writer.send(&frame).await.is_err() {
+            if writable
+                && !matches!(
+                    tokio::time::timeout(SEND_DEADLINE, writer.send(&frame)).await,
+                    Ok(Ok(()))
+                )
+            {
                 writable = false;
                 call.connection_lost(clock::now());
             }
@@ -622,7 +651,7 @@ async fn attempt(
             // Let the last frames (a Bye, the countersignature) go out.
             while let Some(frame) = call.poll_transmit() {
                 if writable {
-                    let _ = writer.send(&frame).await;
+                    let _ = tokio::time::timeout(SEND_DEADLINE, writer.send(&frame)).await;
                 }
             }
             break outcome;
@@ -666,7 +695,7 @@ async fn attempt(
             () = sleep_until(give_up_at) => call.hang_up(clock::now()),
         }
     };
-    writer.close().await;
+    let _ = tokio::time::timeout(SEND_DEADLINE, writer.close()).await;
     let media = match tone {
         Some(tone) => tone.close().await,
         // The node does not see an external endpoint's media.
@@ -726,6 +755,12 @@ async fn finish(
         answered_by,
         first_media_at,
     } = *answered;
+    let metrics = context.client.metrics();
+    metrics.call_setup(Role::Caller, "invite_to_answer", invite_to_answer);
+    metrics.call_setup(Role::Caller, "command_to_answer", answered_at - started);
+    if let Some(first) = first_media_at {
+        metrics.call_setup(Role::Caller, "command_to_first_media", first - started);
+    }
     let now = clock::now();
     let receipt = match &end.receipt {
         ReceiptOutcome::Settled(settled) => {
@@ -740,6 +775,7 @@ async fn finish(
                     now,
                 )
                 .await?;
+            metrics.receipt_written(Role::Caller, "settled");
             let r = settled.receipt();
             ReceiptSummary {
                 status: "settled".into(),
@@ -763,6 +799,7 @@ async fn finish(
                         now,
                     )
                     .await?;
+                metrics.receipt_written(Role::Caller, "disputed");
             }
             ReceiptSummary {
                 status: "disputed".into(),

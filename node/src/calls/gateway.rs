@@ -8,9 +8,16 @@
 //! (over capacity). An admitted call goes to the back-end, and a
 //! [`GatewayCall`](interlink_protocol::call::GatewayCall) turns the back-end's events and
 //! the caller's frames into the protocol. When it is over, its receipt is stored.
+//!
+//! Before any of that, each peer's call streams are held to `[limits]`: a rate of
+//! invitations per peer and a number of streams waiting for their invite at once; streams
+//! beyond are closed unread. A stream that carries an oversized, truncated or malformed
+//! frame is closed. Every refusal is counted in the metrics and logged once per peer and
+//! interval.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use interlink_gateway_plugin::gateway::{Gateway, IncomingCall, LegEvent, LegHandle};
 use interlink_protocol::call::{
@@ -25,7 +32,10 @@ use tokio::task::JoinSet;
 use crate::calls::wire::{self, CALL_PROTOCOL, FrameWriter};
 use crate::calls::{instant_of, sleep_until};
 use crate::clock;
+use crate::config::LimitsSection;
 use crate::identity;
+use crate::limits::{PeerRates, RefusalLog, log_refusal};
+use crate::metrics::Metrics;
 use crate::network::Client;
 use crate::publisher::Published;
 use crate::store::{ReceiptStatus, Role, Store};
@@ -48,6 +58,9 @@ pub struct GatewayContext {
     pub offer: watch::Receiver<Option<Published>>,
     pub store: Store,
     pub timers: Timers,
+    /// What one peer may ask: invitation rates, streams waiting, frame size.
+    pub limits: LimitsSection,
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for GatewayContext {
@@ -100,6 +113,62 @@ impl GatewayService {
     }
 }
 
+/// Places for call streams waiting for their invite: so many in all, so many per peer.
+struct WaitingRoom {
+    all: Arc<Semaphore>,
+    per_peer: HashMap<PeerId, Arc<Semaphore>>,
+    peer_limit: usize,
+}
+
+/// A call stream's place in the [`WaitingRoom`], given up once its invite is read.
+struct Waiting {
+    _all: OwnedSemaphorePermit,
+    _peer: OwnedSemaphorePermit,
+}
+
+impl WaitingRoom {
+    fn new(limits: &LimitsSection) -> WaitingRoom {
+        WaitingRoom {
+            all: Arc::new(Semaphore::new(limits.max_pending_invites)),
+            per_peer: HashMap::new(),
+            peer_limit: limits.max_pending_invites_per_peer,
+        }
+    }
+
+    /// A place for a stream of `peer`, or the limit that refuses it.
+    fn enter(&mut self, peer: PeerId) -> Result<Waiting, &'static str> {
+        if self.per_peer.len() > 1024 {
+            // Forget the peers with nobody waiting.
+            let limit = self.peer_limit;
+            self.per_peer
+                .retain(|_, places| places.available_permits() < limit);
+        }
+        let limit = self.peer_limit;
+        let peer_places = self
+            .per_peer
+            .entry(peer)
+            .or_insert_with(|| Arc::new(Semaphore::new(limit)));
+        let peer = Arc::clone(peer_places)
+            .try_acquire_owned()
+            .map_err(|_| "pending_invites")?;
+        let all = Arc::clone(&self.all)
+            .try_acquire_owned()
+            .map_err(|_| "pending_invites")?;
+        Ok(Waiting {
+            _all: all,
+            _peer: peer,
+        })
+    }
+}
+
+/// Why a call stream was dropped before its call began: for the log, once per peer and
+/// interval.
+struct StreamRefusal {
+    peer: PeerId,
+    reason: &'static str,
+    detail: String,
+}
+
 async fn accept_calls(
     mut incoming: libp2p_stream::IncomingStreams,
     context: GatewayContext,
@@ -107,16 +176,40 @@ async fn accept_calls(
     mut shutdown: watch::Receiver<bool>,
 ) {
     use futures::StreamExt;
+    let limits = &context.limits;
+    let metrics = context.metrics.clone();
+    let mut rates = PeerRates::new(limits.call_invites_per_sec, limits.call_invite_burst);
+    let mut waiting = WaitingRoom::new(limits);
+    let mut log = RefusalLog::new(limits.refusal_log_interval());
     let mut calls = JoinSet::new();
     loop {
         tokio::select! {
             next = incoming.next() => match next {
                 Some((peer, stream)) => {
-                    calls.spawn(handle_call(peer, stream, context.clone(), Arc::clone(&slots), shutdown.clone()));
+                    // Closed unread: a peer over its rate or a node with too many streams
+                    // waiting spends nothing more on it.
+                    if !rates.allow(peer, Instant::now()) {
+                        metrics.limit_refusal("call_invites");
+                        log_refusal(&mut log, Some(peer), "call_invites", &"a call stream over the peer's rate of invitations", true);
+                        continue;
+                    }
+                    let permit = match waiting.enter(peer) {
+                        Ok(permit) => permit,
+                        Err(limit) => {
+                            metrics.limit_refusal(limit);
+                            log_refusal(&mut log, Some(peer), limit, &"a call stream while too many wait for their invite", true);
+                            continue;
+                        }
+                    };
+                    calls.spawn(handle_call(peer, stream, context.clone(), Arc::clone(&slots), shutdown.clone(), permit));
                 }
                 None => break,
             },
-            Some(_) = calls.join_next(), if !calls.is_empty() => {}
+            Some(done) = calls.join_next(), if !calls.is_empty() => {
+                if let Ok(Err(refusal)) = done {
+                    log_refusal(&mut log, Some(refusal.peer), refusal.reason, &refusal.detail, false);
+                }
+            }
             _ = shutdown.changed() => break,
         }
     }
@@ -157,50 +250,87 @@ fn admit(
         .map_err(|_| RejectReason::OverCapacity)
 }
 
+/// Closes the sending side, within the send deadline.
+async fn close(writer: &mut FrameWriter) {
+    let _ = tokio::time::timeout(SEND_DEADLINE, writer.close()).await;
+}
+
 async fn handle_call(
     peer: PeerId,
     stream: Stream,
     context: GatewayContext,
     slots: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let (mut writer, mut frames) = wire::split(stream);
+    waiting: Waiting,
+) -> Result<(), StreamRefusal> {
+    let metrics = context.metrics.clone();
+    let (mut writer, mut frames) = wire::split_limited(stream, context.limits.max_call_frame_bytes);
+    let refused = |reason: &'static str, detail: String| StreamRefusal {
+        peer,
+        reason,
+        detail,
+    };
     let invite = match tokio::time::timeout(INVITE_DEADLINE, frames.recv()).await {
         Ok(Some(Ok(Frame::Invite(bytes)))) => match SignedInvite::decode(&bytes, clock::now()) {
             Ok(invite) => invite,
             Err(e) => {
-                tracing::info!(%peer, error = %e, "refused an invalid invite");
-                let _ = writer
-                    .send(&Frame::Reject(RejectReason::Unauthorised))
-                    .await;
-                writer.close().await;
-                return;
+                metrics.call_stream_error("invalid_invite");
+                let _ = tokio::time::timeout(
+                    SEND_DEADLINE,
+                    writer.send(&Frame::Reject(RejectReason::Unauthorised)),
+                )
+                .await;
+                close(&mut writer).await;
+                return Err(refused("invalid_invite", format!("an invalid invite: {e}")));
             }
         },
         Ok(Some(Ok(other))) => {
-            tracing::info!(%peer, frame = other.name(), "a call stream must open with an invite");
-            writer.close().await;
-            return;
+            metrics.call_stream_error("not_an_invite");
+            close(&mut writer).await;
+            return Err(refused(
+                "not_an_invite",
+                format!(
+                    "a call stream that opened with {} instead of an invite",
+                    other.name()
+                ),
+            ));
         }
         Ok(Some(Err(e))) => {
-            tracing::info!(%peer, error = %e, "unreadable call stream");
-            writer.close().await;
-            return;
+            if matches!(e, wire::WireError::TooLarge { .. }) {
+                metrics.limit_refusal("call_frame_size");
+            }
+            metrics.call_stream_error(e.label());
+            close(&mut writer).await;
+            return Err(refused(
+                e.label(),
+                format!("an unreadable call stream: {e}"),
+            ));
         }
-        Ok(None) | Err(_) => {
-            writer.close().await;
-            return;
+        Ok(None) => {
+            close(&mut writer).await;
+            return Ok(());
+        }
+        Err(_) => {
+            metrics.call_stream_error("no_invite");
+            close(&mut writer).await;
+            return Err(refused(
+                "no_invite",
+                format!("no invite within {INVITE_DEADLINE:?}"),
+            ));
         }
     };
+    drop(waiting);
     let call_id = invite.invite().call_id;
+    let invited_at = Instant::now();
     let current_offer = context.offer.borrow().as_ref().map(|p| p.offer.clone());
     let admission = admit(invite.invite(), &peer, current_offer.as_ref(), &slots);
 
     let mut call = GatewayCall::new(invite.clone(), context.key.clone(), context.timers);
     let (leg_events_tx, mut leg_events) = mpsc::channel(LEG_EVENTS);
-    let (mut leg, _slot) = match admission {
+    let (mut leg, _slot, _active) = match admission {
         Ok(slot) => {
             call.admit(clock::now());
+            let active = metrics.call_started(Role::Gateway);
             let incoming = IncomingCall {
                 call_id,
                 destination: invite.invite().destination.clone(),
@@ -209,12 +339,16 @@ async fn handle_call(
                 events: leg_events_tx,
             };
             tracing::info!(%peer, call = %call_id, destination = %invite.invite().destination, "call admitted");
-            (Some(context.backend.start_call(incoming)), Some(slot))
+            (
+                Some(context.backend.start_call(incoming)),
+                Some(slot),
+                Some(active),
+            )
         }
         Err(reason) => {
             tracing::info!(%peer, call = %call_id, %reason, "call refused");
             call.reject(reason, clock::now());
-            (None, None)
+            (None, None, None)
         }
     };
 
@@ -225,15 +359,27 @@ async fn handle_call(
         &mut leg_events,
         &mut leg,
         &mut shutdown,
+        &Answering {
+            metrics: &metrics,
+            invited_at,
+        },
     )
     .await;
-    writer.close().await;
+    close(&mut writer).await;
     if let Some(leg) = leg {
         let _ = tokio::time::timeout(RELEASE_DEADLINE, leg.finished()).await;
     }
     if let Some(outcome) = outcome {
-        store_outcome(&context.store, call_id, outcome).await;
+        metrics.call_over(Role::Gateway, outcome_name(&outcome));
+        store_outcome(&context.store, &metrics, call_id, outcome).await;
     }
+    Ok(())
+}
+
+/// What the driver needs to time the answer.
+struct Answering<'a> {
+    metrics: &'a Metrics,
+    invited_at: Instant,
 }
 
 /// Runs the call until the machine is done; returns how it ended.
@@ -244,6 +390,7 @@ async fn drive(
     leg_events: &mut mpsc::Receiver<LegEvent>,
     leg: &mut Option<LegHandle>,
     shutdown: &mut watch::Receiver<bool>,
+    answering: &Answering<'_>,
 ) -> Option<GatewayOutcome> {
     let mut outcome = None;
     let mut writable = true;
@@ -253,6 +400,13 @@ async fn drive(
     }
     loop {
         while let Some(frame) = call.poll_transmit() {
+            if matches!(frame, Frame::Answer { .. }) {
+                answering.metrics.call_setup(
+                    Role::Gateway,
+                    "invite_to_answer",
+                    answering.invited_at.elapsed(),
+                );
+            }
             if writable
                 && !matches!(
                     tokio::time::timeout(SEND_DEADLINE, writer.send(&frame)).await,
@@ -282,6 +436,7 @@ async fn drive(
                 Some(Ok(frame)) => call.handle_frame(frame, clock::now()),
                 Some(Err(e)) => {
                     tracing::info!(error = %e, "call stream failed");
+                    answering.metrics.call_stream_error(e.label());
                     call.connection_lost(clock::now());
                 }
                 None => call.connection_lost(clock::now()),
@@ -312,6 +467,7 @@ async fn drive(
 
 async fn store_outcome(
     store: &Store,
+    metrics: &Metrics,
     call_id: interlink_protocol::call::CallId,
     outcome: GatewayOutcome,
 ) {
@@ -356,8 +512,23 @@ async fn store_outcome(
         GatewayOutcome::Rejected(_) | GatewayOutcome::Cancelled(_) => Ok(()),
     };
     match saved {
-        Ok(()) => tracing::info!(call = %call_id, outcome = ?outcome_name(&outcome), "call over"),
+        Ok(()) => {
+            if let Some(status) = receipt_status(&outcome) {
+                metrics.receipt_written(Role::Gateway, status);
+            }
+            tracing::info!(call = %call_id, outcome = ?outcome_name(&outcome), "call over");
+        }
         Err(e) => tracing::error!(call = %call_id, error = %e, "cannot store the receipt"),
+    }
+}
+
+/// The status of the receipt an outcome leaves, if it leaves one.
+fn receipt_status(outcome: &GatewayOutcome) -> Option<&'static str> {
+    match outcome {
+        GatewayOutcome::Settled(_) => Some("settled"),
+        GatewayOutcome::Unacknowledged(_) => Some("unacknowledged"),
+        GatewayOutcome::Disputed { .. } => Some("disputed"),
+        GatewayOutcome::Rejected(_) | GatewayOutcome::Cancelled(_) => None,
     }
 }
 

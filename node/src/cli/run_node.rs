@@ -8,6 +8,7 @@ use anyhow::Context;
 use interlink_node::api::{ApiServer, ApiSettings};
 use interlink_node::config::Config;
 use interlink_node::identity;
+use interlink_node::metrics::MetricsServer;
 use interlink_node::node::{Node, NodeSpec};
 use libp2p::Multiaddr;
 use tokio::signal::unix::{SignalKind, signal};
@@ -34,9 +35,20 @@ pub(crate) struct Args {
     /// Serve no web page or HTTP API.
     #[arg(long)]
     no_api: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics instead of metrics.listen, even if
+    /// metrics.enabled is false (port 0: any free port).
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_metrics")]
+    metrics_listen: Option<SocketAddr>,
+    /// Serve no metrics, whatever the configuration says.
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    // Watched from the start: a signal that arrives while the node starts (once its
+    // addresses are logged, say) stops it cleanly instead of killing it.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let path = args.config.unwrap_or_else(super::default_config_path);
     let mut config = Config::load(&path)?;
     if !args.listen.is_empty() {
@@ -50,6 +62,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if args.no_api {
         config.api.enabled = false;
     }
+    if let Some(address) = args.metrics_listen {
+        config.metrics.listen = address;
+        config.metrics.enabled = true;
+    }
+    if args.no_metrics {
+        config.metrics.enabled = false;
+    }
     config.validate()?;
     let api_settings = ApiSettings::from_config(&config)?;
     let keypair = identity::load(&config.node.data_dir)?;
@@ -62,6 +81,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let node = Node::start(spec, keypair)
         .await
         .context("cannot start the node")?;
+    let metrics = if config.metrics.enabled {
+        match MetricsServer::start(config.metrics.listen, node.metrics().clone()).await {
+            Ok(server) => {
+                let url = server.url();
+                tracing::info!(url = %url, "metrics at {url}");
+                Some(server)
+            }
+            Err(e) => {
+                let _ = node.shutdown().await;
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
     let api = if config.api.enabled {
         match ApiServer::start(api_settings, node.caller()).await {
             Ok(api) => Some(api),
@@ -80,9 +114,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(peer_id = %node.peer_id(), config = %path.display(), "{role} running; stop with Ctrl-C or SIGTERM");
 
     let mut node = node;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
         _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
         reason = node.failed() => {
             // Better to exit and be restarted than to look alive and serve nothing.
@@ -93,6 +126,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(api) = api {
         // Calls placed from the page end on every leg, with receipts, before the node goes.
         api.shutdown().await;
+    }
+    if let Some(metrics) = metrics {
+        metrics.shutdown().await;
     }
     match tokio::time::timeout(SHUTDOWN_DEADLINE, node.shutdown()).await {
         Ok(Ok(())) => tracing::info!("stopped cleanly"),

@@ -8,7 +8,9 @@ use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, connection_limits, identify, kad, ping};
 
-use crate::config::DhtSection;
+use super::dht_rate_limit;
+use crate::config::{DhtSection, LimitsSection};
+use crate::metrics::Metrics;
 use interlink_protocol::signed::MAX_SIGNED_OFFER_BYTES;
 
 /// Our own Kademlia protocol, so the network stays apart from the public IPFS DHT.
@@ -16,15 +18,12 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/interlink/kad/1.0
 /// What identify announces as the protocol family.
 const IDENTIFY_PROTOCOL_VERSION: &str = "/interlink/1.0.0";
 
-/// Kademlia messages carry at most one offer plus its record envelope and peer lists.
-const MAX_KAD_PACKET_BYTES: usize = 2 * MAX_SIGNED_OFFER_BYTES;
-
 /// Kademlia for offers and provider records, identify to learn listen addresses, ping to
 /// measure round trips and keep connections honest, streams of our own protocols (calls),
-/// and connection limits.
+/// and connection limits. Kademlia sits behind a per-peer limit on inbound requests.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
-    pub kad: kad::Behaviour<MemoryStore>,
+    pub kad: dht_rate_limit::Behaviour,
     pub stream: libp2p_stream::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -32,8 +31,13 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    /// The behaviours of a node with `keypair`, configured by `[dht]`.
-    pub fn new(keypair: &Keypair, dht: &DhtSection) -> Behaviour {
+    /// The behaviours of a node with `keypair`, configured by `[dht]` and `[limits]`.
+    pub fn new(
+        keypair: &Keypair,
+        dht: &DhtSection,
+        limits: &LimitsSection,
+        metrics: Metrics,
+    ) -> Behaviour {
         let peer_id = keypair.public().to_peer_id();
         let nonzero = |n: usize| NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN);
 
@@ -55,7 +59,8 @@ impl Behaviour {
             .set_provider_publication_interval(Some(Duration::from_secs(
                 dht.provider_publication_secs,
             )))
-            .set_max_packet_size(MAX_KAD_PACKET_BYTES)
+            // Messages carry at most one offer plus its record envelope and peer lists.
+            .set_max_packet_size(limits.max_dht_packet_bytes)
             .set_periodic_bootstrap_interval(Some(Duration::from_secs(
                 dht.bootstrap_interval_secs,
             )));
@@ -68,18 +73,25 @@ impl Behaviour {
                 max_provided_keys: 1024,
             },
         );
-        let kad = kad::Behaviour::with_config(peer_id, store, kad_config);
+        let kad = dht_rate_limit::Behaviour::new(
+            kad::Behaviour::with_config(peer_id, store, kad_config),
+            limits,
+            metrics,
+        );
 
         let identify = identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), keypair.public())
                 .with_agent_version(format!("interlink/{}", env!("CARGO_PKG_VERSION"))),
         );
         let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15)));
-        // Two per peer, not one: two nodes dialling each other at once must both succeed.
+        // Two per peer by default, not one: two nodes dialling each other at once must
+        // both succeed.
         let limits = connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
-                .with_max_established_per_peer(Some(2))
-                .with_max_pending_incoming(Some(256)),
+                .with_max_established_per_peer(Some(limits.max_connections_per_peer))
+                .with_max_established_incoming(Some(limits.max_incoming_connections))
+                .with_max_pending_incoming(Some(limits.max_pending_incoming))
+                .with_max_pending_outgoing(Some(limits.max_pending_outgoing)),
         );
         Behaviour {
             kad,

@@ -16,23 +16,27 @@ use libp2p::kad::store::RecordStore;
 use libp2p::kad::{
     self, GetProvidersOk, GetRecordOk, QueryId, QueryResult, Quorum, Record, RecordKey,
 };
-use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
+use libp2p::swarm::{ConnectionDenied, DialError, ListenError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, connection_limits, identify, ping};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
-use super::{Command, NetworkError, RefusalCounts, Status};
+use super::{Command, NetworkError, RefusalCounts, Settings, Status};
 use crate::clock::unix_now;
-use crate::config::DhtSection;
+
 use crate::identity;
-use crate::network::records;
+use crate::limits::{RefusalLog, log_refusal};
+use crate::metrics::Metrics;
+use crate::network::records::{self, PeerQuota};
 use crate::network::traffic::TrafficCounters;
 
 /// Most providers collected by one lookup.
 const MAX_PROVIDERS_PER_LOOKUP: usize = 256;
 /// Most offer lookups, provider lookups, dials or round-trip waits in flight at once.
 const MAX_PENDING: usize = 1024;
+/// How often the gauges of the routing table and the record store are brought up to date.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
 
@@ -65,6 +69,12 @@ pub(super) struct EventLoop {
     rtt_waiters: HashMap<PeerId, Vec<Reply<Duration>>>,
     last_rtt: HashMap<PeerId, Duration>,
     refusals: RefusalCounts,
+    /// Which stored offers came from which peer, within `[limits] records_per_peer`.
+    record_quota: PeerQuota<RecordKey>,
+    /// Which provider records each provider has here, within `provider_records_per_peer`.
+    provider_quota: PeerQuota<(RecordKey, PeerId)>,
+    refusal_log: RefusalLog,
+    metrics: Metrics,
 }
 
 impl EventLoop {
@@ -72,10 +82,12 @@ impl EventLoop {
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
         listen_addrs: watch::Sender<Vec<Multiaddr>>,
-        dht: &DhtSection,
+        settings: &Settings,
         traffic: Arc<TrafficCounters>,
         confirm_listen_addrs: bool,
+        metrics: Metrics,
     ) -> EventLoop {
+        let (dht, limits) = (&settings.dht, &settings.limits);
         EventLoop {
             swarm,
             commands,
@@ -94,15 +106,25 @@ impl EventLoop {
             rtt_waiters: HashMap::new(),
             last_rtt: HashMap::new(),
             refusals: RefusalCounts::default(),
+            record_quota: PeerQuota::new(limits.records_per_peer, 2 * dht.max_records),
+            provider_quota: PeerQuota::new(
+                limits.provider_records_per_peer,
+                2 * dht.max_records.max(dht.max_providers_per_key),
+            ),
+            refusal_log: RefusalLog::new(limits.refusal_log_interval()),
+            metrics,
         }
     }
 
     /// Runs until `shutdown` resolves or every client is dropped.
     pub(super) async fn run(mut self, shutdown: oneshot::Receiver<()>) {
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut gauges = tokio::time::interval(GAUGE_INTERVAL);
+        gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = gauges.tick() => self.update_gauges(),
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
@@ -214,6 +236,51 @@ impl EventLoop {
         }
     }
 
+    fn update_gauges(&mut self) {
+        let status = self.status();
+        self.metrics.set_network(
+            status.connected_peers,
+            status.routing_table_size,
+            status.stored_records,
+        );
+    }
+
+    /// Counts and (once per peer and interval) logs a record refused for `reason`;
+    /// `limit` names the `[limits]` entry that refused it, if one did.
+    fn refuse(
+        &mut self,
+        peer: Option<PeerId>,
+        provider_record: bool,
+        reason: &'static str,
+        limit: Option<&'static str>,
+        detail: &dyn std::fmt::Display,
+    ) {
+        self.refusals.record(reason);
+        if provider_record {
+            self.metrics.provider_record_refused(reason);
+        } else {
+            self.metrics.offer_refused(reason);
+        }
+        if let Some(limit) = limit {
+            self.metrics.limit_refusal(limit);
+        }
+        log_refusal(&mut self.refusal_log, peer, reason, detail, limit.is_some());
+    }
+
+    /// Counts a connection refused by the connection limits.
+    fn on_connection_denied(&mut self, peer: Option<PeerId>, cause: &ConnectionDenied) {
+        if let Some(exceeded) = cause.downcast_ref::<connection_limits::Exceeded>() {
+            self.metrics.limit_refusal("connections");
+            log_refusal(
+                &mut self.refusal_log,
+                peer,
+                "connections",
+                &format_args!("a connection over a limit of {}", exceeded.limit()),
+                true,
+            );
+        }
+    }
+
     fn status(&mut self) -> Status {
         let routing_table_size = self
             .kad()
@@ -297,6 +364,12 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.metrics.record(&event);
+        match &event {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.metrics.record(e),
+            _ => {}
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let local = *self.swarm.local_peer_id();
@@ -314,22 +387,37 @@ impl EventLoop {
                     .send_modify(|addrs| addrs.retain(|a| a != &address));
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.metrics
+                    .set_peers(self.swarm.network_info().num_peers());
                 for reply in self.dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(()));
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                num_established,
                 ..
             } => {
-                self.last_rtt.remove(&peer_id);
+                if num_established == 0 {
+                    self.last_rtt.remove(&peer_id);
+                }
+                self.metrics
+                    .set_peers(self.swarm.network_info().num_peers());
             }
+            SwarmEvent::IncomingConnectionError {
+                peer_id,
+                error: ListenError::Denied { cause },
+                ..
+            } => self.on_connection_denied(peer_id, &cause),
+
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,
                 ..
             } => {
+                if let DialError::Denied { cause } = &error {
+                    self.on_connection_denied(Some(peer), cause);
+                }
                 if self.swarm.is_connected(&peer) {
                     return;
                 }
@@ -383,63 +471,127 @@ impl EventLoop {
             } => {
                 if step.last {
                     self.query_requests += u64::from(stats.num_requests());
+                    let (kind, ok) = query_outcome(&result);
+                    self.metrics
+                        .dht_query(kind, ok, stats.duration().unwrap_or_default());
                 }
                 self.on_query_progress(id, result, step.last);
+            }
+            kad::Event::RoutingUpdated { .. } => {
+                let status = self.status();
+                self.metrics.set_network(
+                    status.connected_peers,
+                    status.routing_table_size,
+                    status.stored_records,
+                );
             }
             _ => {}
         }
     }
 
-    /// Stores an inbound record or provider record only if [`records`] admits it.
+    /// Stores an inbound record or provider record only if [`records`] admits it and the
+    /// peer it came from is within its quota.
     fn on_inbound_request(&mut self, request: kad::InboundRequest) {
         match request {
             kad::InboundRequest::PutRecord {
                 source,
-                record: Some(mut record),
+                record: Some(record),
                 ..
-            } => {
-                let now = unix_now();
-                let stored = self
-                    .kad()
-                    .store_mut()
-                    .get(&record.key)
-                    .map(|r| r.value.clone());
-                match records::admit_value(
-                    record.key.as_ref(),
-                    &record.value,
-                    stored.as_deref(),
-                    now,
-                ) {
-                    Ok(offer) => {
-                        record.expires = Some(records::expiry(&offer, now, Instant::now()));
-                        if let Err(e) = self.kad().store_mut().put(record) {
-                            tracing::debug!(peer = %source, error = ?e, "record store full");
-                            self.refusals.record("store_full");
-                        } else {
-                            tracing::debug!(peer = %source, provider = %offer.provider(), seq = offer.seq(), "stored offer");
-                        }
-                    }
-                    Err(refusal) => {
-                        tracing::debug!(peer = %source, reason = %refusal, "refused record");
-                        self.refusals.record(refusal.label());
-                    }
-                }
-            }
+            } => self.on_inbound_record(source, record),
             kad::InboundRequest::AddProvider {
                 record: Some(record),
-            } => match records::admit_provider(record.key.as_ref()) {
-                Ok(()) => {
-                    if let Err(e) = self.kad().store_mut().add_provider(record) {
-                        tracing::debug!(error = ?e, "provider store full");
-                        self.refusals.record("store_full");
-                    }
-                }
-                Err(refusal) => {
-                    tracing::debug!(peer = %record.provider, reason = %refusal, "refused provider record");
-                    self.refusals.record(refusal.label());
-                }
-            },
+            } => self.on_inbound_provider(record),
             _ => {}
+        }
+    }
+
+    fn on_inbound_record(&mut self, source: PeerId, mut record: Record) {
+        let now = unix_now();
+        let stored = self
+            .kad()
+            .store_mut()
+            .get(&record.key)
+            .map(|r| r.value.clone());
+        let offer = match records::admit_value(
+            record.key.as_ref(),
+            &record.value,
+            stored.as_deref(),
+            now,
+        ) {
+            Ok(offer) => offer,
+            Err(refusal) => {
+                self.refuse(Some(source), false, refusal.label(), None, &refusal);
+                return;
+            }
+        };
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        if !self
+            .record_quota
+            .admits(source, &record.key, |key| store.get(key).is_some())
+        {
+            self.refuse(
+                Some(source),
+                false,
+                "records_per_peer",
+                Some("records_per_peer"),
+                &"an offer over the peer's quota of stored records",
+            );
+            return;
+        }
+        record.expires = Some(records::expiry(&offer, now, Instant::now()));
+        let key = record.key.clone();
+        if let Err(e) = self.kad().store_mut().put(record) {
+            self.refuse(
+                Some(source),
+                false,
+                "store_full",
+                None,
+                &format_args!("record store: {e:?}"),
+            );
+        } else {
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            self.record_quota
+                .stored(source, key, |key| store.get(key).is_some());
+            self.metrics.offer_validated("put");
+            tracing::debug!(peer = %source, provider = %offer.provider(), seq = offer.seq(), "stored offer");
+        }
+    }
+
+    fn on_inbound_provider(&mut self, record: kad::ProviderRecord) {
+        let provider = record.provider;
+        if let Err(refusal) = records::admit_provider(record.key.as_ref()) {
+            self.refuse(Some(provider), true, refusal.label(), None, &refusal);
+            return;
+        }
+        let entry = (record.key.clone(), provider);
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let still_stored = |(key, provider): &(RecordKey, PeerId)| {
+            store.providers(key).iter().any(|p| p.provider == *provider)
+        };
+        if !self.provider_quota.admits(provider, &entry, still_stored) {
+            self.refuse(
+                Some(provider),
+                true,
+                "providers_per_peer",
+                Some("providers_per_peer"),
+                &"a provider record over the provider's quota",
+            );
+            return;
+        }
+        if let Err(e) = self.kad().store_mut().add_provider(record) {
+            self.refuse(
+                Some(provider),
+                true,
+                "store_full",
+                None,
+                &format_args!("provider store: {e:?}"),
+            );
+        } else {
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            self.provider_quota
+                .stored(provider, entry, |(key, provider): &(RecordKey, PeerId)| {
+                    store.providers(key).iter().any(|p| p.provider == *provider)
+                });
         }
     }
 
@@ -470,6 +622,13 @@ impl EventLoop {
             }
             QueryResult::PutRecord(result) => {
                 if let Some(reply) = self.puts.remove(&id) {
+                    self.metrics.offer_published(match &result {
+                        Ok(_) => true,
+                        Err(
+                            kad::PutRecordError::QuorumFailed { success, .. }
+                            | kad::PutRecordError::Timeout { success, .. },
+                        ) => !success.is_empty(),
+                    });
                     let replication = self.replication_factor;
                     let _ = reply.send(match result {
                         Ok(_) => Ok(replication),
@@ -514,6 +673,7 @@ impl EventLoop {
         }
         match records::admit_value(record.key.as_ref(), &record.value, None, now) {
             Ok(offer) => {
+                self.metrics.offer_validated("lookup");
                 lookup.valid_copies += 1;
                 match &lookup.best {
                     Some(best) if best.seq() > offer.seq() => {
@@ -534,6 +694,7 @@ impl EventLoop {
             Err(refusal) => {
                 tracing::debug!(peer = ?from, reason = %refusal, "lookup returned an invalid offer");
                 self.refusals.record(refusal.label());
+                self.metrics.offer_refused(refusal.label());
             }
         }
     }
@@ -561,5 +722,19 @@ impl EventLoop {
         if let Some((providers, reply)) = self.provider_lookups.remove(&id) {
             let _ = reply.send(Ok(providers));
         }
+    }
+}
+
+/// The kind of a finished query and whether it succeeded, for the metrics.
+fn query_outcome(result: &QueryResult) -> (&'static str, bool) {
+    match result {
+        QueryResult::Bootstrap(r) => ("bootstrap", r.is_ok()),
+        QueryResult::GetClosestPeers(r) => ("get_closest_peers", r.is_ok()),
+        QueryResult::GetProviders(r) => ("get_providers", r.is_ok()),
+        QueryResult::StartProviding(r) => ("start_providing", r.is_ok()),
+        QueryResult::RepublishProvider(r) => ("republish_provider", r.is_ok()),
+        QueryResult::GetRecord(r) => ("get_record", r.is_ok()),
+        QueryResult::PutRecord(r) => ("put_record", r.is_ok()),
+        QueryResult::RepublishRecord(r) => ("republish_record", r.is_ok()),
     }
 }

@@ -7,6 +7,7 @@
 //! timeout, the dial timeout) so that no call hangs forever.
 
 mod behaviour;
+pub mod dht_rate_limit;
 mod event_loop;
 pub mod records;
 pub mod traffic;
@@ -28,7 +29,8 @@ pub use behaviour::{Behaviour, KAD_PROTOCOL};
 pub use traffic::Traffic;
 use traffic::{Counted, TrafficCounters};
 
-use crate::config::{Config, DhtSection, peer_id_of};
+use crate::config::{Config, DhtSection, LimitsSection, peer_id_of};
+use crate::metrics::Metrics;
 
 /// Commands queued for the event loop before senders wait.
 const COMMAND_QUEUE: usize = 256;
@@ -47,6 +49,8 @@ pub struct Settings {
     /// How connections over the in-memory transport are secured; TCP and QUIC always use
     /// noise (or QUIC's TLS).
     pub memory_security: MemorySecurity,
+    /// What one peer may ask of this node.
+    pub limits: LimitsSection,
 }
 
 /// The security upgrade of in-memory connections, which never leave the process.
@@ -74,6 +78,7 @@ impl Settings {
             dht: config.dht.clone(),
             server_mode: true,
             memory_security: MemorySecurity::Noise,
+            limits: config.limits.clone(),
         }
     }
 }
@@ -236,6 +241,7 @@ pub struct Client {
     local_peer_id: PeerId,
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
     streams: libp2p_stream::Control,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Client {
@@ -285,15 +291,13 @@ impl NetworkTask {
     }
 }
 
-/// Streams per connection. Each call is a stream on the caller's connection to the
-/// gateway, so a busy caller service needs many; yamux's default is 512. The yamux limit on
-/// the connection's receive window (1 GiB, allocated only as data arrives) allows 4096.
-const MAX_STREAMS_PER_CONNECTION: usize = 4096;
-
-/// yamux with room for many concurrent calls between two nodes.
-fn multiplexer() -> yamux::Config {
+/// yamux with room for many concurrent calls between two nodes: each call is a stream on
+/// the caller's connection to the gateway, so a busy caller service needs many (yamux's
+/// default is 512; its limit on the connection's receive window, 1 GiB allocated only as
+/// data arrives, allows `[limits] max_streams_per_connection`, 4096 by default).
+fn multiplexer(max_streams: usize) -> yamux::Config {
     let mut config = yamux::Config::default();
-    config.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
+    config.set_max_num_streams(max_streams);
     config
 }
 
@@ -305,10 +309,17 @@ fn counting<S>(
     move |connection, _| Counted::new(connection, Arc::clone(&counters))
 }
 
-/// Builds the swarm, starts listening, and spawns the event loop.
-pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTask), NetworkError> {
+/// Builds the swarm, starts listening, and spawns the event loop; what it does is counted
+/// in `metrics`.
+pub fn start(
+    keypair: Keypair,
+    settings: &Settings,
+    metrics: Metrics,
+) -> Result<(Client, NetworkTask), NetworkError> {
     let transport_error = |e: &dyn std::fmt::Display| NetworkError::Transport(e.to_string());
     let dht = settings.dht.clone();
+    let limits = settings.limits.clone();
+    let max_streams = limits.max_streams_per_connection;
     let traffic = Arc::new(TrafficCounters::default());
     let counters = Arc::clone(&traffic);
     let memory_security = settings.memory_security;
@@ -323,7 +334,7 @@ pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTa
                 .map(counting(&counters))
                 .upgrade(upgrade::Version::V1Lazy)
                 .authenticate(noise::Config::new(key)?)
-                .multiplex(multiplexer())
+                .multiplex(multiplexer(max_streams))
                 .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
             let memory = MemoryTransport::default()
                 .map(counting(&counters))
@@ -331,12 +342,12 @@ pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTa
             let memory = match memory_security {
                 MemorySecurity::Noise => memory
                     .authenticate(noise::Config::new(key)?)
-                    .multiplex(multiplexer())
+                    .multiplex(multiplexer(max_streams))
                     .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
                     .boxed(),
                 MemorySecurity::Plaintext => memory
                     .authenticate(plaintext::Config::new(key))
-                    .multiplex(multiplexer())
+                    .multiplex(multiplexer(max_streams))
                     .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
                     .boxed(),
             };
@@ -348,9 +359,10 @@ pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTa
         .map_err(|e| transport_error(&e))?
         .with_dns()
         .map_err(|e| transport_error(&e))?
-        .with_behaviour(|key| Behaviour::new(key, &dht))
+        .with_behaviour(|key| Behaviour::new(key, &dht, &limits, metrics.clone()))
         .map_err(|e| transport_error(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(settings.idle_connection_timeout))
+        .with_connection_timeout(Duration::from_secs(settings.limits.handshake_timeout_secs))
         .build();
 
     let mode = if settings.server_mode {
@@ -385,9 +397,10 @@ pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTa
         swarm,
         commands_rx,
         listen_tx,
-        &settings.dht,
+        settings,
         traffic,
         confirm_listen_addrs,
+        metrics.clone(),
     );
     let handle = tokio::spawn(event_loop.run(shutdown_rx));
     let client = Client {
@@ -395,6 +408,7 @@ pub fn start(keypair: Keypair, settings: &Settings) -> Result<(Client, NetworkTa
         local_peer_id,
         listen_addrs: listen_rx,
         streams,
+        metrics,
     };
     Ok((
         client,
@@ -409,6 +423,11 @@ impl Client {
     /// This node's peer id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Opens and accepts streams of our own protocols (a handle, not the swarm: the event

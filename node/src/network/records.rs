@@ -7,9 +7,12 @@
 //! providers key: provider records are unsigned, so callers drop any provider without a
 //! valid offer.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use interlink_protocol::{DhtKey, OfferError, ProviderId, SignedOffer, UnixTime};
+use libp2p::PeerId;
 
 /// Why a record was not stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +91,81 @@ pub fn expiry(offer: &SignedOffer, now: UnixTime, now_instant: Instant) -> Insta
     now_instant + remaining.min(Duration::from_secs(24 * 3600))
 }
 
+/// What each peer has stored here, so that no peer can fill the store: an entry (a record
+/// key, or a provider record's key and provider) belongs to the peer that last stored it.
+///
+/// Entries are not told when the store drops them (expiry, eviction): each check asks
+/// `still_stored`, and stale entries are swept when a peer reaches its limit or the whole
+/// table grows past `max_entries`.
+#[derive(Debug)]
+pub struct PeerQuota<K> {
+    limit: usize,
+    max_entries: usize,
+    owners: HashMap<K, PeerId>,
+    counts: HashMap<PeerId, usize>,
+}
+
+impl<K: Hash + Eq + Clone> PeerQuota<K> {
+    /// At most `limit` entries per peer; sweeps stale entries past `max_entries` in all.
+    pub fn new(limit: usize, max_entries: usize) -> PeerQuota<K> {
+        PeerQuota {
+            limit,
+            max_entries: max_entries.max(limit),
+            owners: HashMap::new(),
+            counts: HashMap::new(),
+        }
+    }
+
+    /// Whether `peer` may store `entry` (replacing its own entry always may).
+    pub fn admits(&mut self, peer: PeerId, entry: &K, still_stored: impl Fn(&K) -> bool) -> bool {
+        if self.owners.get(entry) == Some(&peer) || self.count(&peer) < self.limit {
+            return true;
+        }
+        self.sweep(Some(peer), still_stored);
+        self.count(&peer) < self.limit
+    }
+
+    /// Notes that `peer` stored `entry`.
+    pub fn stored(&mut self, peer: PeerId, entry: K, still_stored: impl Fn(&K) -> bool) {
+        if let Some(previous) = self.owners.insert(entry, peer) {
+            self.release(previous);
+        }
+        *self.counts.entry(peer).or_default() += 1;
+        if self.owners.len() > self.max_entries {
+            self.sweep(None, still_stored);
+        }
+    }
+
+    /// Entries `peer` holds here.
+    pub fn count(&self, peer: &PeerId) -> usize {
+        self.counts.get(peer).copied().unwrap_or(0)
+    }
+
+    /// Forgets the entries (of `only`, or of everyone) that the store no longer holds.
+    fn sweep(&mut self, only: Option<PeerId>, still_stored: impl Fn(&K) -> bool) {
+        let mut released = Vec::new();
+        self.owners.retain(|entry, owner| {
+            let keep = only.is_some_and(|p| p != *owner) || still_stored(entry);
+            if !keep {
+                released.push(*owner);
+            }
+            keep
+        });
+        for owner in released {
+            self.release(owner);
+        }
+    }
+
+    fn release(&mut self, peer: PeerId) {
+        if let Some(count) = self.counts.get_mut(&peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.counts.remove(&peer);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +241,41 @@ mod tests {
             admit_provider(b"/interlink/providers/1/webrtc-pstn/44"),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_peer_stores_no_more_than_its_quota_until_its_entries_go() {
+        let mut quota = PeerQuota::new(2, 100);
+        let (flooder, honest) = (PeerId::random(), PeerId::random());
+        let mut store = std::collections::HashSet::new();
+        for key in [1u8, 2] {
+            assert!(quota.admits(flooder, &key, |k| store.contains(k)));
+            store.insert(key);
+            quota.stored(flooder, key, |k| store.contains(k));
+        }
+        assert!(!quota.admits(flooder, &3, |k| store.contains(k)));
+        assert!(
+            quota.admits(flooder, &1, |k| store.contains(k)),
+            "replacing its own entry"
+        );
+        assert!(quota.admits(honest, &3, |k| store.contains(k)));
+        quota.stored(honest, 1, |k| store.contains(k));
+        assert_eq!(
+            (quota.count(&flooder), quota.count(&honest)),
+            (1, 1),
+            "an entry belongs to whoever stored it last"
+        );
+        store.remove(&2);
+        store.insert(3);
+        quota.stored(flooder, 3, |k| store.contains(k));
+        assert!(
+            quota.admits(flooder, &4, |k| store.contains(k)),
+            "at its limit, its expired entry is swept and no longer counts"
+        );
+        assert_eq!(quota.count(&flooder), 1);
+        store.insert(4);
+        quota.stored(flooder, 4, |k| store.contains(k));
+        assert!(!quota.admits(flooder, &5, |k| store.contains(k)));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod node_process;
+pub mod scrape;
 pub mod sipp;
 
 use std::future::Future;

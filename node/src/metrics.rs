@@ -1,0 +1,581 @@
+//! What the node does, for Prometheus: one registry per node, served by [`MetricsServer`].
+//!
+//! [`Metrics`] is a cheap handle (an `Arc`) held by the network's event loop, the DHT
+//! request limiter, the publisher, the caller and the gateway; each records what it sees
+//! as it happens. The swarm's own events also go to `libp2p-metrics` (connections,
+//! Kademlia, ping), registered in the same registry under `libp2p_`. [`MetricsServer`]
+//! answers `GET /metrics` with the OpenMetrics text format.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use libp2p::metrics::Recorder;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
+
+pub use crate::store::Role;
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Serve `GET /metrics` at all.
+    pub enabled: bool,
+    /// Where. The metrics say nothing secret but much about the node's traffic: keep them
+    /// on loopback or a private address that only the Prometheus server reaches.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// The content type of the OpenMetrics text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds of the latency histograms, in seconds: 1 ms to 1 min.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The limits of `[limits]` whose refusals are counted, as `limit` labels.
+pub const LIMITS: [&str; 8] = [
+    "connections",
+    "blocked_peer",
+    "dht_requests",
+    "records_per_peer",
+    "providers_per_peer",
+    "call_invites",
+    "pending_invites",
+    "call_frame_size",
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleOutcomeLabels {
+    role: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    role: &'static str,
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiptLabels {
+    role: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabel {
+    error: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+struct Inner {
+    registry: Registry,
+    libp2p: libp2p::metrics::Metrics,
+    peers_connected: Gauge,
+    routing_table_peers: Gauge,
+    stored_records: Gauge,
+    dht_queries: Family<QueryLabels, Counter>,
+    dht_query_seconds: Histograms<KindLabel>,
+    dht_inbound_requests: Family<KindLabel, Counter>,
+    offers_published: Family<OutcomeLabel, Counter>,
+    offers_validated: Family<SourceLabel, Counter>,
+    offers_refused: Family<ReasonLabel, Counter>,
+    provider_records_refused: Family<ReasonLabel, Counter>,
+    limit_refusals: Family<LimitLabel, Counter>,
+    calls: Family<RoleOutcomeLabels, Counter>,
+    call_failovers: Counter,
+    call_setup_seconds: Histograms<StageLabels>,
+    calls_active: Family<RoleLabel, Gauge>,
+    receipts_written: Family<ReceiptLabels, Counter>,
+    call_stream_errors: Family<ErrorLabel, Counter>,
+}
+
+/// A node's metrics; clones share them.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn role_label(role: Role) -> &'static str {
+    match role {
+        Role::Caller => "caller",
+        Role::Gateway => "gateway",
+    }
+}
+
+/// Counts a call as active for as long as it lives.
+#[derive(Debug)]
+pub struct ActiveCall {
+    gauge: Gauge,
+}
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl Metrics {
+    /// A new registry with every metric of the node, all at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let libp2p = libp2p::metrics::Metrics::new(&mut registry);
+        let r = registry.sub_registry_with_prefix("interlink");
+
+        let peers_connected = Gauge::default();
+        r.register(
+            "peers_connected",
+            "Peers with at least one open connection",
+            peers_connected.clone(),
+        );
+        let routing_table_peers = Gauge::default();
+        r.register(
+            "routing_table_peers",
+            "Peers in the Kademlia routing table",
+            routing_table_peers.clone(),
+        );
+        let stored_records = Gauge::default();
+        r.register(
+            "dht_stored_records",
+            "Records (offers) this node stores for the DHT",
+            stored_records.clone(),
+        );
+        let dht_queries = Family::default();
+        r.register(
+            "dht_queries",
+            "Kademlia queries this node ran, by kind and outcome",
+            dht_queries.clone(),
+        );
+        let dht_query_seconds: Histograms<KindLabel> =
+            Family::new_with_constructor(latency_histogram);
+        r.register(
+            "dht_query_seconds",
+            "How long this node's Kademlia queries took, by kind",
+            dht_query_seconds.clone(),
+        );
+        let dht_inbound_requests = Family::default();
+        r.register(
+            "dht_inbound_requests",
+            "Kademlia requests from other peers that this node answered, by kind",
+            dht_inbound_requests.clone(),
+        );
+        let offers_published = Family::default();
+        r.register(
+            "offers_published",
+            "This gateway's own offers stored in the DHT (replicated: acknowledged by others)",
+            offers_published.clone(),
+        );
+        let offers_validated = Family::default();
+        r.register(
+            "offers_validated",
+            "Offers verified as valid: stored for others (put) or found by lookups (lookup)",
+            offers_validated.clone(),
+        );
+        let offers_refused = Family::default();
+        r.register(
+            "offers_refused",
+            "Offer records refused, by reason",
+            offers_refused.clone(),
+        );
+        let provider_records_refused = Family::default();
+        r.register(
+            "provider_records_refused",
+            "Provider records refused, by reason",
+            provider_records_refused.clone(),
+        );
+        let limit_refusals = Family::default();
+        r.register(
+            "limit_refusals",
+            "Connections, requests, records and call streams refused by a limit of [limits]",
+            limit_refusals.clone(),
+        );
+        let calls = Family::default();
+        r.register("calls", "Calls over, by role and outcome", calls.clone());
+        let call_failovers = Counter::default();
+        r.register(
+            "call_failovers",
+            "Gateways given up for the next one during a call's setup",
+            call_failovers.clone(),
+        );
+        let call_setup_seconds: Histograms<StageLabels> =
+            Family::new_with_constructor(latency_histogram);
+        r.register(
+            "call_setup_seconds",
+            "Call setup times, by role and stage",
+            call_setup_seconds.clone(),
+        );
+        let calls_active = Family::default();
+        r.register(
+            "calls_active",
+            "Calls in progress, by role",
+            calls_active.clone(),
+        );
+        let receipts_written = Family::default();
+        r.register(
+            "receipts_written",
+            "Receipts stored in the node's database, by role and status",
+            receipts_written.clone(),
+        );
+        let call_stream_errors = Family::default();
+        r.register(
+            "call_stream_errors",
+            "Call streams given up: oversized (too_large), truncated, malformed or late \
+             frames, invalid invites, streams that did not open with one",
+            call_stream_errors.clone(),
+        );
+        // Series a dashboard watches from the start show 0 rather than nothing.
+        for limit in LIMITS {
+            let _ = limit_refusals.get_or_create(&LimitLabel { limit });
+        }
+        for role in [Role::Caller, Role::Gateway] {
+            let _ = calls_active.get_or_create(&RoleLabel {
+                role: role_label(role),
+            });
+        }
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                libp2p,
+                peers_connected,
+                routing_table_peers,
+                stored_records,
+                dht_queries,
+                dht_query_seconds,
+                dht_inbound_requests,
+                offers_published,
+                offers_validated,
+                offers_refused,
+                provider_records_refused,
+                limit_refusals,
+                calls,
+                call_failovers,
+                call_setup_seconds,
+                calls_active,
+                receipts_written,
+                call_stream_errors,
+            }),
+        }
+    }
+
+    /// Every metric in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry) {
+            tracing::warn!(error = %e, "cannot encode the metrics");
+        }
+        text
+    }
+
+    /// Hands a swarm, Kademlia or ping event to `libp2p-metrics`.
+    pub(crate) fn record<E>(&self, event: &E)
+    where
+        libp2p::metrics::Metrics: Recorder<E>,
+    {
+        self.inner.libp2p.record(event);
+    }
+
+    pub(crate) fn set_network(&self, peers: usize, routing_table: usize, records: usize) {
+        self.set_peers(peers);
+        self.inner.routing_table_peers.set(gauge(routing_table));
+        self.inner.stored_records.set(gauge(records));
+    }
+
+    pub(crate) fn set_peers(&self, peers: usize) {
+        self.inner.peers_connected.set(gauge(peers));
+    }
+
+    pub(crate) fn dht_query(&self, kind: &'static str, ok: bool, took: Duration) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.inner
+            .dht_queries
+            .get_or_create(&QueryLabels { kind, outcome })
+            .inc();
+        self.inner
+            .dht_query_seconds
+            .get_or_create(&KindLabel { kind })
+            .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn dht_inbound_request(&self, kind: &'static str) {
+        self.inner
+            .dht_inbound_requests
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    pub(crate) fn offer_published(&self, replicated: bool) {
+        let outcome = if replicated { "replicated" } else { "failed" };
+        self.inner
+            .offers_published
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    pub(crate) fn offer_validated(&self, source: &'static str) {
+        self.inner
+            .offers_validated
+            .get_or_create(&SourceLabel { source })
+            .inc();
+    }
+
+    pub(crate) fn offer_refused(&self, reason: &'static str) {
+        self.inner
+            .offers_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub(crate) fn provider_record_refused(&self, reason: &'static str) {
+        self.inner
+            .provider_records_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Something refused by one of the `[limits]`.
+    pub(crate) fn limit_refusal(&self, limit: &'static str) {
+        self.inner
+            .limit_refusals
+            .get_or_create(&LimitLabel { limit })
+            .inc();
+    }
+
+    pub(crate) fn call_over(&self, role: Role, outcome: &'static str) {
+        self.inner
+            .calls
+            .get_or_create(&RoleOutcomeLabels {
+                role: role_label(role),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub(crate) fn call_failover(&self) {
+        self.inner.call_failovers.inc();
+    }
+
+    pub(crate) fn call_setup(&self, role: Role, stage: &'static str, took: Duration) {
+        self.inner
+            .call_setup_seconds
+            .get_or_create(&StageLabels {
+                role: role_label(role),
+                stage,
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a call as active until the returned guard is dropped.
+    pub(crate) fn call_started(&self, role: Role) -> ActiveCall {
+        let gauge = self.inner.calls_active.get_or_create_owned(&RoleLabel {
+            role: role_label(role),
+        });
+        gauge.inc();
+        ActiveCall { gauge }
+    }
+
+    pub(crate) fn call_stream_error(&self, error: &'static str) {
+        self.inner
+            .call_stream_errors
+            .get_or_create(&ErrorLabel { error })
+            .inc();
+    }
+
+    pub(crate) fn receipt_written(&self, role: Role, status: &'static str) {
+        self.inner
+            .receipts_written
+            .get_or_create(&ReceiptLabels {
+                role: role_label(role),
+                status,
+            })
+            .inc();
+    }
+}
+
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {address}: {source}")]
+pub struct MetricsServerError {
+    address: SocketAddr,
+    source: std::io::Error,
+}
+
+/// The running `/metrics` endpoint.
+#[derive(Debug)]
+pub struct MetricsServer {
+    address: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Serves `metrics` at `http://ADDRESS/metrics` (port 0: any free port).
+    pub async fn start(
+        address: SocketAddr,
+        metrics: Metrics,
+    ) -> Result<MetricsServer, MetricsServerError> {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| MetricsServerError { address, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| MetricsServerError { address, source })?;
+        let app = Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let metrics = metrics.clone();
+                    async move { scrape(&metrics) }
+                }),
+            )
+            .fallback(|| async { (StatusCode::NOT_FOUND, "try /metrics\n") });
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = shutdown_rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "the metrics endpoint stopped");
+            }
+        });
+        Ok(MetricsServer {
+            address: bound,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The address to scrape.
+    pub fn url(&self) -> String {
+        format!("http://{}/metrics", self.address)
+    }
+
+    /// Stops serving.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.task.await;
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn scrape(metrics: &Metrics) -> axum::response::Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.encode()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_registry_encodes_every_family_and_records_what_it_is_told() {
+        let metrics = Metrics::new();
+        metrics.call_over(Role::Gateway, "settled");
+        metrics.receipt_written(Role::Caller, "settled");
+        metrics.limit_refusal("dht_requests");
+        metrics.limit_refusal("dht_requests");
+        {
+            let _active = metrics.call_started(Role::Caller);
+            assert!(
+                metrics
+                    .encode()
+                    .contains("interlink_calls_active{role=\"caller\"} 1")
+            );
+        }
+        metrics.call_setup(Role::Caller, "invite_to_answer", Duration::from_millis(3));
+        let text = metrics.encode();
+        for line in [
+            "interlink_calls_total{role=\"gateway\",outcome=\"settled\"} 1",
+            "interlink_receipts_written_total{role=\"caller\",status=\"settled\"} 1",
+            "interlink_limit_refusals_total{limit=\"dht_requests\"} 2",
+            "interlink_calls_active{role=\"caller\"} 0",
+            "interlink_call_setup_seconds_bucket{le=\"0.005\",role=\"caller\",stage=\"invite_to_answer\"} 1",
+            "# TYPE libp2p_swarm_dial_attempt counter",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+    }
+}
