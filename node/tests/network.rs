@@ -500,3 +500,77 @@ async fn nodes_on_the_in_memory_transport_discover_with_noise_or_plaintext() {
         }
     }
 }
+
+/// libp2p-kad answers a request for providers with at most k (20) of them. The 20 nodes
+/// closest to the key here are the 20 DHT nodes, up before any gateway, so each holds
+/// all 30 gateways in the same order; only because each answers with a different random 20
+/// does the caller find them all (in the order they arrived, every answer would carry the
+/// same 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_finds_every_gateway_of_a_country_served_by_more_than_k() {
+    use interlink_node::local_network::{LocalTransport, caller_spec, local_spec};
+    use interlink_node::network::MemorySecurity;
+    use interlink_protocol::CountryCode;
+    use libp2p::kad::KBucketKey;
+
+    const GATEWAYS: usize = 30;
+    let key = DhtKey::Providers {
+        kind: ServiceKind::WEBRTC_TO_PSTN,
+        country_code: CountryCode::of("44").unwrap(),
+    };
+    let key = KBucketKey::new(RecordKey::new(&key.to_bytes()));
+    // A key in the half of the key space nearer the providers' key, or in the farther.
+    let keypair_in = |near: bool| loop {
+        let keypair = Keypair::generate_ed25519();
+        let distance = KBucketKey::from(keypair.public().to_peer_id()).distance(&key);
+        if (distance.ilog2() < Some(255)) == near {
+            return keypair;
+        }
+    };
+    let dht = DhtSection::default();
+    let start = |mut spec: interlink_node::node::NodeSpec, keypair: Keypair| {
+        spec.settings.memory_security = MemorySecurity::Plaintext;
+        Node::start(spec, keypair)
+    };
+    let bootstrap = start(
+        local_spec(LocalTransport::Memory, None, None, &dht),
+        keypair_in(false),
+    )
+    .await
+    .unwrap();
+    let address = bootstrap.dialable_addrs().await.remove(0);
+    let mut nodes = Vec::new();
+    for _ in 0..20 {
+        let spec = local_spec(LocalTransport::Memory, Some(address.clone()), None, &dht);
+        nodes.push(start(spec, keypair_in(true)).await.unwrap());
+    }
+    let mut gateways = Vec::new();
+    for index in 0..GATEWAYS {
+        let name = format!("UK gateway {index}");
+        let gateway_plan = plan(&name, &[("+447", 1 + index as u64)], 400, 600);
+        let spec = local_spec(
+            LocalTransport::Memory,
+            Some(address.clone()),
+            Some(gateway_plan),
+            &dht,
+        );
+        let gateway = start(spec, keypair_in(false)).await.unwrap();
+        gateway
+            .publisher()
+            .unwrap()
+            .wait_replicated(DEADLINE)
+            .await
+            .unwrap();
+        gateways.push(gateway);
+    }
+    let caller = start(caller_spec(vec![address], &dht), keypair_in(false))
+        .await
+        .unwrap();
+
+    let found = discover_until(&caller, "every UK gateway", |f| f.offers.len() >= GATEWAYS).await;
+    assert_eq!(found.offers.len(), GATEWAYS, "{:?}", names(&found));
+
+    for node in [caller, bootstrap].into_iter().chain(nodes).chain(gateways) {
+        node.kill().await;
+    }
+}

@@ -107,6 +107,9 @@ pub struct Summary {
     pub bytes_per_lookup: f64,
     pub discoverable_p50_ms: f64,
     pub discoverable_p95_ms: f64,
+    /// Gateways whose offer a probe found, and those it never found within the deadline.
+    pub gateways_discovered: usize,
+    pub gateways_never_discovered: usize,
     pub withdrawn_returned: usize,
     pub expired_returned: usize,
     pub crashed_returned: usize,
@@ -175,6 +178,8 @@ impl RunResult {
             bytes_per_lookup: mean(self.lookups.iter().map(|l| l.bytes as f64)),
             discoverable_p50_ms: percentile(&self.discoverable_ms, 50.0),
             discoverable_p95_ms: percentile(&self.discoverable_ms, 95.0),
+            gateways_discovered: self.discoverable_ms.len(),
+            gateways_never_discovered: self.never_discovered,
             withdrawn_returned: self.lookups.iter().map(|l| l.withdrawn_returned).sum(),
             expired_returned: self.lookups.iter().map(|l| l.expired_returned).sum(),
             crashed_returned: self.lookups.iter().map(|l| l.crashed_returned).sum(),

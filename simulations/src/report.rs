@@ -55,7 +55,7 @@ pub fn table(results: &[RunResult]) -> String {
             "none",
             "req/lookup",
             "KiB/lookup",
-            "publish→found p50/p95 ms",
+            "publish→found p50/p95 ms (gateways)",
             "withdrawn/expired returned",
             "RSS/node MiB",
             "routing table (full)",
@@ -81,8 +81,11 @@ pub fn table(results: &[RunResult]) -> String {
             right(format!("{:.1}", summary.requests_per_lookup)),
             right(format!("{:.1}", summary.bytes_per_lookup / 1024.0)),
             right(format!(
-                "{:.0} / {:.0}",
-                summary.discoverable_p50_ms, summary.discoverable_p95_ms
+                "{:.0} / {:.0} ({} found, {} never)",
+                summary.discoverable_p50_ms,
+                summary.discoverable_p95_ms,
+                summary.gateways_discovered,
+                summary.gateways_never_discovered
             )),
             right(format!(
                 "{} / {}",

@@ -4,11 +4,12 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
-use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::kad::store::MemoryStoreConfig;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, connection_limits, identify, kad, ping};
 
 use super::dht_rate_limit;
+use super::store::Store;
 use crate::config::{DhtSection, LimitsSection};
 use crate::metrics::Metrics;
 use interlink_protocol::signed::MAX_SIGNED_OFFER_BYTES;
@@ -64,7 +65,7 @@ impl Behaviour {
             .set_periodic_bootstrap_interval(Some(Duration::from_secs(
                 dht.bootstrap_interval_secs,
             )));
-        let store = MemoryStore::with_config(
+        let store = Store::new(
             peer_id,
             MemoryStoreConfig {
                 max_records: dht.max_records,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
 use libp2p::core::{Endpoint, Multiaddr};
-use libp2p::kad::{self, store::MemoryStore};
+use libp2p::kad;
 use libp2p::swarm::{
     CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler,
     THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
@@ -32,7 +32,9 @@ use libp2p::swarm::{
 use crate::limits::{LimitsSection, PeerRates, RefusalLog, log_refusal};
 use crate::metrics::Metrics;
 
-type Kad = kad::Behaviour<MemoryStore>;
+use super::store::Store;
+
+type Kad = kad::Behaviour<Store>;
 /// What Kademlia's connection handler reports: requests from the peer among them.
 type HandlerEvent = THandlerOutEvent<Kad>;
 /// What Kademlia's connection handler is told: answers to requests among others.

@@ -135,7 +135,7 @@ impl EventLoop {
         tracing::debug!("network event loop stopped");
     }
 
-    fn kad(&mut self) -> &mut kad::Behaviour<libp2p::kad::store::MemoryStore> {
+    fn kad(&mut self) -> &mut kad::Behaviour<super::store::Store> {
         &mut self.swarm.behaviour_mut().kad
     }
 

@@ -10,6 +10,7 @@ mod behaviour;
 pub mod dht_rate_limit;
 mod event_loop;
 pub mod records;
+mod store;
 pub mod traffic;
 
 use std::collections::{BTreeMap, HashSet};
