@@ -26,6 +26,8 @@ fn the_example_operator_config_loads_and_sells_what_it_says() {
     assert_eq!(config.node.data_dir, Path::new("/var/lib/interlink"));
     assert_eq!(config.network.bootstrap.len(), 2);
     assert!(!config.api.enabled);
+    assert!(config.metrics.enabled);
+    assert!(config.metrics.listen.ip().is_loopback());
     let plan = config.gateway_plan().unwrap().expect("a [gateway] section");
     assert_eq!(plan.name, "Inter");
     assert!(matches!(plan.backend, BackendSpec::Sip(_)));
