@@ -41,11 +41,61 @@ fi
 
 say "Formatting (cargo fmt --check)"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 say "Lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "Tests"
 cargo test --workspace --locked
+
+# Every decoder of network input has a cargo-fuzz target (fuzz/, a crate of its own with
+# its own Cargo.lock). Each runs for FUZZ_SECONDS (default 20) from its committed seeds
+# (fuzz/seeds/TARGET) and a scratch corpus under the target directory; a crash fails the
+# suite and leaves the input in fuzz/artifacts/TARGET/. FUZZ_SECONDS=0 skips this. To fuzz
+# longer, see README.md, "Fuzzing".
+fuzz_seconds="${FUZZ_SECONDS:-20}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+    say "Fuzzing (cargo fuzz, ${fuzz_seconds}s per target)"
+    command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+    fuzz=(cargo fuzz)
+    sanitizer=()
+    if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+        # cargo fuzz passes rustc unstable flags (-Zsanitizer, sanitizer coverage): nightly.
+        fuzz=(cargo +nightly fuzz)
+    else
+        # No nightly toolchain: stable rustc and cargo accept the same unstable flags when
+        # RUSTC_BOOTSTRAP=1 (a compiler-bootstrap switch, used here for tests only). The
+        # address sanitizer needs its runtime in the toolchain; without it, fuzz with no
+        # sanitizer: panics, overflows (debug assertions) and timeouts are still caught.
+        echo "no nightly toolchain: fuzzing on stable with RUSTC_BOOTSTRAP=1"
+        export RUSTC_BOOTSTRAP=1
+        if ! compgen -G "$(rustc --print sysroot)/lib/rustlib/*/lib/librustc*_rt.asan.a" >/dev/null; then
+            echo "no address sanitizer runtime in this toolchain: fuzzing with --sanitizer none"
+            sanitizer=(--sanitizer none)
+        fi
+    fi
+    case "${CARGO_TARGET_DIR:-target}" in
+        /*) fuzz_target_dir="$CARGO_TARGET_DIR/fuzz" ;;
+        *) fuzz_target_dir="$(pwd)/${CARGO_TARGET_DIR:-target}/fuzz" ;;
+    esac
+    "${fuzz[@]}" build "${sanitizer[@]}" --target-dir "$fuzz_target_dir"
+    for target in $("${fuzz[@]}" list); do
+        corpus="$fuzz_target_dir/corpus/$target"
+        log="$fuzz_target_dir/$target.log"
+        mkdir -p "$corpus"
+        # -timeout: one input taking over 10 s is a hang; -rss_limit_mb bounds memory.
+        if ! "${fuzz[@]}" run "${sanitizer[@]}" --target-dir "$fuzz_target_dir" "$target" \
+            "$corpus" "fuzz/seeds/$target" -- \
+            -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
+            -print_final_stats=1 >"$log" 2>&1; then
+            tail -n 80 "$log"
+            echo "fuzz target $target crashed: the input is in fuzz/artifacts/$target/" >&2
+            exit 1
+        fi
+        runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
+        echo "$target: ${runs:-?} inputs in ${fuzz_seconds}s, no crash"
+    done
+fi
 
 say "All checks passed"

@@ -8,6 +8,8 @@
 
 pub mod audio;
 pub mod echo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod sip;
 pub mod webrtc_leg;

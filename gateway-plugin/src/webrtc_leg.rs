@@ -139,9 +139,9 @@ pub struct RoundTrip {
 
 /// A codec of the negotiated audio stream with the payload type it has on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PayloadFormat {
-    codec: Codec,
-    payload_type: u8,
+pub(crate) struct PayloadFormat {
+    pub(crate) codec: Codec,
+    pub(crate) payload_type: u8,
 }
 
 /// What the driver tells us through the event handler.
@@ -785,7 +785,7 @@ fn codec_parameters(format: PayloadFormat) -> RTCRtpCodecParameters {
     }
 }
 
-fn parse_sdp(sdp: &str) -> Result<SessionDescription, MediaError> {
+pub(crate) fn parse_sdp(sdp: &str) -> Result<SessionDescription, MediaError> {
     SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
         .map_err(|error| MediaError::BadSdp(error.to_string()))
 }
@@ -848,7 +848,7 @@ fn known_codec(format: &OfferedFormat) -> Option<Codec> {
 
 /// What an answer to this offer takes, in our order of preference, with the offer's
 /// payload types (so both directions use the same numbers).
-fn answer_formats(offer: &SessionDescription) -> Result<Vec<PayloadFormat>, MediaError> {
+pub(crate) fn answer_formats(offer: &SessionDescription) -> Result<Vec<PayloadFormat>, MediaError> {
     let offered = audio_formats(offer)?;
     let mut formats = Vec::new();
     for wanted in [Codec::Pcmu, Codec::Pcma, Codec::TelephoneEvent] {
@@ -876,7 +876,7 @@ fn answer_formats(offer: &SessionDescription) -> Result<Vec<PayloadFormat>, Medi
 /// clock rate: given Chromium's offer (telephone-event/48000 listed before
 /// telephone-event/8000) it answers telephone-event/48000 next to G.711. Shown only the
 /// formats we take, it cannot; the answer stays valid for the full offer.
-fn keep_audio_formats(sdp: &str, payload_types: &[u8]) -> String {
+pub(crate) fn keep_audio_formats(sdp: &str, payload_types: &[u8]) -> String {
     let kept = |payload_type: &str| {
         payload_type
             .parse::<u8>()
@@ -922,7 +922,9 @@ fn keep_audio_formats(sdp: &str, payload_types: &[u8]) -> String {
 }
 
 /// The formats an answer settled on, in its order; the first audio codec is the one in use.
-fn negotiated_formats(answer: &SessionDescription) -> Result<Vec<PayloadFormat>, MediaError> {
+pub(crate) fn negotiated_formats(
+    answer: &SessionDescription,
+) -> Result<Vec<PayloadFormat>, MediaError> {
     let listed = audio_formats(answer).map_err(|_| MediaError::NoCommonCodec {
         offered: Vec::new(),
     })?;

@@ -12,6 +12,7 @@
 //! - [`config`]: the TOML configuration, its defaults and checks.
 //! - [`identity`]: the ed25519 key file, shared by libp2p and offer signing.
 //! - [`node`]: a running node: network, membership, publisher.
+//! - [`reload`]: a gateway's new prices from its config file, on SIGHUP.
 //! - [`local_network`]: many nodes in one process on loopback (demo, tests, benchmarks).
 //! - [`listing`]: the ranked gateways as a table or JSON.
 //! - [`api`]: the HTTP API and web page on loopback, from which the node's user calls.
@@ -31,4 +32,5 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod publisher;
+pub mod reload;
 pub mod store;

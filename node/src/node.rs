@@ -29,7 +29,7 @@ use crate::identity;
 use crate::metrics::Metrics;
 use crate::network::{self, Client, NetworkError, NetworkTask, Settings};
 use crate::publisher::{PublishError, Publisher};
-use crate::store::{Store, StoreError};
+use crate::store::{Role, Store, StoreError};
 
 /// How long to wait for the listeners to bind.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(5);
@@ -133,6 +133,18 @@ impl Node {
         };
         let (mut publisher, mut calls) = (None, None);
         if let Some(plan) = spec.gateway {
+            // Calls still open on record were cut when this gateway last stopped: no receipt
+            // was issued for them, and now the record says so.
+            match store.close_interrupted_calls(Role::Gateway).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    calls = n,
+                    "{n} call(s) were cut when this gateway last stopped; recorded as interrupted, with no receipt"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot check the record for interrupted calls")
+                }
+            }
             let backend = start_backend(&plan, spec.media).await?;
             let addresses = if spec.settings.external_addresses.is_empty() {
                 offer_addresses(&listen_addrs)

@@ -6,6 +6,12 @@
 //! the whole record or none of it. Receipts are kept as the exact signed bytes both
 //! parties hold, beside the figures settlement sums. The call history feeds ranking: a
 //! caller trusts its own answered and failed calls over what providers claim.
+//!
+//! Answered calls are recorded on both sides (`calls`): a gateway writes its row when the
+//! callee answers, before the caller hears of it, and completes it when the call ends; a
+//! caller writes its row when the call is over. A gateway that stops during a call (a
+//! crash, `kill -9`) finds the row still open when it starts again and marks it
+//! interrupted, so both sides hold a record that no receipt was issued for it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,8 +27,13 @@ use crate::identity;
 /// The database file's name in the data directory.
 pub const DATABASE_FILE: &str = "interlink.db";
 
-/// Schema version, kept in SQLite's `user_version`.
+/// Schema version, kept in SQLite's `user_version`. (The `calls` table came later without a
+/// new version: it is only added, and older nodes ignore it.)
 const SCHEMA_VERSION: i64 = 1;
+
+/// How a call that was open when its node stopped is recorded at the next start.
+pub const INTERRUPTED: &str =
+    "interrupted: the node stopped during the call; no receipt was issued";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS receipts (
@@ -56,6 +67,16 @@ CREATE TABLE IF NOT EXISTS call_attempts (
     at_ms     INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS call_attempts_by_provider ON call_attempts (provider);
+CREATE TABLE IF NOT EXISTS calls (
+    call_id        TEXT    NOT NULL,
+    role           TEXT    NOT NULL CHECK (role IN ('caller', 'gateway')),
+    peer           TEXT    NOT NULL,
+    destination    TEXT    NOT NULL,
+    answered_at_ms INTEGER NOT NULL,
+    ended_at_ms    INTEGER,
+    ending         TEXT,
+    PRIMARY KEY (call_id, role)
+);
 ";
 
 /// Why the store failed.
@@ -145,6 +166,23 @@ pub struct ReceiptRow {
     pub dispute: Option<String>,
     /// The signed bytes in hex: settled (both signatures) or the gateway's alone.
     pub signed_bytes_hex: String,
+}
+
+/// An answered call, as this node recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallRow {
+    pub call_id: String,
+    pub role: String,
+    /// The other side's peer id.
+    pub peer: String,
+    pub destination: String,
+    pub answered_at_ms: u64,
+    /// When it ended; `None` while it is in progress, or if the node stopped during it.
+    pub ended_at_ms: Option<u64>,
+    /// How it ended, in words; `None` while it is in progress.
+    pub ending: Option<String>,
+    /// The status of the receipt this node holds for it, or `none`.
+    pub receipt: String,
 }
 
 /// The node's database. Clones share one connection.
@@ -277,6 +315,78 @@ impl Store {
             )?;
             transaction.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Records an answered call in one durable transaction: `ended` is `None` when it
+    /// has just been answered, else when and how it ended. Recording it again completes it.
+    pub async fn record_call(
+        &self,
+        role: Role,
+        call_id: String,
+        peer: ProviderId,
+        destination: String,
+        answered_at: Timestamp,
+        ended: Option<(Timestamp, String)>,
+    ) -> Result<(), StoreError> {
+        self.with(move |connection| {
+            let (ended_at, ending) = ended.map(|(at, how)| (to_i64(at.0), how)).unzip();
+            connection.execute(
+                "INSERT INTO calls (call_id, role, peer, destination, answered_at_ms, ended_at_ms, ending)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (call_id, role) DO UPDATE SET
+                    ended_at_ms = excluded.ended_at_ms, ending = excluded.ending",
+                params![
+                    call_id,
+                    role.as_str(),
+                    peer_or_key(&peer),
+                    destination,
+                    to_i64(answered_at.0),
+                    ended_at,
+                    ending,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Marks the calls of `role` that were still open as [`INTERRUPTED`]: for a node that
+    /// starts again after stopping during calls. Returns how many there were.
+    pub async fn close_interrupted_calls(&self, role: Role) -> Result<usize, StoreError> {
+        self.with(move |connection| {
+            Ok(connection.execute(
+                "UPDATE calls SET ending = ?1 WHERE role = ?2 AND ending IS NULL",
+                params![INTERRUPTED, role.as_str()],
+            )?)
+        })
+        .await
+    }
+
+    /// Every answered call this node recorded, oldest first, with its receipt's status.
+    pub async fn calls(&self) -> Result<Vec<CallRow>, StoreError> {
+        self.with(|connection| {
+            let mut statement = connection.prepare(
+                "SELECT c.call_id, c.role, c.peer, c.destination, c.answered_at_ms, c.ended_at_ms,
+                        c.ending, COALESCE(r.status, 'none')
+                 FROM calls c LEFT JOIN receipts r ON r.call_id = c.call_id AND r.role = c.role
+                 ORDER BY c.answered_at_ms, c.call_id, c.role",
+            )?;
+            let rows = statement.query_map([], |row| {
+                let u64_of = |v: i64| u64::try_from(v).unwrap_or(0);
+                Ok(CallRow {
+                    call_id: row.get(0)?,
+                    role: row.get(1)?,
+                    peer: row.get(2)?,
+                    destination: row.get(3)?,
+                    answered_at_ms: u64_of(row.get(4)?),
+                    ended_at_ms: row.get::<_, Option<i64>>(5)?.map(u64_of),
+                    ending: row.get(6)?,
+                    receipt: row.get(7)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
@@ -521,6 +631,115 @@ mod tests {
                 rows[0].signed_bytes_hex.as_str()
             ),
             (1, "settled", "62")
+        );
+    }
+
+    #[test]
+    fn the_database_is_in_wal_mode_with_full_sync() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let connection = store.connection.lock().unwrap_or_else(|e| panic!("{e}"));
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let synchronous: i64 = connection
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // 2 is FULL: a commit is on disk before it returns.
+        assert_eq!((mode.as_str(), synchronous), ("wal", 2));
+    }
+
+    #[tokio::test]
+    async fn an_open_call_is_marked_interrupted_and_shows_its_receipt() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let peer = SecretKey::from_seed(&[1; 32]).provider_id();
+        let r = receipt(3);
+        for call in ["open", "done", "caller"] {
+            let role = if call == "caller" {
+                Role::Caller
+            } else {
+                Role::Gateway
+            };
+            store
+                .record_call(
+                    role,
+                    call.into(),
+                    peer,
+                    "+447700900123".into(),
+                    Timestamp(10),
+                    None,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        store
+            .record_call(
+                Role::Gateway,
+                "done".into(),
+                peer,
+                "+447700900123".into(),
+                Timestamp(10),
+                Some((Timestamp(20), "settled".into())),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let done = r.call_id.to_string();
+        store
+            .record_call(
+                Role::Gateway,
+                done.clone(),
+                peer,
+                "+447700900123".into(),
+                Timestamp(11),
+                None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .save_receipt(
+                Role::Gateway,
+                ReceiptStatus::Unacknowledged,
+                &r,
+                b"r",
+                None,
+                Timestamp(30),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Only the gateway's open calls; the one whose receipt was stored shows it.
+        assert_eq!(
+            store
+                .close_interrupted_calls(Role::Gateway)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+            2
+        );
+        let calls = store.calls().await.unwrap_or_else(|e| panic!("{e}"));
+        let summary: Vec<(&str, &str, Option<&str>, &str)> = calls
+            .iter()
+            .map(|c| {
+                (
+                    c.call_id.as_str(),
+                    c.role.as_str(),
+                    c.ending.as_deref(),
+                    c.receipt.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("caller", "caller", None, "none"),
+                ("done", "gateway", Some("settled"), "none"),
+                ("open", "gateway", Some(INTERRUPTED), "none"),
+                (
+                    done.as_str(),
+                    "gateway",
+                    Some(INTERRUPTED),
+                    "unacknowledged"
+                ),
+            ]
         );
     }
 

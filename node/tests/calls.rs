@@ -495,6 +495,32 @@ async fn receipts_are_in_both_databases_after_both_nodes_restart() {
     )
     .unwrap();
     assert_eq!(settled.receipt().billed_seconds, 60);
+    // Both sides hold a complete record of the call (the restart marked nothing as
+    // interrupted), each with its settled receipt.
+    let records = |calls: Vec<interlink_node::store::CallRow>| {
+        calls
+            .into_iter()
+            .map(|c| (c.call_id, c.ending, c.receipt, c.ended_at_ms.is_some()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        records(gateway.store().calls().await.unwrap()),
+        vec![(
+            report.call_id.clone(),
+            Some("settled".to_owned()),
+            "settled".to_owned(),
+            true
+        )]
+    );
+    assert_eq!(
+        records(caller.store().calls().await.unwrap()),
+        vec![(
+            report.call_id.clone(),
+            Some("the caller hung up (by the caller)".to_owned()),
+            "settled".to_owned(),
+            true
+        )]
+    );
     caller.shutdown().await.unwrap();
     gateway.shutdown().await.unwrap();
     network.shutdown().await.unwrap();

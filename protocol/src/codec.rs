@@ -39,8 +39,12 @@ pub fn encode<T: Serialize, const LIMIT: usize>(value: &T) -> Result<Vec<u8>, Co
     Ok(bytes)
 }
 
-/// Decodes exactly one `T` from all of `bytes`, refusing input over `LIMIT` bytes.
-pub fn decode<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<T, CodecError> {
+/// Decodes exactly one `T` from all of `bytes`, refusing input over `LIMIT` bytes, and
+/// input that is not the value's own encoding (bincode's reader takes a varint in a wider
+/// form than needed, such as `251, 5, 0` for 5: the same value in other bytes).
+pub fn decode<T: DeserializeOwned + Serialize, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<T, CodecError> {
     if bytes.len() > LIMIT {
         return Err(CodecError::TooLarge {
             size: bytes.len(),
@@ -61,6 +65,13 @@ pub fn decode<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<T
             "{} trailing bytes",
             bytes.len() - read
         )));
+    }
+    let canonical = bincode::serde::encode_to_vec(&value, config::<LIMIT>())
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if canonical != bytes {
+        return Err(CodecError::Malformed(
+            "not the canonical encoding of its value".into(),
+        ));
     }
     Ok(value)
 }
@@ -106,6 +117,19 @@ mod tests {
             decode::<(u16, String, Vec<u32>), 64>(&longer),
             Err(CodecError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_value_has_one_encoding() {
+        // 5 as a varint is one byte; bincode's reader also takes the u16 form 251, 5, 0.
+        assert_eq!(encode::<_, 16>(&5u64), Ok(vec![5]));
+        assert!(matches!(
+            decode::<u64, 16>(&[251, 5, 0]),
+            Err(CodecError::Malformed(_))
+        ));
+        assert_eq!(decode::<u64, 16>(&[5]), Ok(5));
+        let wide = [251, 0x2c, 0x01];
+        assert_eq!(decode::<u64, 16>(&wide), Ok(300));
     }
 
     #[test]

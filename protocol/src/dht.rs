@@ -55,11 +55,13 @@ impl DhtKey {
             return None;
         }
         let mut key = [0u8; 32];
+        // Lowercase hex digits only, so that a key has one spelling: `from_str_radix`
+        // alone also takes uppercase and a leading `+` ("+c" for "0c").
+        if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
         for (byte, pair) in key.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
             let pair = std::str::from_utf8(pair).ok()?;
-            if pair.bytes().any(|b| b.is_ascii_uppercase()) {
-                return None;
-            }
             *byte = u8::from_str_radix(pair, 16).ok()?;
         }
         Some(DhtKey::Offer(ProviderId::from_bytes(key)))
@@ -87,6 +89,25 @@ mod tests {
         }
         assert_eq!(keys[0].to_bytes(), b"/interlink/providers/1/webrtc-pstn/44");
         assert!(String::from_utf8_lossy(&keys[1].to_bytes()).starts_with("/interlink/offer/1/"));
+    }
+
+    #[test]
+    fn an_offer_key_has_one_spelling() {
+        // Found by the dht_record fuzz target: "+c" read as the byte 0x0c, so one provider's
+        // offer could be stored under many keys.
+        let provider = SecretKey::from_seed(&[9; 32]).provider_id();
+        let key =
+            String::from_utf8(DhtKey::Offer(provider).to_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let hex_at = OFFER_PREFIX.len();
+        let pair_at = (0..32)
+            .map(|i| hex_at + 2 * i)
+            .find(|&at| &key[at..at + 1] == "0")
+            .unwrap_or_else(|| panic!("no byte under 0x10 in {key}"));
+        let mut plus = key.clone();
+        plus.replace_range(pair_at..pair_at + 1, "+");
+        assert_eq!(DhtKey::parse(plus.as_bytes()), None, "{plus}");
+        assert_eq!(DhtKey::parse(key.to_uppercase().as_bytes()), None);
+        assert_eq!(DhtKey::parse(key.as_bytes()), Some(DhtKey::Offer(provider)));
     }
 
     #[test]

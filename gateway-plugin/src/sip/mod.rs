@@ -19,9 +19,9 @@
 
 mod call;
 mod endpoint;
-mod responses;
+pub(crate) mod responses;
 mod rtp_relay;
-mod sdp;
+pub(crate) mod sdp;
 pub mod trunk;
 
 use std::net::{IpAddr, SocketAddr};

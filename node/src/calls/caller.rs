@@ -6,7 +6,8 @@
 //! all within one setup deadline. A changed price is paid only if it is within the
 //! caller's price limit. Once answered, the node's own WebRTC endpoint sends a tone, the
 //! call is held for the requested time and hung up, and the gateway's receipt is checked,
-//! countersigned and stored. Every attempt goes into the history that ranks the next call.
+//! countersigned and stored, with the record of the call (no receipt, when none came).
+//! Every attempt goes into the history that ranks the next call.
 //!
 //! The caller's end of the media is either the node's own ([`CallerMedia::Tone`], for the
 //! command line, the demo and benchmarks) or an endpoint elsewhere that made its own SDP
@@ -821,6 +822,21 @@ async fn finish(
             dispute: None,
         },
     };
+    let ended_by = match end.ended_by {
+        Party::Caller => "caller",
+        Party::Gateway => "gateway",
+    };
+    context
+        .store
+        .record_call(
+            Role::Caller,
+            call_id.to_string(),
+            candidate.offer.provider(),
+            options.destination.to_string(),
+            end.answered_at,
+            Some((end.ended_at, format!("{} (by the {ended_by})", end.cause))),
+        )
+        .await?;
     context
         .store
         .record_attempt(
@@ -849,10 +865,7 @@ async fn finish(
         command_to_first_media_ms: first_media_at.map(|at| millis(at - started)),
         answered_by,
         media,
-        ended_by: match end.ended_by {
-            Party::Caller => "caller".into(),
-            Party::Gateway => "gateway".into(),
-        },
+        ended_by: ended_by.into(),
         cause: end.cause.to_string(),
         receipt,
     })

@@ -7,7 +7,9 @@
 //! the route that covers it (price changed, with the current tariff); a call slot is free
 //! (over capacity). An admitted call goes to the back-end, and a
 //! [`GatewayCall`](interlink_protocol::call::GatewayCall) turns the back-end's events and
-//! the caller's frames into the protocol. When it is over, its receipt is stored.
+//! the caller's frames into the protocol. An answered call is on record from the answer
+//! (before the caller hears of it); when it is over, its receipt is stored and its record
+//! completed.
 //!
 //! Before any of that, each peer's call streams are held to `[limits]`: a rate of
 //! invitations per peer and a number of streams waiting for their invite at once; streams
@@ -21,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use interlink_gateway_plugin::gateway::{Gateway, IncomingCall, LegEvent, LegHandle};
 use interlink_protocol::call::{
-    Frame, GatewayCall, GatewayEvent, GatewayOutcome, Invite, RejectReason, SignedInvite, Timers,
+    Frame, GatewayCall, GatewayEvent, GatewayOutcome, GatewayState, Invite, RejectReason,
+    SignedInvite, Timers, UsageReceipt,
 };
 use interlink_protocol::offer::OfferStatus;
-use interlink_protocol::{SecretKey, SignedOffer};
+use interlink_protocol::{SecretKey, SignedOffer, Timestamp};
 use libp2p::{PeerId, Stream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -352,6 +355,13 @@ async fn handle_call(
         }
     };
 
+    let mut journal = Journal {
+        store: &context.store,
+        call_id: call_id.to_string(),
+        caller: invite.invite().caller,
+        destination: invite.invite().destination.to_string(),
+        answered_at: None,
+    };
     let outcome = drive(
         &mut call,
         &mut writer,
@@ -363,6 +373,7 @@ async fn handle_call(
             metrics: &metrics,
             invited_at,
         },
+        &mut journal,
     )
     .await;
     close(&mut writer).await;
@@ -371,7 +382,12 @@ async fn handle_call(
     }
     if let Some(outcome) = outcome {
         metrics.call_over(Role::Gateway, outcome_name(&outcome));
+        // The receipt first: a record that says the call is over never lacks its receipt.
+        let ended = receipt_of(&outcome).map(|r| (r.ended_at, outcome_name(&outcome)));
         store_outcome(&context.store, &metrics, call_id, outcome).await;
+        if let Some((ended_at, how)) = ended {
+            journal.ended(ended_at, how).await;
+        }
     }
     Ok(())
 }
@@ -382,7 +398,50 @@ struct Answering<'a> {
     invited_at: Instant,
 }
 
+/// Where a gateway's call is recorded, and under what.
+struct Journal<'a> {
+    store: &'a Store,
+    call_id: String,
+    caller: interlink_protocol::ProviderId,
+    destination: String,
+    /// When the callee answered, once on record.
+    answered_at: Option<Timestamp>,
+}
+
+impl Journal<'_> {
+    /// Records the call as answered at `at`.
+    async fn answered(&mut self, at: Timestamp) {
+        self.answered_at = Some(at);
+        self.record(at, None).await;
+    }
+
+    /// Completes the record of an answered call.
+    async fn ended(&self, at: Timestamp, how: &str) {
+        if let Some(answered_at) = self.answered_at {
+            self.record(answered_at, Some((at, how.to_owned()))).await;
+        }
+    }
+
+    async fn record(&self, answered_at: Timestamp, ended: Option<(Timestamp, String)>) {
+        let recorded = self
+            .store
+            .record_call(
+                Role::Gateway,
+                self.call_id.clone(),
+                self.caller,
+                self.destination.clone(),
+                answered_at,
+                ended,
+            )
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(call = %self.call_id, error = %e, "cannot record the call");
+        }
+    }
+}
+
 /// Runs the call until the machine is done; returns how it ended.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     call: &mut GatewayCall,
     writer: &mut FrameWriter,
@@ -391,14 +450,21 @@ async fn drive(
     leg: &mut Option<LegHandle>,
     shutdown: &mut watch::Receiver<bool>,
     answering: &Answering<'_>,
+    journal: &mut Journal<'_>,
 ) -> Option<GatewayOutcome> {
     let mut outcome = None;
     let mut writable = true;
+    let mut answered_at = None;
     let mut shutting_down = *shutdown.borrow();
     if shutting_down {
         call.shut_down(clock::now());
     }
     loop {
+        // The call is on record as answered before the caller hears of the answer, so that
+        // a gateway that dies during the call still knows it carried it.
+        if let Some(at) = answered_at.take() {
+            journal.answered(at).await;
+        }
         while let Some(frame) = call.poll_transmit() {
             if matches!(frame, Frame::Answer { .. }) {
                 answering.metrics.call_setup(
@@ -446,7 +512,10 @@ async fn drive(
                 match event {
                     Some(LegEvent::Ringing) => call.ringing(now),
                     Some(LegEvent::Answered { sdp_answer, answered_by }) => {
-                        call.answered_as(sdp_answer, answered_by, now)
+                        call.answered_as(sdp_answer, answered_by, now);
+                        if call.state() == GatewayState::Answered && journal.answered_at.is_none() {
+                            answered_at = Some(now);
+                        }
                     }
                     Some(LegEvent::MediaStarted) => call.media_started(now),
                     Some(LegEvent::Failed(reason)) => call.far_end_failed(reason, now),
@@ -519,6 +588,16 @@ async fn store_outcome(
             tracing::info!(call = %call_id, outcome = ?outcome_name(&outcome), "call over");
         }
         Err(e) => tracing::error!(call = %call_id, error = %e, "cannot store the receipt"),
+    }
+}
+
+/// The receipt an outcome carries, if the call was answered.
+fn receipt_of(outcome: &GatewayOutcome) -> Option<&UsageReceipt> {
+    match outcome {
+        GatewayOutcome::Settled(settled) => Some(settled.receipt()),
+        GatewayOutcome::Unacknowledged(signed) => Some(signed.receipt()),
+        GatewayOutcome::Disputed { receipt, .. } => Some(receipt.receipt()),
+        GatewayOutcome::Rejected(_) | GatewayOutcome::Cancelled(_) => None,
     }
 }
 

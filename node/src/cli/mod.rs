@@ -8,6 +8,7 @@ mod gateways;
 mod init;
 mod receipts;
 mod run_node;
+mod store_writer;
 
 use std::fmt::Display;
 use std::path::PathBuf;
@@ -73,6 +74,9 @@ enum Command {
     /// Start a small network on 127.0.0.1 and show what a caller sees for a UK number;
     /// Alice's web page is served meanwhile (--serve keeps it up).
     Demo(demo::Args),
+    /// For the crash-safety test: write receipts into a database until killed.
+    #[command(hide = true)]
+    StoreWriter(store_writer::Args),
 }
 
 /// A command's failure: the message for stderr and the exit status.
@@ -124,6 +128,10 @@ pub(crate) async fn run(args: Cli) -> Result<(), Failure> {
         Command::Demo(demo) => {
             logging::init(args.log_format, &level("warn"));
             demo::run(demo).await.map_err(Failure::from)
+        }
+        Command::StoreWriter(writer) => {
+            logging::init(args.log_format, &level("warn"));
+            store_writer::run(writer).await.map_err(Failure::from)
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `interlink node`: run until SIGINT or SIGTERM, then withdraw and stop.
+//! `interlink node`: run until SIGINT or SIGTERM, then withdraw and stop; on SIGHUP, reload
+//! the gateway's prices from the config file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use interlink_node::config::Config;
 use interlink_node::identity;
 use interlink_node::metrics::MetricsServer;
 use interlink_node::node::{Node, NodeSpec};
+use interlink_node::reload::{self, Reloaded};
 use libp2p::Multiaddr;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -49,6 +51,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     // addresses are logged, say) stops it cleanly instead of killing it.
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    // SIGHUP would end the process too: watched from the start, it reloads prices instead.
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let path = args.config.unwrap_or_else(super::default_config_path);
     let mut config = Config::load(&path)?;
     if !args.listen.is_empty() {
@@ -73,6 +77,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let api_settings = ApiSettings::from_config(&config)?;
     let keypair = identity::load(&config.node.data_dir)?;
     let spec = NodeSpec::from_config(&config)?;
+    let mut running_plan = spec.gateway.clone();
     let role = if spec.gateway.is_some() {
         "gateway"
     } else {
@@ -111,16 +116,40 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let url = api.url();
         tracing::info!(url = %url, "web page and API at {url}");
     }
-    tracing::info!(peer_id = %node.peer_id(), config = %path.display(), "{role} running; stop with Ctrl-C or SIGTERM");
+    tracing::info!(peer_id = %node.peer_id(), config = %path.display(), "{role} running; stop with Ctrl-C or SIGTERM, reload prices with SIGHUP");
 
     let mut node = node;
-    tokio::select! {
-        _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
-        reason = node.failed() => {
-            // Better to exit and be restarted than to look alive and serve nothing.
-            tracing::error!(%reason, "stopping");
-            anyhow::bail!("{reason}");
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT received; shutting down");
+                break;
+            }
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM received; shutting down");
+                break;
+            }
+            _ = hangup.recv() => {
+                tracing::info!(config = %path.display(), "SIGHUP received; reloading prices");
+                // A stop signal during the reload (publishing can take a while) wins.
+                let reloaded = tokio::select! {
+                    result = reload::reload_prices(&path, running_plan.as_mut(), node.publisher()) => Some(result),
+                    _ = interrupt.recv() => None,
+                    _ = terminate.recv() => None,
+                };
+                match reloaded {
+                    Some(result) => log_reload(result),
+                    None => {
+                        tracing::info!("stop signal received during the reload; shutting down");
+                        break;
+                    }
+                }
+            }
+            reason = node.failed() => {
+                // Better to exit and be restarted than to look alive and serve nothing.
+                tracing::error!(%reason, "stopping");
+                anyhow::bail!("{reason}");
+            }
         }
     }
     if let Some(api) = api {
@@ -141,4 +170,36 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+fn log_reload(result: Result<Reloaded, reload::ReloadError>) {
+    let restart_needed = match result {
+        Ok(Reloaded::Published {
+            seq,
+            routes,
+            replicated,
+            restart_needed,
+        }) => {
+            tracing::info!(
+                seq,
+                routes,
+                replicated,
+                "prices reloaded; new offer published"
+            );
+            restart_needed
+        }
+        Ok(Reloaded::Unchanged { restart_needed }) => {
+            tracing::info!("prices unchanged; the running offer stays");
+            restart_needed
+        }
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; the running offer stays: {e}");
+            return;
+        }
+    };
+    if !restart_needed.is_empty() {
+        let fields = restart_needed.join(", ");
+        tracing::warn!(%fields, "only prices are reloaded; restart the node to apply the changes to {fields}");
+    }
 }

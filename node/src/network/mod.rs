@@ -310,6 +310,14 @@ fn counting<S>(
     move |connection, _| Counted::new(connection, Arc::clone(&counters))
 }
 
+/// How long a QUIC connection may hear nothing before it is closed, in ms (quinn's default
+/// via libp2p is 10 s). A peer that dies sends nothing on QUIC, unlike TCP's FIN: a caller
+/// learns that its gateway died during a call only when this runs out, so it is kept to a
+/// few seconds. Both ends use the lower of their two values.
+const QUIC_IDLE_TIMEOUT_MS: u32 = 3_000;
+/// Keep-alive packets on a quiet QUIC connection, well within the idle timeout.
+const QUIC_KEEP_ALIVE: Duration = Duration::from_millis(750);
+
 /// Builds the swarm, starts listening, and spawns the event loop; what it does is counted
 /// in `metrics`.
 pub fn start(
@@ -326,7 +334,11 @@ pub fn start(
     let memory_security = settings.memory_security;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_quic()
+        .with_quic_config(|mut config| {
+            config.max_idle_timeout = QUIC_IDLE_TIMEOUT_MS;
+            config.keep_alive_interval = QUIC_KEEP_ALIVE;
+            config
+        })
         // TCP, and libp2p's in-memory transport for simulations of many nodes in one
         // process (secured by noise, or plaintext in large simulations); both counted
         // under the security layer so a node knows what its traffic costs.

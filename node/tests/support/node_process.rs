@@ -123,6 +123,43 @@ impl NodeProcess {
         }
     }
 
+    /// Waits until a log line starting with each of `messages` has come, in any order,
+    /// returning them in the order asked.
+    pub fn wait_logs(&self, messages: &[&str]) -> Vec<Value> {
+        let give_up = Instant::now() + DEADLINE;
+        let mut found: Vec<Option<Value>> = vec![None; messages.len()];
+        while found.iter().any(Option::is_none) {
+            let left = give_up.saturating_duration_since(Instant::now());
+            let line = self.log.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "{}: not every one of {messages:?} logged within {DEADLINE:?}",
+                    self.name
+                )
+            });
+            let text = line["message"].as_str().unwrap_or_default().to_owned();
+            if let Some(i) =
+                (0..messages.len()).find(|&i| found[i].is_none() && text.starts_with(messages[i]))
+            {
+                found[i] = Some(line);
+            }
+        }
+        found.into_iter().flatten().collect()
+    }
+
+    /// Sends the signal `name` (`HUP`, `TERM`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} {}", self.name);
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+
     /// Kills the process at once (SIGKILL): no withdrawal, no goodbye.
     pub fn kill(mut self) {
         let _ = self.child.kill();
