@@ -66,7 +66,7 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiscoveryError {
-    #[error("no peer could be reached: the node is not connected to the network")]
+    #[error("the node knows no peer: it has no connection and an empty routing table")]
     NoPeers,
     #[error(transparent)]
     Network(#[from] NetworkError),
@@ -76,7 +76,9 @@ pub enum DiscoveryError {
 pub async fn discover(client: &Client, query: &Query) -> Result<Discovery, DiscoveryError> {
     let started = Instant::now();
     let before = client.status().await?;
-    if before.connected_peers == 0 {
+    // Connections close when idle; peers in the routing table are dialled again by the
+    // lookup itself. Only a node that knows nobody cannot look anything up.
+    if before.connected_peers == 0 && before.routing_table_size == 0 {
         return Err(DiscoveryError::NoPeers);
     }
     let country_code = query.destination.country_code();

@@ -574,3 +574,55 @@ async fn a_caller_finds_every_gateway_of_a_country_served_by_more_than_k() {
         node.kill().await;
     }
 }
+
+/// A caller whose connections all closed while it was idle still finds gateways: its
+/// lookup dials the peers of its routing table again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_idle_connections_closed_still_discovers() {
+    use interlink_node::local_network::{LocalTransport, caller_spec, local_spec};
+
+    let dht = DhtSection::default();
+    let start = |spec| Node::start(spec, Keypair::generate_ed25519());
+    let bootstrap = start(local_spec(LocalTransport::Memory, None, None, &dht))
+        .await
+        .unwrap();
+    let address = bootstrap.dialable_addrs().await.remove(0);
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        let spec = local_spec(LocalTransport::Memory, Some(address.clone()), None, &dht);
+        nodes.push(start(spec).await.unwrap());
+    }
+    let gateway_plan = plan("Mobile Max", &[("+447", 1)], 380, 500);
+    let spec = local_spec(
+        LocalTransport::Memory,
+        Some(address.clone()),
+        Some(gateway_plan),
+        &dht,
+    );
+    let gateway = start(spec).await.unwrap();
+    gateway
+        .publisher()
+        .unwrap()
+        .wait_replicated(DEADLINE)
+        .await
+        .unwrap();
+    let mut spec = caller_spec(vec![address], &dht);
+    spec.settings.idle_connection_timeout = Duration::from_secs(1);
+    let caller = start(spec).await.unwrap();
+    discover_until(&caller, "Mobile Max", |f| !f.offers.is_empty()).await;
+
+    let status = wait_for("the caller's connections to close", DEADLINE, || async {
+        let status = caller.client().status().await.ok()?;
+        (status.connected_peers == 0).then_some(status)
+    })
+    .await;
+    assert!(status.routing_table_size > 0, "{status:?}");
+    let found = discovery::discover(caller.client(), &query())
+        .await
+        .unwrap();
+    assert_eq!(names(&found), ["Mobile Max"]);
+
+    for node in [caller, gateway, bootstrap].into_iter().chain(nodes) {
+        node.kill().await;
+    }
+}
