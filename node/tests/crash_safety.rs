@@ -80,10 +80,13 @@ async fn receipts_reported_committed_survive_sigkill_at_any_point() {
         let exists = dir.path().join("interlink.db").exists();
         assert!(exists || kill_after == 0, "round {round}: no database");
         if exists {
-            assert_eq!(
-                integrity(dir.path()),
-                ("ok".to_owned(), "wal".to_owned()),
-                "round {round}"
+            let (check, journal) = integrity(dir.path());
+            assert_eq!(check, "ok", "round {round}");
+            // Killed at once, the writer may have created the file before it switched it
+            // to WAL; the next open switches it.
+            assert!(
+                journal == "wal" || kill_after == 0,
+                "round {round}: journal mode {journal}"
             );
         }
     }
@@ -91,6 +94,7 @@ async fn receipts_reported_committed_survive_sigkill_at_any_point() {
     eprintln!("{} calls reported committed over 7 kills", committed.len());
 
     let store = Store::open(dir.path()).unwrap();
+    assert_eq!(integrity(dir.path()), ("ok".to_owned(), "wal".to_owned()));
     let receipts = store.receipts().await.unwrap();
     let stored: BTreeSet<u64> = receipts.iter().map(|r| call_number(&r.call_id)).collect();
     let lost: Vec<&u64> = committed.difference(&stored).collect();
