@@ -51,8 +51,8 @@ const MAX_REDIALS: u32 = 50;
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
 /// The most an honest call may take, discovery included, during and after the flood: the
 /// README's figures are 6–10 ms (release build, idle machine); this is a debug build on
-/// two cores that the flood shares.
-const HONEST_CALL_BOUND: Duration = Duration::from_secs(1);
+/// two cores that the flood shares, where it took 18–65 ms in three runs on a busy machine.
+const HONEST_CALL_BOUND: Duration = Duration::from_millis(250);
 
 /// A bare libp2p peer with nothing but raw streams.
 struct Flooder {
@@ -546,6 +546,10 @@ async fn a_flooding_peer_is_refused_and_honest_callers_still_call_through_the_ga
     );
     for (when, (lookup, answer)) in &figures {
         eprintln!("honest call {when}: lookup {lookup:?}, command to answer {answer:?}");
+    }
+    // The call before the flood is the caller's first (its connections are new): the
+    // baseline, not held to the bound.
+    for (when, (_, answer)) in &figures[1..] {
         assert!(*answer < HONEST_CALL_BOUND, "{when}: {answer:?}");
     }
     assert!(flood_took < 4 * PHASE, "the flood is bounded in time");
