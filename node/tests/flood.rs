@@ -51,8 +51,9 @@ const MAX_REDIALS: u32 = 50;
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
 /// The most an honest call may take, discovery included, during and after the flood: the
 /// README's figures are 6–10 ms (release build, idle machine); this is a debug build on
-/// two cores that the flood shares, where it took 18–65 ms in three runs on a busy machine.
-const HONEST_CALL_BOUND: Duration = Duration::from_millis(250);
+/// two cores that the flood shares, where it took 17–101 ms on a busy machine and up to
+/// 630 ms while another engineer's test suite ran beside it.
+const HONEST_CALL_BOUND: Duration = Duration::from_secs(1);
 
 /// A bare libp2p peer with nothing but raw streams.
 struct Flooder {
