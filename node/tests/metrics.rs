@@ -123,15 +123,21 @@ async fn a_scrape_after_a_call_shows_its_outcome_failover_receipts_and_offers() 
         "libp2p-metrics shares the registry"
     );
 
-    // The gateways store their side when the call is over, which may follow the caller's.
-    let echo_text = wait_for("the echo gateway's receipt", DEADLINE, || async {
-        let (_, _, text) = scrape(&echo.url()).await;
-        (count(
-            &text,
-            "interlink_receipts_written_total{role=\"gateway\",status=\"settled\"}",
-        ) == 1.0)
+    // The gateways store their side when the call is over, which may follow the caller's,
+    // and count the call as no longer active once its record is complete, after that.
+    let echo_text = wait_for(
+        "the echo gateway's receipt and call end",
+        DEADLINE,
+        || async {
+            let (_, _, text) = scrape(&echo.url()).await;
+            (count(
+                &text,
+                "interlink_receipts_written_total{role=\"gateway\",status=\"settled\"}",
+            ) == 1.0
+                && value(&text, "interlink_calls_active{role=\"gateway\"}") == Some(0.0))
             .then_some(text)
-    })
+        },
+    )
     .await;
     for (series, expected) in [
         (
