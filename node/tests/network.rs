@@ -11,9 +11,9 @@ use futures::StreamExt;
 use interlink_node::config::DhtSection;
 use interlink_node::discovery::{self, Discovery, Query};
 use interlink_node::identity;
-use interlink_node::local_network::LocalNetwork;
-use interlink_node::network::KAD_PROTOCOL;
-use interlink_node::node::Node;
+use interlink_node::local_network::{LocalNetwork, LocalTransport, caller_spec, local_spec};
+use interlink_node::network::{KAD_PROTOCOL, MemorySecurity};
+use interlink_node::node::{Node, NodeSpec};
 use interlink_protocol::codec;
 use interlink_protocol::offer::{
     ClaimedQuality, Codec, Mos, OFFER_FORMAT_VERSION, OfferStatus, Permille, ServiceOffer,
@@ -449,53 +449,67 @@ async fn a_gateway_republishes_with_a_higher_seq_before_its_offer_expires() {
     network.shutdown().await.unwrap();
 }
 
+/// Starts a node on the in-memory transport, its connections secured with `security`.
+async fn start_in_memory(mut spec: NodeSpec, security: MemorySecurity) -> Node {
+    spec.settings.memory_security = security;
+    Node::start(spec, Keypair::generate_ed25519())
+        .await
+        .unwrap()
+}
+
+/// A bootstrap node, four DHT nodes and the gateway "Mobile Max" (its offer replicated)
+/// on the in-memory transport: the bootstrap node's address and the nodes, the gateway
+/// first so that it withdraws its offer while the others still run.
+async fn mobile_max_in_memory(
+    security: MemorySecurity,
+    dht: &DhtSection,
+) -> (Multiaddr, Vec<Node>) {
+    let bootstrap = start_in_memory(
+        local_spec(LocalTransport::Memory, None, None, dht),
+        security,
+    )
+    .await;
+    let address = bootstrap.dialable_addrs().await.remove(0);
+    let mut nodes = vec![bootstrap];
+    for _ in 0..4 {
+        let spec = local_spec(LocalTransport::Memory, Some(address.clone()), None, dht);
+        nodes.push(start_in_memory(spec, security).await);
+    }
+    let gateway_plan = plan("Mobile Max", &[("+447", 1)], 380, 500);
+    let spec = local_spec(
+        LocalTransport::Memory,
+        Some(address.clone()),
+        Some(gateway_plan),
+        dht,
+    );
+    let gateway = start_in_memory(spec, security).await;
+    gateway
+        .publisher()
+        .unwrap()
+        .wait_replicated(DEADLINE)
+        .await
+        .unwrap();
+    nodes.insert(0, gateway);
+    (address, nodes)
+}
+
 /// Simulations run nodes on the in-memory transport, secured by noise or, for thousands of
 /// nodes, by plaintext: a node joins, publishes and is found the same way on either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_on_the_in_memory_transport_discover_with_noise_or_plaintext() {
-    use interlink_node::local_network::{LocalTransport, caller_spec, local_spec};
-    use interlink_node::network::MemorySecurity;
-
     for security in [MemorySecurity::Noise, MemorySecurity::Plaintext] {
         let dht = DhtSection::default();
-        let secured = |mut spec: interlink_node::node::NodeSpec| {
-            spec.settings.memory_security = security;
-            spec
-        };
-        let start = |spec| Node::start(secured(spec), Keypair::generate_ed25519());
-        let bootstrap = start(local_spec(LocalTransport::Memory, None, None, &dht))
-            .await
-            .unwrap();
-        let address = bootstrap.dialable_addrs().await.remove(0);
+        let (address, nodes) = mobile_max_in_memory(security, &dht).await;
         assert!(
             address.to_string().starts_with("/memory/"),
             "{security:?}: {address}"
         );
-        let mut nodes = Vec::new();
-        for _ in 0..4 {
-            let spec = local_spec(LocalTransport::Memory, Some(address.clone()), None, &dht);
-            nodes.push(start(spec).await.unwrap());
-        }
-        let gateway_plan = plan("Mobile Max", &[("+447", 1)], 380, 500);
-        let spec = local_spec(
-            LocalTransport::Memory,
-            Some(address.clone()),
-            Some(gateway_plan),
-            &dht,
-        );
-        let gateway = start(spec).await.unwrap();
-        gateway
-            .publisher()
-            .unwrap()
-            .wait_replicated(DEADLINE)
-            .await
-            .unwrap();
-        let caller = start(caller_spec(vec![address], &dht)).await.unwrap();
+        let caller = start_in_memory(caller_spec(vec![address], &dht), security).await;
 
         let found = discover_until(&caller, "Mobile Max", |f| !f.offers.is_empty()).await;
         assert_eq!(names(&found), ["Mobile Max"], "{security:?}");
 
-        for node in [caller, gateway, bootstrap].into_iter().chain(nodes) {
+        for node in [caller].into_iter().chain(nodes) {
             node.shutdown().await.unwrap();
         }
     }
@@ -508,8 +522,6 @@ async fn nodes_on_the_in_memory_transport_discover_with_noise_or_plaintext() {
 /// same 20).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_finds_every_gateway_of_a_country_served_by_more_than_k() {
-    use interlink_node::local_network::{LocalTransport, caller_spec, local_spec};
-    use interlink_node::network::MemorySecurity;
     use interlink_protocol::CountryCode;
     use libp2p::kad::KBucketKey;
 
@@ -528,7 +540,7 @@ async fn a_caller_finds_every_gateway_of_a_country_served_by_more_than_k() {
         }
     };
     let dht = DhtSection::default();
-    let start = |mut spec: interlink_node::node::NodeSpec, keypair: Keypair| {
+    let start = |mut spec: NodeSpec, keypair: Keypair| {
         spec.settings.memory_security = MemorySecurity::Plaintext;
         Node::start(spec, keypair)
     };
@@ -579,36 +591,11 @@ async fn a_caller_finds_every_gateway_of_a_country_served_by_more_than_k() {
 /// lookup dials the peers of its routing table again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_whose_idle_connections_closed_still_discovers() {
-    use interlink_node::local_network::{LocalTransport, caller_spec, local_spec};
-
     let dht = DhtSection::default();
-    let start = |spec| Node::start(spec, Keypair::generate_ed25519());
-    let bootstrap = start(local_spec(LocalTransport::Memory, None, None, &dht))
-        .await
-        .unwrap();
-    let address = bootstrap.dialable_addrs().await.remove(0);
-    let mut nodes = Vec::new();
-    for _ in 0..4 {
-        let spec = local_spec(LocalTransport::Memory, Some(address.clone()), None, &dht);
-        nodes.push(start(spec).await.unwrap());
-    }
-    let gateway_plan = plan("Mobile Max", &[("+447", 1)], 380, 500);
-    let spec = local_spec(
-        LocalTransport::Memory,
-        Some(address.clone()),
-        Some(gateway_plan),
-        &dht,
-    );
-    let gateway = start(spec).await.unwrap();
-    gateway
-        .publisher()
-        .unwrap()
-        .wait_replicated(DEADLINE)
-        .await
-        .unwrap();
+    let (address, nodes) = mobile_max_in_memory(MemorySecurity::Noise, &dht).await;
     let mut spec = caller_spec(vec![address], &dht);
     spec.settings.idle_connection_timeout = Duration::from_secs(1);
-    let caller = start(spec).await.unwrap();
+    let caller = start_in_memory(spec, MemorySecurity::Noise).await;
     discover_until(&caller, "Mobile Max", |f| !f.offers.is_empty()).await;
 
     let status = wait_for("the caller's connections to close", DEADLINE, || async {
@@ -622,7 +609,7 @@ async fn a_caller_whose_idle_connections_closed_still_discovers() {
         .unwrap();
     assert_eq!(names(&found), ["Mobile Max"]);
 
-    for node in [caller, gateway, bootstrap].into_iter().chain(nodes) {
+    for node in [caller].into_iter().chain(nodes) {
         node.kill().await;
     }
 }
