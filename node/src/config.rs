@@ -15,6 +15,7 @@ use interlink_gateway_plugin::sip::{SipConfig, SipGateway};
 use interlink_gateway_plugin::webrtc_leg::MediaSettings;
 use interlink_gateway_plugin::{Capabilities, CapabilityError};
 use interlink_protocol::call::Timers;
+use interlink_protocol::conference::ConferenceTerms;
 use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
 use interlink_protocol::ranking::{Policy, PolicyKind};
 use interlink_protocol::signed::MAX_OFFER_LIFETIME;
@@ -418,6 +419,8 @@ pub struct GatewayPlan {
     pub routes: Vec<Route>,
     pub offer_ttl: Duration,
     pub backend: BackendSpec,
+    /// The rooms and prices of a conference bridge (kind `conference`).
+    pub conference: Option<ConferenceTerms>,
 }
 
 impl GatewayPlan {
@@ -437,6 +440,7 @@ impl GatewayPlan {
             routes,
             offer_ttl: Duration::from_secs(3600),
             backend: BackendSpec::Echo(EchoConfig::default()),
+            conference: None,
         }
     }
 
@@ -650,6 +654,7 @@ impl GatewaySection {
             routes,
             offer_ttl,
             backend,
+            conference: None,
         };
         plan.capabilities().map_err(|e| invalid("gateway", e))?;
         Ok(plan)
