@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use interlink_gateway_plugin::conference::ConferenceBridge;
 use interlink_gateway_plugin::echo::{EchoConfig, EchoGateway};
 use interlink_gateway_plugin::sip::{SipConfig, SipGateway};
 use interlink_gateway_plugin::webrtc_leg::MediaSettings;
@@ -405,6 +406,23 @@ pub enum BackendSpec {
     Echo(EchoConfig),
     /// Bridges each call to a SIP trunk.
     Sip(Box<SipConfig>),
+    /// A conference bridge (MCU): rooms instead of calls.
+    Conference(ConferenceBackend),
+}
+
+/// The conference back-end's settings (`[gateway.conference]`, beside the rooms and prices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConferenceBackend {
+    /// Jitter buffer delay in 20 ms frames.
+    pub jitter_frames: u16,
+}
+
+impl Default for ConferenceBackend {
+    fn default() -> Self {
+        ConferenceBackend {
+            jitter_frames: interlink_gateway_plugin::conference::bridge::DEFAULT_JITTER_FRAMES,
+        }
+    }
 }
 
 /// What a gateway node sells and runs, checked and in protocol types.
@@ -449,6 +467,7 @@ impl GatewayPlan {
         match self.backend {
             BackendSpec::Echo(_) => EchoGateway::capabilities(self.kind, self.capacity),
             BackendSpec::Sip(_) => SipGateway::capabilities(self.kind, self.capacity),
+            BackendSpec::Conference(_) => ConferenceBridge::capabilities(self.capacity),
         }
     }
 }

@@ -89,7 +89,7 @@ fn seal<T: Serialize, const LIMIT: usize>(
 }
 
 /// Checks size and signature under `domain` and decodes; returns the signer and value.
-fn open<T: DeserializeOwned, const LIMIT: usize>(
+fn open<T: Serialize + DeserializeOwned, const LIMIT: usize>(
     domain: &[u8],
     bytes: &[u8],
 ) -> Result<(ProviderId, T), ConferenceError> {
