@@ -1,6 +1,7 @@
 //! `interlink conference` as people run it: a bridge `interlink node` started from its
 //! config file, an organiser's `reserve` that holds the room, participants' `join`, a
-//! participant refused from a full room, and `list` on both sides afterwards.
+//! participant refused from a full room, `end` from another process (refused to a
+//! participant), and `list` on both sides afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -146,6 +147,28 @@ fn a_room_reserved_joined_and_ended_from_the_command_line() {
             "{stdout}"
         );
     }
+    // A participant may not end the room; the organiser may, from another process.
+    let end = |config: &Path| {
+        Command::new(BIN)
+            .args(["conference", "end", "--config"])
+            .arg(config)
+            .arg(&token)
+            .output()
+            .unwrap()
+    };
+    let refused = end(&alice);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("unauthorised"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let ended = end(&organiser);
+    assert!(
+        ended.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ended.stderr)
+    );
     let receipt = wait_line(&out, "the receipt", |l| l.starts_with("receipt:"));
     assert!(receipt.starts_with("receipt: 2 stay(s)"), "{receipt}");
     assert!(receipt.ends_with("(settled)"), "{receipt}");

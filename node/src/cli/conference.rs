@@ -1,9 +1,9 @@
 //! `interlink conference`: reserve a room on the best bridge of a region, join one with a
-//! token, list the room receipts.
+//! token, end it, list the room receipts.
 //!
 //! `reserve` holds the room while it runs: it prints the join token, shows joins and leaves
-//! on stderr, and ends the room after `--duration` or on Ctrl-C, printing the settled
-//! receipt. `join` sends a tone into the room and reports the tones it hears.
+//! on stderr, and ends the room after `--duration`, on Ctrl-C or when `end` asks the
+//! bridge from another process with the same identity, printing the settled receipt. `join` sends a tone into the room and reports the tones it hears.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -38,6 +38,9 @@ pub(crate) enum Command {
     Reserve(ReserveArgs),
     /// Join a room with its token: send a tone, report the tones heard, leave.
     Join(JoinArgs),
+    /// End a room from another process than the `reserve` holding it (same identity):
+    /// `reserve` then prints the settled receipt and exits.
+    End(EndArgs),
     /// List the room receipts this node holds.
     List(ListArgs),
 }
@@ -89,6 +92,14 @@ pub(crate) struct JoinArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub(crate) struct EndArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// The room's join token `reserve` printed (hex): it names the room and the bridge.
+    token: String,
+}
+
+#[derive(Debug, clap::Args)]
 pub(crate) struct ListArgs {
     /// The node's config file [default: $INTERLINK_HOME/config.toml].
     #[arg(long)]
@@ -102,6 +113,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Reserve(args) => reserve(args).await,
         Command::Join(args) => join(args).await,
+        Command::End(args) => end(args).await,
         Command::List(args) => list(args).await,
     }
 }
@@ -326,34 +338,11 @@ async fn take_part(
     started: Instant,
 ) -> Result<(), Failure> {
     // The token names its bridge; its offer in the DHT says where to dial it.
-    let bridge = SignedJoinToken::decode(
-        token,
-        token_bridge(token).ok_or_else(|| Failure::new(EXIT_FAILURE, "the token is too short"))?,
-        interlink_node::clock::now(),
-    )
-    .map_err(|e| Failure::new(EXIT_FAILURE, format!("invalid token: {e}")))?
-    .token()
-    .bridge;
-    let peer = identity::peer_id(&bridge)
-        .ok_or_else(|| Failure::new(EXIT_FAILURE, "the token's bridge is not a peer id"))?;
-    let offer = node
-        .client()
-        .get_offer(peer)
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| Failure::new(EXIT_UNREACHABLE, "the bridge's offer is not in the DHT"))?;
+    let (_, peer, addresses) = locate(node, token).await?;
     let (offered, sdp) = OfferedParticipant::offer(&media)
         .await
         .map_err(|e| Failure::new(EXIT_FAILURE, e))?;
-    let joined = participant::join(
-        node.client(),
-        peer,
-        offer.offer().addresses.clone(),
-        token,
-        sdp,
-    )
-    .await;
+    let joined = participant::join(node.client(), peer, addresses, token, sdp).await;
     let (answer, mut membership) = match joined {
         Ok(joined) => joined,
         Err(e) => {
@@ -390,6 +379,60 @@ async fn take_part(
         }
     );
     Ok(())
+}
+
+async fn end(args: EndArgs) -> Result<(), Failure> {
+    let started = Instant::now();
+    let token_bytes =
+        parse_hex(&args.token).ok_or_else(|| Failure::new(EXIT_FAILURE, "the token is not hex"))?;
+    let (node, _config) = start_node(&args.network).await?;
+    let result = async {
+        let (token, peer, addresses) = locate(&node, &token_bytes).await?;
+        organiser::end_room(&node.caller(), peer, addresses, token.room_id)
+            .await
+            .map_err(|e| Failure::new(EXIT_FAILURE, e))?;
+        say(
+            started,
+            &format!(
+                "room {} is ending; the `reserve` holding it prints the receipt",
+                token.room_id
+            ),
+        );
+        Ok(())
+    }
+    .await;
+    let _ = node.shutdown().await;
+    result
+}
+
+/// The token's room and bridge, and the bridge's addresses from its offer in the DHT.
+async fn locate(
+    node: &Node,
+    token: &[u8],
+) -> Result<
+    (
+        interlink_protocol::conference::JoinToken,
+        libp2p::PeerId,
+        Vec<Multiaddr>,
+    ),
+    Failure,
+> {
+    let bridge =
+        token_bridge(token).ok_or_else(|| Failure::new(EXIT_FAILURE, "the token is too short"))?;
+    let token = SignedJoinToken::decode(token, bridge, interlink_node::clock::now())
+        .map_err(|e| Failure::new(EXIT_FAILURE, format!("invalid token: {e}")))?
+        .token()
+        .clone();
+    let peer = identity::peer_id(&token.bridge)
+        .ok_or_else(|| Failure::new(EXIT_FAILURE, "the token's bridge is not a peer id"))?;
+    let offer = node
+        .client()
+        .get_offer(peer)
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| Failure::new(EXIT_UNREACHABLE, "the bridge's offer is not in the DHT"))?;
+    Ok((token, peer, offer.offer().addresses.clone()))
 }
 
 /// The bridge a token claims to be from (checked by the signature when decoded).

@@ -42,7 +42,8 @@ Quick start:
   interlink call +447700900123 --duration 10       call through the best gateway
   interlink receipts --csv                         receipts for settlement
   interlink conference reserve --region eu-west --size 3 --duration 60
-  interlink conference join TOKEN --tone 660       join a room with the printed token";
+  interlink conference join TOKEN --tone 660       join a room with the printed token
+  interlink conference end TOKEN                   end it (the reserve prints the receipt)";
 
 /// Interlink: a peer-to-peer market for call interconnection.
 ///
@@ -74,8 +75,8 @@ enum Command {
     Call(call::Args),
     /// List the signed receipts of this node's calls, or export them (--json, --csv).
     Receipts(receipts::Args),
-    /// Conference rooms on a bridge found by region: reserve (and hold, then end), join,
-    /// list the room receipts.
+    /// Conference rooms on a bridge found by region: reserve (and hold), join, end, list
+    /// the room receipts.
     #[command(subcommand)]
     Conference(conference::Command),
     /// Start a small network on 127.0.0.1 and show what a caller sees for a UK number;

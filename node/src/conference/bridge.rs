@@ -64,6 +64,9 @@ impl std::fmt::Debug for BridgeContext {
 
 /// One open room.
 struct RoomEntry {
+    organiser: ProviderId,
+    /// Set when the organiser asks, on another stream, to end the room.
+    end: watch::Sender<bool>,
     book: Mutex<RoomBook>,
     room: Room,
     events: mpsc::Sender<RoomEvent>,
@@ -182,6 +185,9 @@ async fn serve(peer: PeerId, stream: Stream, shared: Shared) {
         Ok(Some(Ok(ConferenceFrame::Join { token, sdp_offer }))) => {
             serve_participant(peer, &token, &sdp_offer, writer, frames, shared).await;
         }
+        Ok(Some(Ok(ConferenceFrame::EndRoom(room_id)))) => {
+            end_room(peer, room_id, writer, &shared).await;
+        }
         Ok(Some(Ok(other))) => {
             tracing::info!(%peer, frame = other.name(), "a conference stream must open with Reserve or Join");
             let mut writer = writer;
@@ -248,6 +254,8 @@ fn open_room(
     }
     let (events, events_rx) = mpsc::channel(ROOM_EVENTS);
     let entry = Arc::new(RoomEntry {
+        organiser: reservation.organiser,
+        end: watch::channel(false).0,
         book: Mutex::new(RoomBook::new(reservation.max_participants, clock::now())),
         room: shared.context.bridge.open_room(),
         events,
@@ -287,8 +295,10 @@ async fn serve_organiser(
     )
     .await;
     let mut shutdown = shared.shutdown.clone();
+    let mut asked_to_end = entry.end.subscribe();
     while writable {
         tokio::select! {
+            _ = asked_to_end.changed() => break,
             Some(event) = events.recv() => {
                 writable = send(&mut writer, &ConferenceFrame::Event(event)).await;
             }
@@ -384,6 +394,21 @@ async fn serve_organiser(
     {
         tracing::error!(room = %room_id, error = %e, "cannot store the room receipt");
     }
+}
+
+/// The organiser's request, from another stream, to end its room.
+async fn end_room(peer: PeerId, room_id: RoomId, mut writer: FrameWriter, shared: &Shared) {
+    let entry = rooms_of(&shared.rooms).get(&room_id).cloned();
+    let Some(entry) = entry else {
+        return refuse(writer, &peer, RefusalReason::RoomClosed).await;
+    };
+    if identity::provider_id(&peer) != Some(entry.organiser) {
+        return refuse(writer, &peer, RefusalReason::Unauthorised).await;
+    }
+    entry.end.send_replace(true);
+    tracing::info!(%peer, room = %room_id, "the organiser asked to end the room");
+    let _ = send(&mut writer, &ConferenceFrame::Ending).await;
+    writer.close().await;
 }
 
 async fn serve_participant(

@@ -181,6 +181,50 @@ pub async fn reserve(
     })
 }
 
+/// Asks `bridge` (dialled at `addresses`) to end room `room_id`, from another process
+/// than the one holding the room: the bridge checks that this node is the room's
+/// organiser, and sends the receipt on the stream that reserved it.
+pub async fn end_room(
+    context: &CallerContext,
+    bridge: libp2p::PeerId,
+    addresses: Vec<libp2p::Multiaddr>,
+    room_id: RoomId,
+) -> Result<(), OrganiserError> {
+    let exchange = async {
+        context
+            .client
+            .dial(bridge, addresses)
+            .await
+            .map_err(|e| OrganiserError::Unreachable(e.to_string()))?;
+        let stream = context
+            .client
+            .streams()
+            .open_stream(bridge, CONFERENCE_PROTOCOL)
+            .await
+            .map_err(|e| OrganiserError::Unreachable(e.to_string()))?;
+        let (mut writer, mut frames) = wire::split(stream);
+        writer
+            .send(&ConferenceFrame::EndRoom(room_id))
+            .await
+            .map_err(|e| OrganiserError::Unreachable(e.to_string()))?;
+        let answer = frames.recv().await;
+        writer.close().await;
+        match answer {
+            Some(Ok(ConferenceFrame::Ending)) => Ok(()),
+            Some(Ok(ConferenceFrame::Refused(reason))) => Err(OrganiserError::Refused(reason)),
+            Some(Ok(other)) => Err(OrganiserError::Protocol(format!(
+                "{} in answer to EndRoom",
+                other.name()
+            ))),
+            Some(Err(e)) => Err(OrganiserError::Protocol(e.to_string())),
+            None => Err(OrganiserError::Protocol("the stream closed".into())),
+        }
+    };
+    tokio::time::timeout(RESERVE_DEADLINE, exchange)
+        .await
+        .map_err(|_| OrganiserError::Timeout)?
+}
+
 /// The organiser's record of who was in the room, by its own clock.
 #[derive(Debug, Default)]
 struct Seen {

@@ -5,13 +5,15 @@
 //! `End`; the bridge answers `Ended` with the signed receipt, and the organiser
 //! `Countersigned` or `ReceiptRefused`. A participant's: `Join` → `Joined` with the SDP
 //! answer (or `Refused`), then either side ends it: the participant with `Leave`, the
-//! bridge with `Closed` when the room ends.
+//! bridge with `Closed` when the room ends. And an organiser's request to end a room from
+//! another process: `EndRoom` → `Ending` (or `Refused`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::call::messages::MAX_SDP_BYTES;
 use crate::codec::{self, CodecError};
 use crate::conference::receipt::{MAX_ROOM_RECEIPT_BYTES, RoomReceiptDispute};
+use crate::conference::reservation::RoomId;
 use crate::conference::terms::ConferenceTariff;
 use crate::identity::ProviderId;
 use crate::time::Timestamp;
@@ -101,6 +103,11 @@ pub enum ConferenceFrame {
     Countersigned(Vec<u8>),
     /// Organiser → bridge: the receipt is refused, and why.
     ReceiptRefused(RoomReceiptDispute),
+    /// Organiser → bridge, on a stream of its own: end this room (the organiser's
+    /// stream that reserved it gets the receipt). Only the room's organiser may.
+    EndRoom(RoomId),
+    /// Bridge → organiser: the room is ending; the receipt follows on the reserving stream.
+    Ending,
 }
 
 impl ConferenceFrame {
@@ -148,6 +155,8 @@ impl ConferenceFrame {
             ConferenceFrame::Ended { .. } => "Ended",
             ConferenceFrame::Countersigned(_) => "Countersigned",
             ConferenceFrame::ReceiptRefused(_) => "ReceiptRefused",
+            ConferenceFrame::EndRoom(_) => "EndRoom",
+            ConferenceFrame::Ending => "Ending",
         }
     }
 }
