@@ -49,7 +49,16 @@ enum Command {
 
 /// CPU time (user + system, in clock ticks of 10 ms) of the calling thread.
 fn thread_cpu_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    cpu_ticks("/proc/thread-self/stat")
+}
+
+/// CPU time (user + system, in clock ticks of 10 ms) of the whole process.
+fn process_cpu_ticks() -> u64 {
+    cpu_ticks("/proc/self/stat")
+}
+
+fn cpu_ticks(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
@@ -173,6 +182,7 @@ async fn run_level(participants: usize) {
     tokio::time::sleep(WARM_UP).await;
 
     let start = Instant::now();
+    let process_before = process_cpu_ticks();
     let (stats_before, cpu_before) = bridge_stats(&bridge).await;
     let received_before: Vec<u64> = members.iter().map(|(_, m)| m.packets().0).collect();
     for (seat, member) in &members {
@@ -198,6 +208,7 @@ async fn run_level(participants: usize) {
     }
     tokio::time::sleep(MEASURE.saturating_sub(start.elapsed())).await;
     let (stats_after, cpu_after) = bridge_stats(&bridge).await;
+    let process_after = process_cpu_ticks();
     let elapsed = start.elapsed();
     let received: u64 = members
         .iter()
@@ -214,12 +225,13 @@ async fn run_level(participants: usize) {
     let late_share = late as f64 / arrived.max(1) as f64;
     let mixer_loss = missing as f64 / (played + missing).max(1) as f64;
     let cpu = (cpu_after - cpu_before) as f64 / 100.0 / elapsed.as_secs_f64();
+    let process_cpu = (process_after - process_before) as f64 / 100.0 / elapsed.as_secs_f64();
     delays.sort();
     println!(
         "{participants:>4} participants ({} joined, {} rooms): loss at the ears {:.2} %, \
          into the mixer {:.2} %, late {:.2} %, late ticks {}, dropped in/out {}/{}; \
          mouth to ear p50 {:.1} ms p95 {:.1} ms max {:.1} ms ({} of {} listeners heard the talker); \
-         bridge thread CPU {:.0} %",
+         bridge thread CPU {:.0} % (whole process, participants included, {:.0} %)",
         members.len(),
         members.len().div_ceil(ROOM_SIZE),
         loss * 100.0,
@@ -234,6 +246,7 @@ async fn run_level(participants: usize) {
         delays.len(),
         delays.len() + deaf,
         cpu * 100.0,
+        process_cpu * 100.0,
     );
     for (_, member) in members {
         member.close().await;
