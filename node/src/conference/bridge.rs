@@ -24,7 +24,7 @@ use interlink_protocol::conference::{
 use interlink_protocol::offer::OfferStatus;
 use interlink_protocol::{ProviderId, SecretKey};
 use libp2p::{PeerId, Stream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::calls::gateway::AlreadyAccepting;
@@ -45,6 +45,9 @@ const SEND_DEADLINE: Duration = Duration::from_secs(5);
 const COUNTERSIGN_DEADLINE: Duration = Duration::from_secs(5);
 /// Join and leave events queued to an organiser's stream.
 const ROOM_EVENTS: usize = 256;
+/// Streams that have not yet sent their first frame, from all peers together; beyond it
+/// new streams are dropped at once, so that idle streams cannot pile up.
+const MAX_PENDING_STREAMS: usize = 256;
 
 /// What the bridge's rooms share.
 #[derive(Clone)]
@@ -148,12 +151,18 @@ async fn accept(
     };
     let mut stop = shutdown;
     let mut streams = JoinSet::new();
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_STREAMS));
     loop {
         tokio::select! {
             next = incoming.next() => match next {
-                Some((peer, stream)) => {
-                    streams.spawn(serve(peer, stream, shared.clone()));
-                }
+                Some((peer, stream)) => match Arc::clone(&pending).try_acquire_owned() {
+                    Ok(permit) => {
+                        streams.spawn(serve(peer, stream, shared.clone(), permit));
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "too many conference streams waiting for their first frame; dropped one");
+                    }
+                },
                 None => break,
             },
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
@@ -176,9 +185,11 @@ async fn refuse(mut writer: FrameWriter, peer: &PeerId, reason: RefusalReason) {
     writer.close().await;
 }
 
-async fn serve(peer: PeerId, stream: Stream, shared: Shared) {
+async fn serve(peer: PeerId, stream: Stream, shared: Shared, pending: OwnedSemaphorePermit) {
     let (writer, mut frames) = wire::split(stream);
-    match tokio::time::timeout(FIRST_FRAME_DEADLINE, frames.recv()).await {
+    let first = tokio::time::timeout(FIRST_FRAME_DEADLINE, frames.recv()).await;
+    drop(pending);
+    match first {
         Ok(Some(Ok(ConferenceFrame::Reserve(bytes)))) => {
             serve_organiser(peer, &bytes, writer, frames, shared).await;
         }
