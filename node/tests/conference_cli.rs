@@ -35,12 +35,24 @@ fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
 }
 
 fn wait_line(lines: &mpsc::Receiver<String>, what: &str, matches: impl Fn(&str) -> bool) -> String {
+    try_wait_line(lines, matches)
+        .unwrap_or_else(|seen| panic!("no line {what}; the lines before: {seen:#?}"))
+}
+
+/// The first line that `matches`, or the lines seen before the deadline or the end.
+fn try_wait_line(
+    lines: &mpsc::Receiver<String>,
+    matches: impl Fn(&str) -> bool,
+) -> Result<String, Vec<String>> {
+    let mut seen = Vec::new();
     loop {
-        let line = lines
-            .recv_timeout(DEADLINE)
-            .unwrap_or_else(|_| panic!("no line {what} within {DEADLINE:?}"));
-        if matches(&line) {
-            return line;
+        match lines.recv_timeout(DEADLINE) {
+            Ok(line) if matches(&line) => return Ok(line),
+            Ok(line) => seen.push(line),
+            Err(e) => {
+                seen.push(format!("({e})"));
+                return Err(seen);
+            }
         }
     }
 }
@@ -101,7 +113,7 @@ fn a_room_reserved_joined_and_ended_from_the_command_line() {
             "--size",
             "2",
             "--duration",
-            "8",
+            "120",
             "--config",
         ])
         .arg(&organiser)
@@ -117,9 +129,21 @@ fn a_room_reserved_joined_and_ended_from_the_command_line() {
 
     let first = join(&alice, &token, "500");
     let second = join(&bob, &token, "900");
-    wait_line(&err, "for two participants", |l| {
-        l.contains("(2 in the room)")
-    });
+    if let Err(seen) = try_wait_line(&err, |l| l.contains("(2 in the room)")) {
+        let outputs: Vec<String> = [first, second]
+            .into_iter()
+            .map(|child| {
+                let output = child.wait_with_output().unwrap();
+                format!(
+                    "{}: {}{}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })
+            .collect();
+        panic!("not two in the room; organiser: {seen:#?}; participants: {outputs:#?}");
+    }
     // The room was reserved for two: a third is refused with the reason.
     let third = Command::new(BIN)
         .args(["conference", "join", "--config"])

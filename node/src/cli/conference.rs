@@ -30,6 +30,9 @@ use libp2p::Multiaddr;
 
 use super::{EXIT_FAILURE, EXIT_NOT_COVERED, EXIT_UNREACHABLE, Failure};
 
+/// How long `join` and `end` look for the bridge's offer in the DHT.
+const OFFER_LOOKUP_DEADLINE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
     /// Reserve a room on the best bridge of a region and hold it: prints the join token,
@@ -425,13 +428,20 @@ async fn locate(
         .clone();
     let peer = identity::peer_id(&token.bridge)
         .ok_or_else(|| Failure::new(EXIT_FAILURE, "the token's bridge is not a peer id"))?;
-    let offer = node
-        .client()
-        .get_offer(peer)
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| Failure::new(EXIT_UNREACHABLE, "the bridge's offer is not in the DHT"))?;
+    // A node that has just joined may not reach the nodes holding the offer at once.
+    let give_up = Instant::now() + OFFER_LOOKUP_DEADLINE;
+    let offer = loop {
+        if let Ok(Some(offer)) = node.client().get_offer(peer).await {
+            break offer;
+        }
+        if Instant::now() >= give_up {
+            return Err(Failure::new(
+                EXIT_UNREACHABLE,
+                "the bridge's offer is not in the DHT",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     Ok((token, peer, offer.offer().addresses.clone()))
 }
 
