@@ -105,6 +105,7 @@ pub fn offer() -> SignedOffer {
                 .parse()
                 .unwrap_or_else(|e| panic!("{e}")),
         ],
+        conference: None,
     };
     SignedOffer::sign(offer, &gateway_key()).unwrap_or_else(|e| panic!("{e}"))
 }

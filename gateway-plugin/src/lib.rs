@@ -7,6 +7,7 @@
 //! advertises what the back-end cannot do.
 
 pub mod audio;
+pub mod conference;
 pub mod echo;
 #[doc(hidden)]
 pub mod fuzzing;

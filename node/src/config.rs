@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use interlink_gateway_plugin::conference::ConferenceBridge;
 use interlink_gateway_plugin::echo::{EchoConfig, EchoGateway};
 use interlink_gateway_plugin::sip::{SipConfig, SipGateway};
 use interlink_gateway_plugin::webrtc_leg::MediaSettings;
 use interlink_gateway_plugin::{Capabilities, CapabilityError};
 use interlink_protocol::call::Timers;
+use interlink_protocol::conference::{ConferenceTariff, ConferenceTerms, Region};
 use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
 use interlink_protocol::ranking::{Policy, PolicyKind};
 use interlink_protocol::signed::MAX_OFFER_LIFETIME;
@@ -209,8 +211,90 @@ pub struct GatewaySection {
     pub offer_ttl_secs: u64,
     #[serde(default)]
     pub quality: QualitySection,
-    /// The price list.
+    /// The price list (none on a conference bridge).
+    #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// A conference bridge's rooms and prices (required with `backend = "conference"`).
+    #[serde(default)]
+    pub conference: Option<ConferenceSection>,
+}
+
+/// `[gateway.conference]`: the rooms and prices of a conference bridge.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConferenceSection {
+    /// Rooms mixed at once.
+    #[serde(default = "default_rooms")]
+    pub rooms: u32,
+    /// The largest room.
+    #[serde(default = "default_room_size")]
+    pub participants_per_room: u32,
+    /// ISO 4217 code of the prices below.
+    pub currency: String,
+    /// Charged once per room, e.g. `"0.50"`.
+    #[serde(default = "zero")]
+    pub per_room: String,
+    /// Charged per participant-minute, e.g. `"0.02"`.
+    pub per_participant_minute: String,
+    /// Each participant's time is billed in whole multiples of this many seconds.
+    #[serde(default = "default_increment")]
+    pub billing_increment_secs: u32,
+    /// Jitter buffer delay in 20 ms frames.
+    #[serde(default = "default_jitter_frames")]
+    pub jitter_frames: u16,
+}
+
+fn default_rooms() -> u32 {
+    10
+}
+fn default_room_size() -> u32 {
+    10
+}
+fn default_jitter_frames() -> u16 {
+    interlink_gateway_plugin::conference::bridge::DEFAULT_JITTER_FRAMES
+}
+
+impl ConferenceSection {
+    fn terms(&self) -> Result<ConferenceTerms, ConfigError> {
+        let field = |name: &str| format!("gateway.conference.{name}");
+        let currency: Currency = self
+            .currency
+            .parse()
+            .map_err(|e: interlink_protocol::money::MoneyError| invalid(field("currency"), e))?;
+        let amount = |name: &str, text: &str| -> Result<u64, ConfigError> {
+            let money = Money::parse(text, Some(currency)).map_err(|e| invalid(field(name), e))?;
+            if money.currency != currency {
+                return Err(invalid(
+                    field(name),
+                    format!(
+                        "is in {}, the bridge is priced in {currency}",
+                        money.currency
+                    ),
+                ));
+            }
+            Ok(money.minor_units)
+        };
+        if !(1..=50).contains(&self.jitter_frames) {
+            return Err(invalid(field("jitter_frames"), "must be between 1 and 50"));
+        }
+        let terms = ConferenceTerms {
+            rooms: self.rooms,
+            participants_per_room: self.participants_per_room,
+            tariff: ConferenceTariff {
+                currency,
+                per_room: amount("per_room", &self.per_room)?,
+                per_participant_minute: amount(
+                    "per_participant_minute",
+                    &self.per_participant_minute,
+                )?,
+                billing_increment_secs: self.billing_increment_secs,
+            },
+        };
+        terms
+            .check()
+            .map_err(|e| invalid(format!("gateway.{}", e.field), e.reason))?;
+        Ok(terms)
+    }
 }
 
 fn default_kind() -> String {
@@ -404,6 +488,23 @@ pub enum BackendSpec {
     Echo(EchoConfig),
     /// Bridges each call to a SIP trunk.
     Sip(Box<SipConfig>),
+    /// A conference bridge (MCU): rooms instead of calls.
+    Conference(ConferenceBackend),
+}
+
+/// The conference back-end's settings (`[gateway.conference]`, beside the rooms and prices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConferenceBackend {
+    /// Jitter buffer delay in 20 ms frames.
+    pub jitter_frames: u16,
+}
+
+impl Default for ConferenceBackend {
+    fn default() -> Self {
+        ConferenceBackend {
+            jitter_frames: interlink_gateway_plugin::conference::bridge::DEFAULT_JITTER_FRAMES,
+        }
+    }
 }
 
 /// What a gateway node sells and runs, checked and in protocol types.
@@ -418,6 +519,8 @@ pub struct GatewayPlan {
     pub routes: Vec<Route>,
     pub offer_ttl: Duration,
     pub backend: BackendSpec,
+    /// The rooms and prices of a conference bridge (kind `conference`).
+    pub conference: Option<ConferenceTerms>,
 }
 
 impl GatewayPlan {
@@ -437,6 +540,7 @@ impl GatewayPlan {
             routes,
             offer_ttl: Duration::from_secs(3600),
             backend: BackendSpec::Echo(EchoConfig::default()),
+            conference: None,
         }
     }
 
@@ -445,6 +549,7 @@ impl GatewayPlan {
         match self.backend {
             BackendSpec::Echo(_) => EchoGateway::capabilities(self.kind, self.capacity),
             BackendSpec::Sip(_) => SipGateway::capabilities(self.kind, self.capacity),
+            BackendSpec::Conference(_) => ConferenceBridge::capabilities(self.capacity),
         }
     }
 }
@@ -594,12 +699,43 @@ impl GatewaySection {
                     .map_err(|e| invalid(format!("gateway.sip.{}", e.field), e.reason))?;
                 BackendSpec::Sip(Box::new(sip.clone()))
             }
+            "conference" => {
+                let Some(conference) = &self.conference else {
+                    return Err(invalid(
+                        "gateway.conference",
+                        "backend = \"conference\" needs a [gateway.conference] section with the rooms and prices",
+                    ));
+                };
+                BackendSpec::Conference(ConferenceBackend {
+                    jitter_frames: conference.jitter_frames,
+                })
+            }
             other => {
                 return Err(invalid(
                     "gateway.backend",
-                    format!("unknown back-end `{other}` (expected echo or sip)"),
+                    format!("unknown back-end `{other}` (expected echo, sip or conference)"),
                 ));
             }
+        };
+        let conference = match (&backend, kind) {
+            (BackendSpec::Conference(_), ServiceKind::Conference) => self
+                .conference
+                .as_ref()
+                .map(ConferenceSection::terms)
+                .transpose()?,
+            (BackendSpec::Conference(_), _) => {
+                return Err(invalid(
+                    "gateway.kind",
+                    "backend = \"conference\" needs kind = \"conference\"",
+                ));
+            }
+            (_, ServiceKind::Conference) => {
+                return Err(invalid(
+                    "gateway.backend",
+                    "kind = \"conference\" needs backend = \"conference\"",
+                ));
+            }
+            _ => None,
         };
         let offer_ttl = Duration::from_secs(self.offer_ttl_secs);
         if !(Duration::from_secs(60)..=MAX_OFFER_LIFETIME).contains(&offer_ttl) {
@@ -625,11 +761,20 @@ impl GatewaySection {
             post_dial_delay_ms: q.post_dial_delay_ms,
             mos: Mos((q.mos * 100.0).round() as u16),
         };
-        if self.routes.is_empty() {
+        if self.routes.is_empty() && conference.is_none() {
             return Err(invalid(
                 "gateway.routes",
                 "a gateway needs at least one route",
             ));
+        }
+        if !self.routes.is_empty() && conference.is_some() {
+            return Err(invalid(
+                "gateway.routes",
+                "a conference bridge has no routes: its prices are in [gateway.conference]",
+            ));
+        }
+        if conference.is_some() {
+            Region::new(&self.region).map_err(|e| invalid("gateway.region", e))?;
         }
         let routes = self
             .routes
@@ -650,6 +795,7 @@ impl GatewaySection {
             routes,
             offer_ttl,
             backend,
+            conference,
         };
         plan.capabilities().map_err(|e| invalid("gateway", e))?;
         Ok(plan)
@@ -937,6 +1083,55 @@ mod tests {
         assert_eq!(
             error_field("[limits]\ncall_invite_burst = 0"),
             "limits.call_invite_burst"
+        );
+    }
+
+    #[test]
+    fn a_conference_bridge_has_rooms_and_prices_instead_of_routes() {
+        let bridge = |extra: &str| {
+            format!(
+                "[gateway]\nname = \"Mixer\"\nkind = \"conference\"\nbackend = \"conference\"\n\
+                 region = \"eu-west\"\n{extra}"
+            )
+        };
+        let section = "[gateway.conference]\nrooms = 5\nparticipants_per_room = 12\n\
+                       currency = \"EUR\"\nper_room = \"0.50\"\nper_participant_minute = \"0.02\"";
+        let config = Config::parse(&bridge(section)).unwrap_or_else(|e| panic!("{e}"));
+        let plan = config
+            .gateway_plan()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no plan"));
+        let terms = plan.conference.unwrap_or_else(|| panic!("no terms"));
+        assert_eq!((terms.rooms, terms.participants_per_room), (5, 12));
+        assert_eq!(
+            (terms.tariff.per_room, terms.tariff.per_participant_minute),
+            (50, 2)
+        );
+        assert_eq!(plan.kind, ServiceKind::Conference);
+        assert_eq!(error_field(&bridge("")), "gateway.conference");
+        assert_eq!(
+            error_field(&bridge(&section.replace("12", "1"))),
+            "gateway.conference.participants_per_room"
+        );
+        assert_eq!(
+            error_field(&bridge(&section.replace("\"0.02\"", "\"0.02 GBP\""))),
+            "gateway.conference.per_participant_minute"
+        );
+        assert_eq!(
+            error_field(&bridge(&format!(
+                "{section}\n[[gateway.routes]]\nprefix = \"+44\"\ncurrency = \"EUR\"\nper_minute = \"1\""
+            ))),
+            "gateway.routes"
+        );
+        assert_eq!(
+            error_field(&bridge(section).replace("eu-west", "EU West")),
+            "gateway.region"
+        );
+        assert_eq!(
+            error_field(
+                &bridge(section).replace("kind = \"conference\"", "kind = \"webrtc-pstn\"")
+            ),
+            "gateway.kind"
         );
     }
 

@@ -21,6 +21,7 @@
 pub mod api;
 pub mod calls;
 pub mod clock;
+pub mod conference;
 pub mod config;
 pub mod discovery;
 pub mod identity;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use interlink_gateway_plugin::CapabilityError;
+use interlink_gateway_plugin::conference::{BridgeSettings, ConferenceBridge};
 use interlink_gateway_plugin::echo::EchoGateway;
 use interlink_gateway_plugin::gateway::Gateway;
 use interlink_gateway_plugin::sip::{SipError, SipGateway};
@@ -24,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::calls::caller::CallerContext;
 use crate::calls::gateway::{AlreadyAccepting, GatewayContext, GatewayService};
+use crate::conference::bridge::{BridgeContext, ConferenceService};
 use crate::config::{BackendSpec, Config, ConfigError, GatewayPlan};
 use crate::identity;
 use crate::metrics::Metrics;
@@ -91,6 +93,7 @@ pub struct Node {
     network: NetworkTask,
     publisher: Option<Publisher>,
     calls: Option<GatewayService>,
+    conferences: Option<ConferenceService>,
     membership: Option<JoinHandle<()>>,
     key: SecretKey,
     store: Store,
@@ -131,8 +134,7 @@ impl Node {
             Some(dir) => Store::open(dir)?,
             None => Store::in_memory()?,
         };
-        let (mut publisher, mut calls) = (None, None);
-        if let Some(plan) = spec.gateway {
+        if spec.gateway.is_some() {
             // Calls still open on record were cut when this gateway last stopped: no receipt
             // was issued for them, and now the record says so.
             match store.close_interrupted_calls(Role::Gateway).await {
@@ -145,12 +147,41 @@ impl Node {
                     tracing::error!(error = %e, "cannot check the record for interrupted calls")
                 }
             }
-            let backend = start_backend(&plan, spec.media).await?;
-            let addresses = if spec.settings.external_addresses.is_empty() {
-                offer_addresses(&listen_addrs)
-            } else {
-                spec.settings.external_addresses.clone()
+        }
+        let (mut publisher, mut calls, mut conferences) = (None, None, None);
+        let addresses = if spec.settings.external_addresses.is_empty() {
+            offer_addresses(&listen_addrs)
+        } else {
+            spec.settings.external_addresses.clone()
+        };
+        if let Some(plan) = spec.gateway.clone()
+            && let BackendSpec::Conference(settings) = &plan.backend
+        {
+            let bridge = Arc::new(ConferenceBridge::new(
+                plan.capacity,
+                BridgeSettings {
+                    media: spec.media,
+                    jitter_frames: settings.jitter_frames,
+                },
+            )?);
+            let capabilities = bridge.advertised().clone();
+            let published = Publisher::spawn(
+                client.clone(),
+                secret.clone(),
+                plan,
+                capabilities,
+                addresses.clone(),
+            );
+            let context = BridgeContext {
+                key: secret.clone(),
+                bridge,
+                offer: published.subscribe(),
+                store: store.clone(),
             };
+            conferences = Some(ConferenceService::spawn(&client, context)?);
+            publisher = Some(published);
+        } else if let Some(plan) = spec.gateway {
+            let backend = start_backend(&plan, spec.media).await?;
             let capabilities = backend.capabilities().clone();
             let published = Publisher::spawn(
                 client.clone(),
@@ -176,6 +207,7 @@ impl Node {
             network,
             publisher,
             calls,
+            conferences,
             membership,
             key: secret,
             store,
@@ -248,6 +280,9 @@ impl Node {
         if let Some(calls) = self.calls {
             calls.abort();
         }
+        if let Some(conferences) = self.conferences {
+            conferences.abort();
+        }
         if let Some(publisher) = self.publisher {
             publisher.abort();
         }
@@ -262,6 +297,9 @@ impl Node {
         }
         if let Some(calls) = self.calls {
             calls.shut_down().await;
+        }
+        if let Some(conferences) = self.conferences {
+            conferences.shut_down().await;
         }
         let withdrawn = match self.publisher {
             Some(publisher) => publisher.withdraw().await.map(|_| ()),
@@ -287,6 +325,8 @@ async fn start_backend(
         BackendSpec::Sip(config) => Ok(Arc::new(
             SipGateway::start(plan.kind, plan.capacity, config, media).await?,
         )),
+        // Started as a conference service by `Node::start`, never as a call back-end.
+        BackendSpec::Conference(_) => Err(NodeError::Backend(CapabilityError::NoCapacity)),
     }
 }
 

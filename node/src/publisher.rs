@@ -14,6 +14,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use interlink_protocol::conference::Region;
 use interlink_protocol::offer::{
     MAX_ADDRESSES, OFFER_FORMAT_VERSION, OfferStatus, Route, ServiceOffer,
 };
@@ -228,13 +229,14 @@ impl State {
             quality: plan.quality,
             capacity: caps.max_concurrent_calls,
             addresses: self.addresses.clone(),
+            conference: plan.conference.filter(|_| status == OfferStatus::Available),
         }
     }
 
     /// Signs and stores the offer, then brings the provider announcements in line with it.
     async fn publish(&mut self, status: OfferStatus) -> Result<Published, PublishError> {
         let offer = SignedOffer::sign(self.offer(status, unix_now()), &self.key)?;
-        let wanted: BTreeSet<DhtKey> = offer
+        let mut wanted: BTreeSet<DhtKey> = offer
             .offer()
             .country_codes()
             .into_iter()
@@ -243,6 +245,15 @@ impl State {
                 country_code,
             })
             .collect();
+        // Conference bridges are found by region rather than by destination.
+        if offer.offer().conference.is_some()
+            && let Ok(region) = Region::new(&offer.offer().region)
+        {
+            wanted.insert(DhtKey::RegionProviders {
+                kind: offer.offer().kind,
+                region,
+            });
+        }
         // The offer and the announcements go to different nodes and do not wait for each
         // other: a lookup that meets the announcement first just finds no offer yet.
         let work = async {

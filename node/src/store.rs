@@ -77,6 +77,27 @@ CREATE TABLE IF NOT EXISTS calls (
     ending         TEXT,
     PRIMARY KEY (call_id, role)
 );
+CREATE TABLE IF NOT EXISTS room_receipts (
+    room_id        TEXT    NOT NULL,
+    role           TEXT    NOT NULL CHECK (role IN ('organiser', 'bridge')),
+    status         TEXT    NOT NULL CHECK (status IN ('settled', 'unacknowledged', 'disputed')),
+    bridge         TEXT    NOT NULL,
+    organiser      TEXT    NOT NULL,
+    offer_seq      INTEGER NOT NULL,
+    currency       TEXT    NOT NULL,
+    per_room       INTEGER NOT NULL,
+    per_participant_minute INTEGER NOT NULL,
+    billing_increment_secs INTEGER NOT NULL,
+    opened_at_ms   INTEGER NOT NULL,
+    closed_at_ms   INTEGER NOT NULL,
+    attendances    INTEGER NOT NULL,
+    participant_seconds INTEGER NOT NULL,
+    amount_minor   INTEGER NOT NULL,
+    dispute        TEXT,
+    signed_bytes   BLOB    NOT NULL,
+    stored_at_ms   INTEGER NOT NULL,
+    PRIMARY KEY (room_id, role)
+);
 ";
 
 /// Why the store failed.
@@ -131,7 +152,7 @@ pub enum ReceiptStatus {
 }
 
 impl ReceiptStatus {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ReceiptStatus::Settled => "settled",
             ReceiptStatus::Unacknowledged => "unacknowledged",
@@ -191,13 +212,13 @@ pub struct Store {
     connection: Arc<Mutex<Connection>>,
 }
 
-fn peer_or_key(provider: &ProviderId) -> String {
+pub(crate) fn peer_or_key(provider: &ProviderId) -> String {
     identity::peer_id(provider)
         .map(|p| p.to_string())
         .unwrap_or_else(|| provider.to_string())
 }
 
-fn to_i64(n: u64) -> i64 {
+pub(crate) fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -251,7 +272,7 @@ impl Store {
     }
 
     /// Runs `work` on the connection off the async threads.
-    async fn with<T: Send + 'static>(
+    pub(crate) async fn with<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -513,7 +534,7 @@ fn parse_provider(hex: &str) -> Option<ProviderId> {
     Some(ProviderId::from_bytes(bytes))
 }
 
-fn amount_text(currency: &str, minor: u64) -> String {
+pub(crate) fn amount_text(currency: &str, minor: u64) -> String {
     match currency.parse::<interlink_protocol::Currency>() {
         Ok(currency) => interlink_protocol::Money::new(currency, minor).decimal(),
         Err(_) => minor.to_string(),

@@ -337,6 +337,7 @@ async fn run_overcharging_gateway(node: &Node, refusals: Arc<Mutex<Vec<ReceiptDi
         },
         capacity: 10,
         addresses: status.listen_addrs,
+        conference: None,
     };
     let offer = SignedOffer::sign(offer, &key).unwrap();
     client.put_offer(offer).await.unwrap();

@@ -272,6 +272,7 @@ fn offer(key: &SecretKey, name: &str) -> SignedOffer {
         },
         capacity: 1000,
         addresses: vec![],
+        conference: None,
     };
     SignedOffer::sign(offer, key).unwrap()
 }

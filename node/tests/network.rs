@@ -298,6 +298,7 @@ fn attacker_offer(attacker: &Keypair, issued_at: UnixTime, expires_at: UnixTime)
         },
         capacity: 1000,
         addresses: vec![],
+        conference: None,
     }
 }
 

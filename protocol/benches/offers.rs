@@ -63,6 +63,7 @@ fn offer(key: &SecretKey) -> ServiceOffer {
             "/ip4/203.0.113.7/tcp/4001".parse().unwrap(),
             "/ip4/203.0.113.7/udp/4001/quic-v1".parse().unwrap(),
         ],
+        conference: None,
     }
 }
 

@@ -3,17 +3,22 @@
 //! Two kinds of key, both readable so that a DHT dump explains itself:
 //! - `/interlink/providers/1/{kind}/{country code}`: provider records, one key per service
 //!   kind and country code a provider serves, e.g. `/interlink/providers/1/webrtc-pstn/44`;
+//! - `/interlink/region-providers/1/{kind}/{region}`: provider records of services found
+//!   by region rather than destination, such as conference bridges, e.g.
+//!   `/interlink/region-providers/1/conference/eu-west`;
 //! - `/interlink/offer/1/{provider key in hex}`: the provider's current signed offer (or
 //!   withdrawal), one value key per provider.
 //!
 //! Kademlia hashes keys with SHA-256 to place them, so readable keys spread as well as
 //! random ones.
 
+use crate::conference::Region;
 use crate::country::CountryCode;
 use crate::identity::ProviderId;
 use crate::offer::ServiceKind;
 
 const PROVIDERS_PREFIX: &str = "/interlink/providers/1/";
+const REGION_PROVIDERS_PREFIX: &str = "/interlink/region-providers/1/";
 const OFFER_PREFIX: &str = "/interlink/offer/1/";
 
 /// A key of the Interlink DHT.
@@ -24,6 +29,8 @@ pub enum DhtKey {
         kind: ServiceKind,
         country_code: CountryCode,
     },
+    /// Providers of `kind` (a conference bridge, say) whose service runs in `region`.
+    RegionProviders { kind: ServiceKind, region: Region },
     /// The current signed offer of a provider.
     Offer(ProviderId),
 }
@@ -34,6 +41,9 @@ impl DhtKey {
         match self {
             DhtKey::Providers { kind, country_code } => {
                 format!("{PROVIDERS_PREFIX}{kind}/{country_code}").into_bytes()
+            }
+            DhtKey::RegionProviders { kind, region } => {
+                format!("{REGION_PROVIDERS_PREFIX}{kind}/{region}").into_bytes()
             }
             DhtKey::Offer(provider) => format!("{OFFER_PREFIX}{provider}").into_bytes(),
         }
@@ -48,6 +58,13 @@ impl DhtKey {
             return Some(DhtKey::Providers {
                 kind: kind.parse().ok()?,
                 country_code,
+            });
+        }
+        if let Some(rest) = text.strip_prefix(REGION_PROVIDERS_PREFIX) {
+            let (kind, region) = rest.split_once('/')?;
+            return Some(DhtKey::RegionProviders {
+                kind: kind.parse().ok()?,
+                region: Region::new(region).ok()?,
             });
         }
         let hex = text.strip_prefix(OFFER_PREFIX)?;
@@ -82,13 +99,21 @@ mod tests {
                 kind: ServiceKind::WEBRTC_TO_PSTN,
                 country_code,
             },
+            DhtKey::RegionProviders {
+                kind: ServiceKind::Conference,
+                region: Region::new("eu-west").unwrap_or_else(|e| panic!("{e}")),
+            },
             DhtKey::Offer(provider),
         ];
         for key in keys {
             assert_eq!(DhtKey::parse(&key.to_bytes()), Some(key));
         }
         assert_eq!(keys[0].to_bytes(), b"/interlink/providers/1/webrtc-pstn/44");
-        assert!(String::from_utf8_lossy(&keys[1].to_bytes()).starts_with("/interlink/offer/1/"));
+        assert_eq!(
+            keys[1].to_bytes(),
+            b"/interlink/region-providers/1/conference/eu-west"
+        );
+        assert!(String::from_utf8_lossy(&keys[2].to_bytes()).starts_with("/interlink/offer/1/"));
     }
 
     #[test]
@@ -118,6 +143,9 @@ mod tests {
             b"/interlink/providers/1/webrtc-pstn/044",
             b"/interlink/providers/1/fax/44",
             b"/interlink/offer/1/abcd",
+            b"/interlink/region-providers/1/conference/EU West",
+            b"/interlink/region-providers/1/conference/",
+            b"/interlink/region-providers/1/fax/eu-west",
             b"\xff\xfe",
         ] {
             assert_eq!(DhtKey::parse(bad), None, "{}", String::from_utf8_lossy(bad));

@@ -13,12 +13,15 @@
 //!   [`Prefix`]es, and the ITU country-code table.
 //! - [`dht`]: the Kademlia keys offers and provider records live under.
 //! - [`ranking`]: [`ranking::rank`], the explainable ordering of candidates for a call.
+//! - [`conference`]: conference bridges: their terms, reservations, join tokens, room
+//!   receipts and ranking.
 //! - [`call`]: the call-signalling messages, the caller's and the gateway's state
 //!   machines, and the signed usage receipts.
 //! - [`money`] and [`time`]: integer money in ISO 4217 minor units; Unix time.
 
 pub mod call;
 pub mod codec;
+pub mod conference;
 pub mod country;
 pub mod destination;
 pub mod dht;

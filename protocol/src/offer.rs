@@ -11,6 +11,7 @@ use std::time::Duration;
 use multiaddr::Multiaddr;
 use serde::{Deserialize, Serialize};
 
+use crate::conference::{ConferenceTerms, Region};
 use crate::country::CountryCode;
 use crate::destination::{E164, Prefix};
 use crate::identity::ProviderId;
@@ -18,7 +19,7 @@ use crate::money::{Currency, Money};
 use crate::time::UnixTime;
 
 /// The offer format this crate writes and reads.
-pub const OFFER_FORMAT_VERSION: u16 = 1;
+pub const OFFER_FORMAT_VERSION: u16 = 2;
 /// Most routes (prefixes) in one offer.
 pub const MAX_ROUTES: usize = 256;
 /// Most codecs in one offer.
@@ -306,6 +307,9 @@ pub struct ServiceOffer {
     pub capacity: u32,
     /// Where to dial the provider (libp2p multiaddrs without `/p2p/`).
     pub addresses: Vec<Multiaddr>,
+    /// A conference bridge's rooms and prices; present exactly on available
+    /// [`ServiceKind::Conference`] offers.
+    pub conference: Option<ConferenceTerms>,
 }
 
 /// The error for an offer field outside its bounds.
@@ -346,6 +350,7 @@ impl ServiceOffer {
             expires_at: self.expires_at.max(issued_at.plus(Duration::from_secs(60))),
             status: OfferStatus::Withdrawn,
             routes: Vec::new(),
+            conference: None,
             ..self.clone()
         }
     }
@@ -409,6 +414,9 @@ impl ServiceOffer {
             OfferStatus::Withdrawn if !self.routes.is_empty() => {
                 fail("routes", "a withdrawal has no routes".into())
             }
+            OfferStatus::Withdrawn if self.conference.is_some() => {
+                fail("conference", "a withdrawal has no conference terms".into())
+            }
             OfferStatus::Withdrawn => Ok(()),
             OfferStatus::Available => self.check_terms(),
         }
@@ -416,6 +424,33 @@ impl ServiceOffer {
 
     fn check_terms(&self) -> Result<(), FieldError> {
         let fail = |field: String, reason: String| Err(FieldError { field, reason });
+        match (&self.conference, self.kind) {
+            (Some(terms), ServiceKind::Conference) => {
+                if let Err(e) = Region::new(&self.region) {
+                    return fail("region".into(), e.to_string());
+                }
+                if !self.routes.is_empty() {
+                    return fail(
+                        "routes".into(),
+                        "a conference offer has no destination routes".into(),
+                    );
+                }
+                terms.check()?;
+            }
+            (None, ServiceKind::Conference) => {
+                return fail(
+                    "conference".into(),
+                    "a conference offer needs its rooms and prices".into(),
+                );
+            }
+            (Some(_), ServiceKind::Gateway { .. }) => {
+                return fail(
+                    "conference".into(),
+                    "a gateway offer has no conference terms".into(),
+                );
+            }
+            (None, ServiceKind::Gateway { .. }) => {}
+        }
         if self.kind != ServiceKind::Conference && self.routes.is_empty() {
             return fail(
                 "routes".into(),
@@ -551,6 +586,7 @@ pub(crate) mod tests {
                     .parse()
                     .unwrap_or_else(|e| panic!("{e}")),
             ],
+            conference: None,
         }
     }
 

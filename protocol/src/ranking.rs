@@ -332,56 +332,10 @@ pub fn rank<'a>(
                 .get(&cost.currency)
                 .copied()
                 .unwrap_or(cost.minor_units);
-            let cost_ratio = if cost.minor_units == 0 {
-                1.0
-            } else {
-                cost.minor_units as f64 / cheapest.max(1) as f64
-            };
-            let price_value = if cost.minor_units == 0 {
-                1.0
-            } else {
-                cheapest as f64 / cost.minor_units as f64
-            };
-            let calls = history.get(&offer.provider()).copied().unwrap_or_default();
-            let quality = &offer.offer().quality;
-            let answer_ratio = (quality.answer_seizure_ratio.fraction() * CLAIM_WEIGHT_IN_CALLS
-                + f64::from(calls.answered.min(calls.attempts)))
-                / (CLAIM_WEIGHT_IN_CALLS + f64::from(calls.attempts));
-            let mos_value = ((quality.mos.value() - 2.5) / 2.0).clamp(0.0, 1.0);
-            let pdd_value =
-                (1.0 - f64::from(quality.post_dial_delay_ms) / 10_000.0).clamp(0.0, 1.0);
-            let quality_value = 0.5 * mos_value + 0.35 * answer_ratio + 0.15 * pdd_value;
-            let rtt = measurements.get(&offer.provider()).map(|m| m.rtt);
-            let latency_value = rtt.map_or(UNMEASURED_LATENCY_SCORE, |rtt| {
-                (1.0 - rtt.as_secs_f64() / WORST_RTT.as_secs_f64()).clamp(0.0, 1.0)
-            });
-            let price = Part {
-                value: price_value,
-                weight: weights.price,
-            };
-            let quality = Part {
-                value: quality_value,
-                weight: weights.quality,
-            };
-            let latency = Part {
-                value: latency_value,
-                weight: weights.latency,
-            };
-            let total = price.contribution() + quality.contribution() + latency.contribution();
             Candidate {
                 offer,
                 route,
-                score: Score {
-                    total,
-                    price,
-                    quality,
-                    latency,
-                    reference_cost: cost,
-                    cost_ratio,
-                    answer_ratio,
-                    history: calls,
-                    rtt,
-                },
+                score: score(offer, cost, cheapest, measurements, history, weights),
             }
         })
         .collect();
@@ -389,6 +343,63 @@ pub fn rank<'a>(
     Ranking {
         candidates,
         excluded,
+    }
+}
+
+/// The score of `offer`, whose reference service costs `cost` where the cheapest
+/// candidate in the same currency costs `cheapest`: shared by calls and conferences.
+pub(crate) fn score(
+    offer: &SignedOffer,
+    cost: Money,
+    cheapest: u64,
+    measurements: &Measurements,
+    history: &History,
+    weights: Weights,
+) -> Score {
+    let cost_ratio = if cost.minor_units == 0 {
+        1.0
+    } else {
+        cost.minor_units as f64 / cheapest.max(1) as f64
+    };
+    let price_value = if cost.minor_units == 0 {
+        1.0
+    } else {
+        cheapest as f64 / cost.minor_units as f64
+    };
+    let calls = history.get(&offer.provider()).copied().unwrap_or_default();
+    let quality = &offer.offer().quality;
+    let answer_ratio = (quality.answer_seizure_ratio.fraction() * CLAIM_WEIGHT_IN_CALLS
+        + f64::from(calls.answered.min(calls.attempts)))
+        / (CLAIM_WEIGHT_IN_CALLS + f64::from(calls.attempts));
+    let mos_value = ((quality.mos.value() - 2.5) / 2.0).clamp(0.0, 1.0);
+    let pdd_value = (1.0 - f64::from(quality.post_dial_delay_ms) / 10_000.0).clamp(0.0, 1.0);
+    let quality_value = 0.5 * mos_value + 0.35 * answer_ratio + 0.15 * pdd_value;
+    let rtt = measurements.get(&offer.provider()).map(|m| m.rtt);
+    let latency_value = rtt.map_or(UNMEASURED_LATENCY_SCORE, |rtt| {
+        (1.0 - rtt.as_secs_f64() / WORST_RTT.as_secs_f64()).clamp(0.0, 1.0)
+    });
+    let price = Part {
+        value: price_value,
+        weight: weights.price,
+    };
+    let quality = Part {
+        value: quality_value,
+        weight: weights.quality,
+    };
+    let latency = Part {
+        value: latency_value,
+        weight: weights.latency,
+    };
+    Score {
+        total: price.contribution() + quality.contribution() + latency.contribution(),
+        price,
+        quality,
+        latency,
+        reference_cost: cost,
+        cost_ratio,
+        answer_ratio,
+        history: calls,
+        rtt,
     }
 }
 
@@ -448,16 +459,22 @@ fn eligibility<'a>(
 
 /// Best first: higher total, then cheaper, then better quality, then lower provider id.
 fn order(a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
+    compare((&a.score, a.offer), (&b.score, b.offer))
+}
+
+/// The order of [`order`] on a score and its offer: shared by calls and conferences.
+pub(crate) fn compare(a: (&Score, &SignedOffer), b: (&Score, &SignedOffer)) -> Ordering {
+    let ((a_score, a_offer), (b_score, b_offer)) = (a, b);
     // Scores equal to nine decimals are ties, whatever the floating-point noise.
     // Values lie in [0, 1], so the product fits an i64 with room to spare.
     #[allow(clippy::cast_possible_truncation)]
     let rounded = |x: f64| (x * 1e9).round() as i64;
-    rounded(b.score.total)
-        .cmp(&rounded(a.score.total))
-        .then_with(|| a.score.reference_cost.cmp(&b.score.reference_cost))
-        .then_with(|| rounded(b.score.quality.value).cmp(&rounded(a.score.quality.value)))
-        .then_with(|| rounded(b.score.latency.value).cmp(&rounded(a.score.latency.value)))
-        .then_with(|| a.offer.provider().cmp(&b.offer.provider()))
+    rounded(b_score.total)
+        .cmp(&rounded(a_score.total))
+        .then_with(|| a_score.reference_cost.cmp(&b_score.reference_cost))
+        .then_with(|| rounded(b_score.quality.value).cmp(&rounded(a_score.quality.value)))
+        .then_with(|| rounded(b_score.latency.value).cmp(&rounded(a_score.latency.value)))
+        .then_with(|| a_offer.provider().cmp(&b_offer.provider()))
 }
 
 #[cfg(test)]

@@ -338,11 +338,11 @@ mod tests {
     fn an_unknown_version_is_refused_before_parsing() {
         let key = key(1);
         let mut offer = sample_offer(&key, vec![route("44", 3)]);
-        offer.version = 2;
+        offer.version = OFFER_FORMAT_VERSION + 1;
         let signed = SignedOffer::sign_unchecked(offer, &key).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             SignedOffer::decode(signed.as_bytes(), NOW),
-            Err(OfferError::UnsupportedVersion(2))
+            Err(OfferError::UnsupportedVersion(OFFER_FORMAT_VERSION + 1))
         );
     }
 

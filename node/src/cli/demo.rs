@@ -6,7 +6,9 @@
 //! him, ranked, with the reasons. Gateways that do not cover the number are left out
 //! with the reason, or never found because they serve another country. Then Alice calls
 //! through the recommended gateway: real WebRTC media to its echo back-end, a hang-up
-//! after a few seconds, and the receipt both sides signed.
+//! after a few seconds, and the receipt both sides signed. Last, a conference: Alice
+//! reserves a room for three on the bridge of eu-west, three participants join with their
+//! own tones and each hears the two others, and the room's receipt is settled.
 //!
 //! Alice's node serves her web page meanwhile, and prints its address. With `--serve` the
 //! network stays up after the scripted call, until Ctrl-C, so that a person can call from
@@ -18,11 +20,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use interlink_node::api::{ApiServer, ApiSettings};
 use interlink_node::calls::caller::{self, CallOptions, Progress};
-use interlink_node::config::{DhtSection, GatewayPlan};
+use interlink_node::config::{BackendSpec, ConferenceBackend, DhtSection, GatewayPlan};
 use interlink_node::discovery::{self, Discovery, Query};
 use interlink_node::listing;
 use interlink_node::local_network::LocalNetwork;
 use interlink_protocol::call::Timers;
+use interlink_protocol::conference::{ConferenceTariff, ConferenceTerms, Region};
 use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
 use interlink_protocol::ranking::{self, History, Policy};
 use interlink_protocol::{Currency, E164, Prefix, ServiceKind};
@@ -135,10 +138,11 @@ fn plan(gateway: &DemoGateway) -> anyhow::Result<GatewayPlan> {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let plans = GATEWAYS
+    let mut plans = GATEWAYS
         .iter()
         .map(plan)
         .collect::<anyhow::Result<Vec<_>>>()?;
+    plans.push(bridge_plan()?);
     println!(
         "Interlink demo: {} nodes on 127.0.0.1, each with its own libp2p swarm.",
         1 + DHT_NODES + plans.len()
@@ -164,6 +168,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             gateway.name,
             listing::short_peer_id(&node.peer_id().to_string()),
             routes.join(", ")
+        );
+    }
+    if let Some(bridge) = network.gateways.get(GATEWAYS.len()) {
+        println!(
+            "  conference bridge {:<19} {}  eu-west, rooms of up to 8 at 0.10 EUR + 0.02 EUR/participant-min",
+            "Mixer",
+            listing::short_peer_id(&bridge.peer_id().to_string())
         );
     }
     network
@@ -266,6 +277,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("Alice's call failed")?;
     super::call::print_report(&report);
+    super::conference::demo_room(&network, &caller, bridge_region()?)
+        .await
+        .context("the conference failed")?;
 
     if args.serve {
         println!(
@@ -292,6 +306,33 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn bridge_region() -> anyhow::Result<Region> {
+    Ok(Region::new("eu-west")?)
+}
+
+/// The demo's conference bridge: rooms of up to 8 in eu-west, 0.10 EUR a room and
+/// 0.02 EUR a participant-minute, billed by the second.
+fn bridge_plan() -> anyhow::Result<GatewayPlan> {
+    Ok(GatewayPlan {
+        kind: ServiceKind::Conference,
+        region: bridge_region()?.to_string(),
+        capacity: 24,
+        routes: Vec::new(),
+        backend: BackendSpec::Conference(ConferenceBackend::default()),
+        conference: Some(ConferenceTerms {
+            rooms: 3,
+            participants_per_room: 8,
+            tariff: ConferenceTariff {
+                currency: Currency::new("EUR")?,
+                per_room: 10,
+                per_participant_minute: 2,
+                billing_increment_secs: 1,
+            },
+        }),
+        ..GatewayPlan::new("Mixer", Vec::new())
+    })
 }
 
 /// Looks up until the `expected` offers are all found (they were acknowledged, so this

@@ -3,6 +3,7 @@
 
 mod call;
 mod choice;
+mod conference;
 mod demo;
 mod gateways;
 mod init;
@@ -39,7 +40,10 @@ Quick start:
   interlink node --config ./node/config.toml       run the node
   interlink gateways +447700900123 --bootstrap /ip4/…/tcp/4001/p2p/12D3…
   interlink call +447700900123 --duration 10       call through the best gateway
-  interlink receipts --csv                         receipts for settlement";
+  interlink receipts --csv                         receipts for settlement
+  interlink conference reserve --region eu-west --size 3 --duration 60
+  interlink conference join TOKEN --tone 660       join a room with the printed token
+  interlink conference end TOKEN                   end it (the reserve prints the receipt)";
 
 /// Interlink: a peer-to-peer market for call interconnection.
 ///
@@ -71,6 +75,10 @@ enum Command {
     Call(call::Args),
     /// List the signed receipts of this node's calls, or export them (--json, --csv).
     Receipts(receipts::Args),
+    /// Conference rooms on a bridge found by region: reserve (and hold), join, end, list
+    /// the room receipts.
+    #[command(subcommand)]
+    Conference(conference::Command),
     /// Start a small network on 127.0.0.1 and show what a caller sees for a UK number;
     /// Alice's web page is served meanwhile (--serve keeps it up).
     Demo(demo::Args),
@@ -124,6 +132,10 @@ pub(crate) async fn run(args: Cli) -> Result<(), Failure> {
         Command::Receipts(receipts) => {
             logging::init(args.log_format, &level("warn"));
             receipts::run(receipts).await.map_err(Failure::from)
+        }
+        Command::Conference(command) => {
+            logging::init(args.log_format, &level("warn"));
+            conference::run(command).await
         }
         Command::Demo(demo) => {
             logging::init(args.log_format, &level("warn"));

@@ -80,7 +80,7 @@ pub fn admit_value(
 /// Checks the key of an inbound provider record.
 pub fn admit_provider(key: &[u8]) -> Result<(), Refusal> {
     match DhtKey::parse(key) {
-        Some(DhtKey::Providers { .. }) => Ok(()),
+        Some(DhtKey::Providers { .. } | DhtKey::RegionProviders { .. }) => Ok(()),
         _ => Err(Refusal::NotAProvidersKey),
     }
 }
@@ -206,6 +206,7 @@ mod tests {
             },
             capacity: 1,
             addresses: vec![],
+            conference: None,
         };
         SignedOffer::sign(offer, key).unwrap_or_else(|e| panic!("{e}"))
     }

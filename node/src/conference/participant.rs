@@ -1,0 +1,294 @@
+//! A participant's side: join a room with its token, and a WebRTC endpoint that sends a
+//! tone (or silence) and keeps what it hears.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use interlink_gateway_plugin::audio::{ToneGenerator, ulaw_decode, ulaw_encode};
+use interlink_gateway_plugin::conference::mixer::FRAME_SAMPLES;
+use interlink_gateway_plugin::webrtc_leg::rtp::header::Header;
+use interlink_gateway_plugin::webrtc_leg::rtp::packet::Packet;
+use interlink_gateway_plugin::webrtc_leg::{MediaError, MediaSettings, OfferedLeg, WebRtcLeg};
+use interlink_protocol::Codec;
+use interlink_protocol::conference::{ConferenceFrame, RefusalReason};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::conference::wire::{self, CONFERENCE_PROTOCOL, FrameWriter, Frames};
+use crate::network::Client;
+
+/// How long the bridge may take to admit (dialling and its media set-up included).
+const JOIN_DEADLINE: Duration = Duration::from_secs(10);
+/// The longest wait for ICE and DTLS after the answer.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+/// Received frames kept: 10 s of audio.
+const HEARD_FRAMES: usize = 500;
+/// Peak of the test tone, about 18 dB below full scale so that four mix without clipping.
+const TONE_AMPLITUDE: i16 = 4000;
+
+/// Why a join failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    #[error("cannot reach the bridge: {0}")]
+    Unreachable(String),
+    #[error("the bridge refused: {0}")]
+    Refused(RefusalReason),
+    #[error("the bridge did not answer in time")]
+    Timeout,
+    #[error("the bridge broke the protocol: {0}")]
+    Protocol(String),
+}
+
+/// A participant's place in a room: its conference stream.
+#[derive(Debug)]
+pub struct Membership {
+    writer: FrameWriter,
+    frames: Frames,
+}
+
+impl Membership {
+    /// Leaves the room.
+    pub async fn leave(mut self) {
+        let _ = self.writer.send(&ConferenceFrame::Leave).await;
+        self.writer.close().await;
+    }
+
+    /// Resolves when the bridge ends the room (or the stream breaks).
+    pub async fn closed(&mut self) {
+        loop {
+            match self.frames.recv().await {
+                Some(Ok(ConferenceFrame::Closed)) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// Joins the room of `token` on `bridge` (dialled at `addresses`) with `sdp_offer`;
+/// returns the bridge's SDP answer and the membership.
+pub async fn join(
+    client: &Client,
+    bridge: PeerId,
+    addresses: Vec<Multiaddr>,
+    token: &[u8],
+    sdp_offer: String,
+) -> Result<(String, Membership), JoinError> {
+    let exchange = async {
+        client
+            .dial(bridge, addresses)
+            .await
+            .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+        let stream = client
+            .streams()
+            .open_stream(bridge, CONFERENCE_PROTOCOL)
+            .await
+            .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+        let (mut writer, mut frames) = wire::split(stream);
+        writer
+            .send(&ConferenceFrame::Join {
+                token: token.to_vec(),
+                sdp_offer,
+            })
+            .await
+            .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+        match frames.recv().await {
+            Some(Ok(ConferenceFrame::Joined { sdp_answer })) => {
+                Ok((sdp_answer, Membership { writer, frames }))
+            }
+            Some(Ok(ConferenceFrame::Refused(reason))) => Err(JoinError::Refused(reason)),
+            Some(Ok(other)) => Err(JoinError::Protocol(format!(
+                "{} in answer to Join",
+                other.name()
+            ))),
+            Some(Err(e)) => Err(JoinError::Protocol(e.to_string())),
+            None => Err(JoinError::Protocol("the stream closed".into())),
+        }
+    };
+    tokio::time::timeout(JOIN_DEADLINE, exchange)
+        .await
+        .map_err(|_| JoinError::Timeout)?
+}
+
+/// What a tone participant heard and sent.
+#[derive(Debug, Default)]
+struct Book {
+    heard: VecDeque<(Instant, [i16; FRAME_SAMPLES])>,
+    packets_received: u64,
+    packets_sent: u64,
+}
+
+/// A participant's WebRTC endpoint: sends a tone (or silence) in 20 ms PCMU frames and
+/// keeps the last 10 s of what it hears.
+#[derive(Debug)]
+pub struct ToneParticipant {
+    tone: watch::Sender<Option<f64>>,
+    book: Arc<Mutex<Book>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// A participant's offer, waiting for the bridge's answer.
+#[derive(Debug)]
+pub struct OfferedParticipant {
+    leg: OfferedLeg,
+}
+
+impl OfferedParticipant {
+    /// Makes a PCMU offer; returns it and its SDP.
+    pub async fn offer(media: &MediaSettings) -> Result<(OfferedParticipant, String), MediaError> {
+        let (leg, sdp) = WebRtcLeg::offer(media, &[Codec::Pcmu]).await?;
+        Ok((OfferedParticipant { leg }, sdp))
+    }
+
+    /// Applies the bridge's answer and starts sending `tone` (silence if `None`).
+    pub async fn accept_answer(
+        self,
+        sdp_answer: &str,
+        tone: Option<f64>,
+    ) -> Result<ToneParticipant, MediaError> {
+        let leg = self.leg.accept_answer(sdp_answer).await?;
+        let (tone_tx, tone_rx) = watch::channel(tone);
+        let book = Arc::new(Mutex::new(Book::default()));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(run(leg, tone_rx, Arc::clone(&book), stopped));
+        Ok(ToneParticipant {
+            tone: tone_tx,
+            book,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Withdraws the offer.
+    pub async fn close(self) {
+        self.leg.close().await;
+    }
+}
+
+impl ToneParticipant {
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends `tone` from now on (silence if `None`).
+    pub fn set_tone(&self, tone: Option<f64>) {
+        self.tone.send_replace(tone);
+    }
+
+    /// The samples of the frames heard since `since`, in order of arrival.
+    pub fn heard_since(&self, since: Instant) -> Vec<i16> {
+        self.book()
+            .heard
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .flat_map(|(_, frame)| frame.iter().copied())
+            .collect()
+    }
+
+    /// When the frames heard since `since` arrived, with their samples.
+    pub fn frames_since(&self, since: Instant) -> Vec<(Instant, [i16; FRAME_SAMPLES])> {
+        self.book()
+            .heard
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .copied()
+            .collect()
+    }
+
+    /// Packets received and sent so far.
+    pub fn packets(&self) -> (u64, u64) {
+        let book = self.book();
+        (book.packets_received, book.packets_sent)
+    }
+
+    /// Stops sending and closes the connection.
+    pub async fn close(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run(
+    mut leg: WebRtcLeg,
+    tone: watch::Receiver<Option<f64>>,
+    book: Arc<Mutex<Book>>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let connected = tokio::select! {
+        connected = leg.wait_connected(CONNECT_DEADLINE) => connected,
+        _ = &mut stopped => Err(MediaError::Closed),
+    };
+    if connected.is_ok() {
+        let payload_type = leg.payload_type();
+        let mut generator: Option<(f64, ToneGenerator)> = None;
+        let mut sequence: u16 = 1;
+        let mut timestamp: u32 = 0;
+        let mut pacing = tokio::time::interval(Duration::from_millis(20));
+        pacing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        loop {
+            tokio::select! {
+                _ = pacing.tick() => {
+                    let wanted = *tone.borrow();
+                    let samples = match wanted {
+                        Some(freq) => {
+                            if generator.as_ref().is_none_or(|(f, _)| *f != freq) {
+                                generator = Some((freq, ToneGenerator::new(freq, TONE_AMPLITUDE)));
+                            }
+                            generator
+                                .as_mut()
+                                .map(|(_, g)| g.next_frame(FRAME_SAMPLES))
+                                .unwrap_or_default()
+                        }
+                        None => {
+                            generator = None;
+                            vec![0; FRAME_SAMPLES]
+                        }
+                    };
+                    let packet = Packet {
+                        header: Header {
+                            version: 2,
+                            payload_type,
+                            sequence_number: sequence,
+                            timestamp,
+                            ..Header::default()
+                        },
+                        payload: samples.iter().map(|&s| ulaw_encode(s)).collect::<Vec<u8>>().into(),
+                    };
+                    sequence = sequence.wrapping_add(1);
+                    timestamp = timestamp.wrapping_add(160);
+                    if leg.send(&packet).await.is_err() {
+                        break;
+                    }
+                    book.lock().unwrap_or_else(std::sync::PoisonError::into_inner).packets_sent += 1;
+                }
+                packet = leg.recv() => match packet {
+                    Some(packet) if packet.payload.len() == FRAME_SAMPLES => {
+                        let mut frame = [0i16; FRAME_SAMPLES];
+                        for (sample, &byte) in frame.iter_mut().zip(packet.payload.iter()) {
+                            *sample = ulaw_decode(byte);
+                        }
+                        let mut book = book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        book.packets_received += 1;
+                        if book.heard.len() == HEARD_FRAMES {
+                            book.heard.pop_front();
+                        }
+                        book.heard.push_back((Instant::now(), frame));
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = &mut stopped => break,
+            }
+        }
+    }
+    leg.close().await;
+}
