@@ -22,6 +22,7 @@
 
 pub mod calls;
 pub mod error;
+pub mod events;
 mod gateways;
 pub mod page;
 mod routes;
