@@ -447,7 +447,10 @@ pub struct ApiSection {
     pub listen: SocketAddr,
     /// Calls placed through the API at once.
     pub max_calls: usize,
-    /// Hang up a call whose page has closed every event stream for this long (0: never).
+    /// Conference rooms joined through the API at once.
+    pub max_memberships: usize,
+    /// Hang up a call, or leave a room, whose page has closed every event stream for this
+    /// long (0: never).
     pub orphan_call_secs: u64,
 }
 
@@ -457,6 +460,7 @@ impl Default for ApiSection {
             enabled: true,
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7080),
             max_calls: 8,
+            max_memberships: 4,
             orphan_call_secs: 30,
         }
     }
@@ -476,6 +480,9 @@ impl ApiSection {
         }
         if self.max_calls == 0 {
             return Err(invalid("api.max_calls", "must be greater than zero"));
+        }
+        if self.max_memberships == 0 {
+            return Err(invalid("api.max_memberships", "must be greater than zero"));
         }
         Ok(())
     }
@@ -901,7 +908,8 @@ data_dir = "."
 # enabled = true
 # listen = "127.0.0.1:7080"
 # max_calls = 8                  # calls through the API at once
-# orphan_call_secs = 30          # hang up a call whose page has gone (0: never)
+# max_memberships = 4            # conference rooms joined through the API at once
+# orphan_call_secs = 30          # hang up a call, or leave a room, whose page has gone (0: never)
 
 [metrics]
 # A Prometheus endpoint: GET http://127.0.0.1:9464/metrics (OpenMetrics text).
@@ -1080,6 +1088,10 @@ mod tests {
             "api.listen"
         );
         assert_eq!(error_field("[api]\nmax_calls = 0"), "api.max_calls");
+        assert_eq!(
+            error_field("[api]\nmax_memberships = 0"),
+            "api.max_memberships"
+        );
         assert_eq!(
             error_field("[limits]\ncall_invite_burst = 0"),
             "limits.call_invite_burst"

@@ -57,6 +57,7 @@ fn settings(bootstrap: &LocalNetwork) -> ApiSettings {
     ApiSettings {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         max_calls: 4,
+        max_memberships: 2,
         orphan_call_after: None,
         policy: Policy {
             kind: PolicyKind::Cheapest,

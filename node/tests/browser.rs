@@ -21,11 +21,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::browser::{artifacts_dir, browser_dir, check_tools};
 use support::http::Api;
 use support::node_process::{NodeProcess, init_node, network_section, start_bootstrap};
 use support::sipp::Sipp;
@@ -35,14 +36,6 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(150);
 const BOB: &str = "+44 7700 900123";
 const NOBODY: &str = "+1 202 555 0100";
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn artifacts_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts")
-}
 
 /// A gateway covering `prefix` at `price` (GBP a minute, with `setup` and `increment`),
 /// claiming `mos`, with `backend`.
@@ -68,18 +61,6 @@ fn start_gateway(root: &Path, name: &str, config: String) -> (NodeProcess, Strin
     let peer_id = listening["peer_id"].as_str().unwrap().to_owned();
     assert_eq!(gateway.wait_log("offer published")["replicated"], true);
     (gateway, peer_id)
-}
-
-/// Checks that the tools the test drives are there, or says how to get them.
-fn check_tools() {
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium is missing: `apt-get install chromium` (scripts/test.sh does)"
-    );
-    assert!(
-        browser_dir().join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `npm ci` in node/tests/browser (scripts/test.sh does)"
-    );
 }
 
 #[test]

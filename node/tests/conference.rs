@@ -8,7 +8,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use interlink_gateway_plugin::audio::{SAMPLE_RATE, goertzel_power};
 use interlink_gateway_plugin::webrtc_leg::MediaSettings;
 use interlink_node::clock;
 use interlink_node::conference::discovery::discover_bridges;
@@ -16,16 +15,16 @@ use interlink_node::conference::organiser::{self, RoomRequest};
 use interlink_node::conference::participant::{
     self, JoinError, Membership, OfferedParticipant, ToneParticipant,
 };
-use interlink_node::config::{BackendSpec, ConferenceBackend, DhtSection, GatewayPlan};
 use interlink_node::local_network::LocalNetwork;
 use interlink_node::node::Node;
 use interlink_protocol::conference::{
-    ConferenceTariff, ConferenceTerms, JoinToken, RefusalReason, Region, RoomEvent, SignedJoinToken,
+    JoinToken, RefusalReason, Region, RoomEvent, SignedJoinToken,
 };
 use interlink_protocol::ranking::{Policy, PolicyKind};
-use interlink_protocol::{Currency, ProviderId, ServiceKind, SignedOffer, Timestamp};
+use interlink_protocol::{ProviderId, SignedOffer, Timestamp};
 use libp2p::PeerId;
-use support::{plan, wait_for};
+use support::conference::{bridge_plan, find_bridge, hears, network, power, tariff};
+use support::wait_for;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// Each participant's tone.
@@ -33,48 +32,6 @@ const TONES: [f64; 4] = [400.0, 700.0, 1100.0, 1700.0];
 /// The most a tone may take from one participant's mouth to another's ear through the
 /// bridge on loopback: 20 ms packets, the 60 ms jitter buffer, the 20 ms mix tick.
 const MOUTH_TO_EAR_BOUND: Duration = Duration::from_millis(400);
-
-fn tariff() -> ConferenceTariff {
-    ConferenceTariff {
-        currency: Currency::new("EUR").unwrap(),
-        per_room: 50,
-        per_participant_minute: 12,
-        billing_increment_secs: 1,
-    }
-}
-
-fn bridge_plan(name: &str, region: &str) -> GatewayPlan {
-    GatewayPlan {
-        kind: ServiceKind::Conference,
-        region: region.into(),
-        capacity: 20,
-        routes: Vec::new(),
-        backend: BackendSpec::Conference(ConferenceBackend::default()),
-        conference: Some(ConferenceTerms {
-            rooms: 4,
-            participants_per_room: 8,
-            tariff: tariff(),
-        }),
-        ..plan(name, &[], 430, 900)
-    }
-}
-
-async fn network(bridges: Vec<GatewayPlan>) -> LocalNetwork {
-    let network = LocalNetwork::start(2, bridges, &DhtSection::default())
-        .await
-        .expect("network");
-    network.wait_published(DEADLINE).await.expect("published");
-    network
-}
-
-async fn find_bridge(node: &Node, region: &str) -> SignedOffer {
-    let region = Region::new(region).unwrap();
-    wait_for("the bridge's offer", DEADLINE, || async {
-        let (offers, _) = discover_bridges(node.client(), region, false).await.ok()?;
-        offers.into_iter().next()
-    })
-    .await
-}
 
 /// A participant in the room: its node, its stream to the bridge and its media.
 struct Member {
@@ -126,21 +83,6 @@ async fn join(network: &LocalNetwork, bridge: &SignedOffer, token: &[u8]) -> Mem
         media,
         joined_at,
     }
-}
-
-fn power(samples: &[i16], freq: f64) -> f64 {
-    goertzel_power(samples, freq, SAMPLE_RATE)
-}
-
-/// Whether `samples` carry each tone of `present` strongly and each of `absent` at less
-/// than a hundredth of the weakest present one.
-fn hears(samples: &[i16], present: &[f64], absent: &[f64]) -> bool {
-    let weakest = present
-        .iter()
-        .map(|&f| power(samples, f))
-        .fold(f64::INFINITY, f64::min);
-    // A 4000-peak tone has a power of about 4e6 (A²/4).
-    weakest > 1.0e6 && absent.iter().all(|&f| power(samples, f) < weakest / 100.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use interlink_protocol::offer::Tariff;
 use serde::Serialize;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use super::events::{self, EventLog, LoggedEvent};
 
 use crate::calls::caller::{
     self, Attempt, CallError, CallOptions, CallPlan, CallReport, CallerContext, CallerMedia,
@@ -184,11 +186,18 @@ pub struct CallEvent {
     pub kind: EventKind,
 }
 
-/// The events of one call so far, and the channel that carries new ones.
-#[derive(Debug)]
-struct EventLog {
-    events: Vec<CallEvent>,
-    live: broadcast::Sender<CallEvent>,
+impl LoggedEvent for CallEvent {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    fn is_end(&self) -> bool {
+        matches!(self.kind, EventKind::Ended(_))
+    }
 }
 
 /// One call placed through the API.
@@ -197,11 +206,9 @@ pub struct CallEntry {
     id: String,
     started: Instant,
     view: watch::Sender<CallView>,
-    log: Mutex<EventLog>,
+    log: Arc<EventLog<CallEvent>>,
     hang_up: watch::Sender<bool>,
     media_started: watch::Sender<bool>,
-    /// Event streams open on this call.
-    streams: watch::Sender<usize>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -243,53 +250,18 @@ impl CallEntry {
         self.view.borrow().state == CallState::Ended
     }
 
-    /// The events after `after` so far, and a receiver of the ones to come; the stream is
-    /// counted open until the returned guard is dropped.
-    pub fn subscribe(
-        self: &Arc<Self>,
-        after: u64,
-    ) -> (Vec<CallEvent>, broadcast::Receiver<CallEvent>, StreamGuard) {
-        let log = self.log();
-        let backlog = log
-            .events
-            .iter()
-            .filter(|e| e.seq > after)
-            .cloned()
-            .collect();
-        // Taken under the same lock as the backlog: no event falls between the two.
-        let live = log.live.subscribe();
-        drop(log);
-        self.streams.send_modify(|n| *n += 1);
-        (
-            backlog,
-            live,
-            StreamGuard {
-                entry: Arc::clone(self),
-            },
-        )
-    }
-
-    fn log(&self) -> MutexGuard<'_, EventLog> {
-        // Appending an event leaves the log consistent at every step.
-        self.log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The call's events, for its event streams.
+    pub fn events(&self) -> &Arc<EventLog<CallEvent>> {
+        &self.log
     }
 
     fn push(&self, kind: EventKind) {
-        let mut log = self.log();
-        if log.events.len() >= MAX_EVENTS && !matches!(kind, EventKind::Ended(_)) {
-            return;
-        }
-        let event = CallEvent {
-            seq: log.events.len() as u64 + 1,
+        self.log.push(|seq| CallEvent {
+            seq,
             call_id: self.id.clone(),
             elapsed_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             kind,
-        };
-        log.events.push(event.clone());
-        // Nobody listening is fine: the log keeps it.
-        let _ = log.live.send(event);
+        });
     }
 
     /// Turns the driver's progress into the snapshot and an event.
@@ -415,18 +387,6 @@ impl CallEntry {
     }
 }
 
-/// Counts an event stream open on a call while it lives.
-#[derive(Debug)]
-pub struct StreamGuard {
-    entry: Arc<CallEntry>,
-}
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.entry.streams.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
-
 /// What the answered time `elapsed` costs at `tariff`, as the receipt bills it.
 fn running_cost(tariff: &TariffView, elapsed: Duration) -> Option<String> {
     let currency = tariff.currency.parse().ok()?;
@@ -528,7 +488,6 @@ impl Calls {
         let id = interlink_protocol::call::CallId::from_bytes(rand::random()).to_string();
         let (hang_up, hang_up_rx) = watch::channel(false);
         let (media_started, media_started_rx) = watch::channel(false);
-        let (live, _) = broadcast::channel(LIVE_EVENTS);
         let entry = Arc::new(CallEntry {
             id: id.clone(),
             started,
@@ -546,13 +505,9 @@ impl Calls {
                 cost_so_far: None,
                 ended: None,
             }),
-            log: Mutex::new(EventLog {
-                events: Vec::new(),
-                live,
-            }),
+            log: EventLog::new(MAX_EVENTS, LIVE_EVENTS),
             hang_up,
             media_started,
-            streams: watch::Sender::new(0),
             task: Mutex::new(None),
         });
         {
@@ -659,24 +614,12 @@ async fn drive(
     entry.finish(result);
 }
 
-/// Hangs `entry` up once every event stream on it has closed and none opened again within
-/// `after`. A call nobody ever watched is left alone (a script may not want the events).
+/// Hangs `entry` up once its page has closed every event stream on it and not come back
+/// within `after`.
 async fn watch_orphan(entry: Arc<CallEntry>, after: Duration) {
-    let mut streams = entry.streams.subscribe();
-    loop {
-        if streams.wait_for(|n| *n > 0).await.is_err()
-            || streams.wait_for(|n| *n == 0).await.is_err()
-        {
-            return;
-        }
-        if tokio::time::timeout(after, streams.wait_for(|n| *n > 0))
-            .await
-            .is_err()
-        {
-            tracing::info!(call = %entry.id, "the page of a call went away; hanging up");
-            entry.hang_up();
-            return;
-        }
+    if events::orphaned(entry.log.streams(), after).await {
+        tracing::info!(call = %entry.id, "the page of a call went away; hanging up");
+        entry.hang_up();
     }
 }
 

@@ -11,7 +11,13 @@
 //!   `GET /api/calls/{id}/events` (server-sent events: trying, ringing, answered with the
 //!   SDP answer, failed over, ended with the cause), `POST /api/calls/{id}/media` (the
 //!   browser's media started), `DELETE /api/calls/{id}` (hang up), `GET /api/calls` and
-//!   `GET /api/calls/{id}` ([`routes`], [`calls`]).
+//!   `GET /api/calls/{id}` ([`routes`], [`calls`]);
+//! - `POST /api/conferences/join` with a room's join token and the browser's SDP offer
+//!   (the answer is the bridge's SDP answer), then `GET /api/conferences/memberships/{id}/events`
+//!   (joined, leaving, ended with the outcome), `DELETE /api/conferences/memberships/{id}`
+//!   (leave), `GET /api/conferences/memberships` and `…/{id}` ([`conferences`],
+//!   [`memberships`]). The browser's media goes to the bridge directly, as a call's goes to
+//!   its gateway.
 //!
 //! The browser's offer travels in the call protocol's invite to the gateway, whose answer
 //! comes back the same way: media then flows between the browser and the gateway, and the
@@ -21,8 +27,11 @@
 //! pages cannot call it either, as it takes JSON bodies only and answers no CORS preflight.
 
 pub mod calls;
+mod conferences;
 pub mod error;
+pub mod events;
 mod gateways;
+pub mod memberships;
 pub mod page;
 mod routes;
 
@@ -47,11 +56,14 @@ use crate::calls::caller::CallerContext;
 use crate::config::{Config, ConfigError};
 use calls::Calls;
 use error::ApiError;
+use memberships::Memberships;
 
 /// The largest request body: an SDP offer is a few kilobytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long calls in progress get to hang up when the node stops.
 const HANG_UP_DEADLINE: Duration = Duration::from_secs(10);
+/// How long conference rooms get to be left when the node stops.
+const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long open connections (event streams) get to close when the node stops.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -61,7 +73,9 @@ pub struct ApiSettings {
     /// A loopback address; port 0 picks a free one.
     pub listen: SocketAddr,
     pub max_calls: usize,
-    /// Hang up a call whose page closed its event streams this long ago.
+    /// Conference rooms joined through the API at once.
+    pub max_memberships: usize,
+    /// Hang up a call, or leave a room, whose page closed its event streams this long ago.
     pub orphan_call_after: Option<Duration>,
     /// How the node ranks gateways unless a request names another policy kind.
     pub policy: Policy,
@@ -79,6 +93,7 @@ impl ApiSettings {
         Ok(ApiSettings {
             listen: config.api.listen,
             max_calls: config.api.max_calls,
+            max_memberships: config.api.max_memberships,
             orphan_call_after: (config.api.orphan_call_secs > 0)
                 .then(|| Duration::from_secs(config.api.orphan_call_secs)),
             policy: config.caller_policy()?,
@@ -111,6 +126,7 @@ pub struct ApiState {
     caller: CallerContext,
     settings: ApiSettings,
     calls: Calls,
+    memberships: Memberships,
 }
 
 /// The running API server.
@@ -118,6 +134,7 @@ pub struct ApiState {
 pub struct ApiServer {
     address: SocketAddr,
     calls: Calls,
+    memberships: Memberships,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -140,10 +157,12 @@ impl ApiServer {
             .map_err(bind_error)?;
         let address = listener.local_addr().map_err(bind_error)?;
         let calls = Calls::new(settings.max_calls, settings.orphan_call_after);
+        let memberships = Memberships::new(settings.max_memberships, settings.orphan_call_after);
         let state = Arc::new(ApiState {
             caller,
             settings,
             calls: calls.clone(),
+            memberships: memberships.clone(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let app = router(state);
@@ -158,6 +177,7 @@ impl ApiServer {
         Ok(ApiServer {
             address,
             calls,
+            memberships,
             stop,
             task,
         })
@@ -173,10 +193,13 @@ impl ApiServer {
         format!("http://{}/", self.address)
     }
 
-    /// Hangs up the calls in progress (on every leg, receipts included), then stops
-    /// serving.
+    /// Hangs up the calls in progress (on every leg, receipts included) and leaves the
+    /// conference rooms, then stops serving.
     pub async fn shutdown(self) {
-        self.calls.hang_up_all(HANG_UP_DEADLINE).await;
+        tokio::join!(
+            self.calls.hang_up_all(HANG_UP_DEADLINE),
+            self.memberships.leave_all(LEAVE_DEADLINE)
+        );
         let _ = self.stop.send(());
         let mut task = self.task;
         if tokio::time::timeout(CLOSE_DEADLINE, &mut task)
@@ -198,6 +221,16 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/calls/{id}", get(routes::get_call).delete(routes::hang_up))
         .route("/calls/{id}/media", post(routes::media_started))
         .route("/calls/{id}/events", get(routes::events))
+        .route("/conferences/join", post(conferences::join))
+        .route("/conferences/memberships", get(conferences::list))
+        .route(
+            "/conferences/memberships/{id}",
+            get(conferences::get).delete(conferences::leave),
+        )
+        .route(
+            "/conferences/memberships/{id}/events",
+            get(conferences::events),
+        )
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()

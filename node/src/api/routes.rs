@@ -1,22 +1,17 @@
 //! The handlers of `/api/node` and `/api/calls…`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
-use futures::StreamExt;
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 
 use super::ApiState;
-use super::calls::{CallEntry, CallEvent, CallState, CallView, EventKind, StreamGuard};
+use super::calls::{CallEntry, CallState, CallView};
 use super::error::{ApiError, ApiJson};
 use super::gateways::{self, not_covered, parse_destination};
 use crate::calls::caller::{self, CallError, CallOptions};
@@ -176,7 +171,7 @@ pub(super) async fn start_call(
 }
 
 /// A usable offer: an SDP session with an audio stream, of a size the invite can carry.
-fn check_sdp_offer(sdp: &str) -> Result<(), ApiError> {
+pub(super) fn check_sdp_offer(sdp: &str) -> Result<(), ApiError> {
     let invalid = |why: &str| ApiError::bad_request("invalid_sdp", why.to_owned());
     if sdp.len() > MAX_SDP_BYTES {
         return Err(invalid(&format!(
@@ -283,60 +278,7 @@ pub(super) async fn events(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let entry = find(&state, &id)?;
-    let after = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let (backlog, live, guard) = entry.subscribe(after);
-    let ended = backlog.iter().any(is_end);
-    let live = futures::stream::unfold(
-        Live {
-            receiver: live,
-            guard,
-            done: ended,
-        },
-        next_live,
-    );
-    let stream = futures::stream::iter(backlog)
-        .chain(live)
-        .map(|event| Ok(sse_event(&event)));
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-/// The live part of an event stream.
-struct Live {
-    receiver: broadcast::Receiver<CallEvent>,
-    /// Counts the stream open while it lives.
-    #[allow(dead_code)]
-    guard: StreamGuard,
-    done: bool,
-}
-
-async fn next_live(mut live: Live) -> Option<(CallEvent, Live)> {
-    if live.done {
-        return None;
-    }
-    match live.receiver.recv().await {
-        Ok(event) => {
-            live.done = is_end(&event);
-            Some((event, live))
-        }
-        // Lagging behind: cut the stream, the browser resumes from its last id.
-        Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => None,
-    }
-}
-
-fn is_end(event: &CallEvent) -> bool {
-    matches!(event.kind, EventKind::Ended(_))
-}
-
-fn sse_event(event: &CallEvent) -> Event {
-    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned());
-    Event::default()
-        .event(event.kind.name())
-        .id(event.seq.to_string())
-        .data(data)
+    Ok(super::events::stream(entry.events(), &headers).into_response())
 }

@@ -227,12 +227,7 @@ async fn hold_room(
     )
     .await
     .map_err(|e| Failure::new(EXIT_FAILURE, e))?;
-    let token: String = room
-        .token()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let token = participant::token_text(room.token());
     say(started, &format!("room {} reserved", room.room_id()));
     println!("{token}");
     let _ = std::io::stdout().flush();
@@ -282,17 +277,6 @@ fn who(participant: &ProviderId) -> String {
         .unwrap_or_else(|| participant.to_string())
 }
 
-fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    if !text.len().is_multiple_of(2) || text.len() > 4096 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// The tones in `samples`: frequencies from 300 to 3400 Hz (10 Hz steps) whose power is a
 /// local peak above a tenth of the strongest and above a floor.
 pub(crate) fn tones_heard(samples: &[i16]) -> Vec<u32> {
@@ -325,27 +309,26 @@ async fn join(args: JoinArgs) -> Result<(), Failure> {
             "--duration must be a positive number of seconds",
         ));
     }
-    let token_bytes =
-        parse_hex(&args.token).ok_or_else(|| Failure::new(EXIT_FAILURE, "the token is not hex"))?;
+    let token = read_token(&args.token)?;
     let (node, config) = start_node(&args.network).await?;
-    let result = take_part(&node, &token_bytes, &args, config.media.settings(), started).await;
+    let result = take_part(&node, &token, &args, config.media.settings(), started).await;
     let _ = node.shutdown().await;
     result
 }
 
 async fn take_part(
     node: &Node,
-    token: &[u8],
+    token: &SignedJoinToken,
     args: &JoinArgs,
     media: MediaSettings,
     started: Instant,
 ) -> Result<(), Failure> {
     // The token names its bridge; its offer in the DHT says where to dial it.
-    let (_, peer, addresses) = locate(node, token).await?;
+    let (peer, addresses) = locate(node, token).await?;
     let (offered, sdp) = OfferedParticipant::offer(&media)
         .await
         .map_err(|e| Failure::new(EXIT_FAILURE, e))?;
-    let joined = participant::join(node.client(), peer, addresses, token, sdp).await;
+    let joined = participant::join(node.client(), peer, addresses, token.as_bytes(), sdp).await;
     let (answer, mut membership) = match joined {
         Ok(joined) => joined,
         Err(e) => {
@@ -360,7 +343,7 @@ async fn take_part(
     say(started, &format!("joined; sending {} Hz", args.tone));
     let closed = tokio::select! {
         () = tokio::time::sleep(Duration::from_secs_f64(args.duration)) => false,
-        () = membership.closed() => true,
+        _ = membership.closed() => true,
         _ = tokio::signal::ctrl_c() => false,
     };
     let heard = tones_heard(&media.heard_since(Instant::now() - Duration::from_secs(1)));
@@ -386,20 +369,17 @@ async fn take_part(
 
 async fn end(args: EndArgs) -> Result<(), Failure> {
     let started = Instant::now();
-    let token_bytes =
-        parse_hex(&args.token).ok_or_else(|| Failure::new(EXIT_FAILURE, "the token is not hex"))?;
+    let token = read_token(&args.token)?;
+    let room_id = token.token().room_id;
     let (node, _config) = start_node(&args.network).await?;
     let result = async {
-        let (token, peer, addresses) = locate(&node, &token_bytes).await?;
-        organiser::end_room(&node.caller(), peer, addresses, token.room_id)
+        let (peer, addresses) = locate(&node, &token).await?;
+        organiser::end_room(&node.caller(), peer, addresses, room_id)
             .await
             .map_err(|e| Failure::new(EXIT_FAILURE, e))?;
         say(
             started,
-            &format!(
-                "room {} is ending; the `reserve` holding it prints the receipt",
-                token.room_id
-            ),
+            &format!("room {room_id} is ending; the `reserve` holding it prints the receipt",),
         );
         Ok(())
     }
@@ -408,48 +388,21 @@ async fn end(args: EndArgs) -> Result<(), Failure> {
     result
 }
 
-/// The token's room and bridge, and the bridge's addresses from its offer in the DHT.
-async fn locate(
-    node: &Node,
-    token: &[u8],
-) -> Result<
-    (
-        interlink_protocol::conference::JoinToken,
-        libp2p::PeerId,
-        Vec<Multiaddr>,
-    ),
-    Failure,
-> {
-    let bridge =
-        token_bridge(token).ok_or_else(|| Failure::new(EXIT_FAILURE, "the token is too short"))?;
-    let token = SignedJoinToken::decode(token, bridge, interlink_node::clock::now())
-        .map_err(|e| Failure::new(EXIT_FAILURE, format!("invalid token: {e}")))?
-        .token()
-        .clone();
-    let peer = identity::peer_id(&token.bridge)
-        .ok_or_else(|| Failure::new(EXIT_FAILURE, "the token's bridge is not a peer id"))?;
-    // A node that has just joined may not reach the nodes holding the offer at once.
-    let give_up = Instant::now() + OFFER_LOOKUP_DEADLINE;
-    let offer = loop {
-        if let Ok(Some(offer)) = node.client().get_offer(peer).await {
-            break offer;
-        }
-        if Instant::now() >= give_up {
-            return Err(Failure::new(
-                EXIT_UNREACHABLE,
-                "the bridge's offer is not in the DHT",
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    Ok((token, peer, offer.offer().addresses.clone()))
+/// The token of `text`, verified.
+fn read_token(text: &str) -> Result<SignedJoinToken, Failure> {
+    participant::parse_token(text, interlink_node::clock::now())
+        .map_err(|e| Failure::new(EXIT_FAILURE, e))
 }
 
-/// The bridge a token claims to be from (checked by the signature when decoded).
-fn token_bridge(token: &[u8]) -> Option<ProviderId> {
-    token
-        .first_chunk::<32>()
-        .map(|bytes| ProviderId::from_bytes(*bytes))
+/// The token's bridge and its addresses, from its offer in the DHT.
+async fn locate(
+    node: &Node,
+    token: &SignedJoinToken,
+) -> Result<(libp2p::PeerId, Vec<Multiaddr>), Failure> {
+    let (peer, offer) = participant::locate_bridge(node.client(), token, OFFER_LOOKUP_DEADLINE)
+        .await
+        .map_err(|e| Failure::new(EXIT_UNREACHABLE, e))?;
+    Ok((peer, offer.offer().addresses.clone()))
 }
 
 async fn list(args: ListArgs) -> Result<(), Failure> {

@@ -192,6 +192,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         ApiSettings {
             listen: args.api_listen,
             max_calls: 8,
+            max_memberships: 4,
             orphan_call_after: Some(Duration::from_secs(30)),
             policy: Policy::default(),
             kinds: ServiceKind::WEBRTC_TO_NUMBERS.to_vec(),

@@ -492,7 +492,9 @@ async fn serve_participant(
             _ = shutdown.changed() => joined = false,
         }
     }
-    if room_closed {
+    // Closing the room stops its mixer, which can end a participant's media before the
+    // closed signal is seen here: the participant is told the room closed all the same.
+    if room_closed || *closed.borrow() {
         let _ = send(&mut writer, &ConferenceFrame::Closed).await;
     }
     leg.leave().await;

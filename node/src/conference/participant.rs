@@ -1,5 +1,6 @@
-//! A participant's side: join a room with its token, and a WebRTC endpoint that sends a
-//! tone (or silence) and keeps what it hears.
+//! A participant's side: read a join token as `interlink conference reserve` prints it,
+//! find its bridge, join the room, and a WebRTC endpoint that sends a tone (or silence) and
+//! keeps what it hears.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,8 +11,10 @@ use interlink_gateway_plugin::conference::mixer::FRAME_SAMPLES;
 use interlink_gateway_plugin::webrtc_leg::rtp::header::Header;
 use interlink_gateway_plugin::webrtc_leg::rtp::packet::Packet;
 use interlink_gateway_plugin::webrtc_leg::{MediaError, MediaSettings, OfferedLeg, WebRtcLeg};
-use interlink_protocol::Codec;
-use interlink_protocol::conference::{ConferenceFrame, RefusalReason};
+use interlink_protocol::conference::{
+    ConferenceError, ConferenceFrame, RefusalReason, SignedJoinToken,
+};
+use interlink_protocol::{Codec, ProviderId, SignedOffer, Timestamp};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -27,6 +30,99 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 const HEARD_FRAMES: usize = 500;
 /// Peak of the test tone, about 18 dB below full scale so that four mix without clipping.
 const TONE_AMPLITUDE: i16 = 4000;
+/// The longest token text taken: a signed token is a few hundred bytes.
+const MAX_TOKEN_TEXT: usize = 4096;
+/// How long to wait between two looks for the bridge's offer.
+const OFFER_RETRY: Duration = Duration::from_millis(200);
+/// How long a `Leave` may take to go out.
+const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Why a join token's text was not taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    #[error("the join token is empty")]
+    Empty,
+    #[error("the join token is not hexadecimal text (as `interlink conference reserve` prints it)")]
+    NotHex,
+    #[error("the join token is too short to name a bridge")]
+    TooShort,
+    #[error("the join token is not valid: {0}")]
+    Invalid(#[from] ConferenceError),
+}
+
+/// A join token as text: hexadecimal, as `interlink conference reserve` prints it.
+pub fn token_text(token: &SignedJoinToken) -> String {
+    token
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reads a join token from its text and verifies it at `now`: the signature of the bridge
+/// it names, and its expiry.
+pub fn parse_token(text: &str, now: Timestamp) -> Result<SignedJoinToken, TokenError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(TokenError::Empty);
+    }
+    if !text.len().is_multiple_of(2) || text.len() > MAX_TOKEN_TEXT {
+        return Err(TokenError::NotHex);
+    }
+    let bytes = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()
+        .ok_or(TokenError::NotHex)?;
+    // The token starts with its signer's key; the signature then proves it.
+    let bridge = bytes
+        .first_chunk::<32>()
+        .map(|key| ProviderId::from_bytes(*key))
+        .ok_or(TokenError::TooShort)?;
+    Ok(SignedJoinToken::decode(&bytes, bridge, now)?)
+}
+
+/// Why a token's bridge was not found.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocateError {
+    #[error("the token's bridge is not a peer id")]
+    NotAPeer,
+    #[error("the bridge's offer was not found in the network within {}s", .0.as_secs())]
+    NoOffer(Duration),
+}
+
+/// The token's bridge: its peer id and its offer from the DHT, which says where to dial
+/// it. A node that has just joined may not reach the nodes holding the offer at once, so
+/// it looks again until `deadline`.
+pub async fn locate_bridge(
+    client: &Client,
+    token: &SignedJoinToken,
+    deadline: Duration,
+) -> Result<(PeerId, SignedOffer), LocateError> {
+    let peer = crate::identity::peer_id(&token.token().bridge).ok_or(LocateError::NotAPeer)?;
+    let give_up = Instant::now() + deadline;
+    loop {
+        if let Ok(Some(offer)) = client.get_offer(peer).await {
+            return Ok((peer, offer));
+        }
+        if Instant::now() >= give_up {
+            return Err(LocateError::NoOffer(deadline));
+        }
+        tokio::time::sleep(OFFER_RETRY).await;
+    }
+}
+
+/// How a membership ended without the participant leaving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipEnd {
+    /// The bridge closed the room: the organiser ended it, or its time ran out.
+    RoomEnded,
+    /// The stream to the bridge broke or closed (the bridge stopped, or dropped the
+    /// participant whose media ended).
+    Lost,
+}
 
 /// Why a join failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +148,19 @@ pub struct Membership {
 impl Membership {
     /// Leaves the room.
     pub async fn leave(mut self) {
-        let _ = self.writer.send(&ConferenceFrame::Leave).await;
-        self.writer.close().await;
+        let _ = tokio::time::timeout(LEAVE_DEADLINE, async {
+            let _ = self.writer.send(&ConferenceFrame::Leave).await;
+            self.writer.close().await;
+        })
+        .await;
     }
 
-    /// Resolves when the bridge ends the room (or the stream breaks).
-    pub async fn closed(&mut self) {
+    /// Resolves when the bridge ends the room, or the stream breaks.
+    pub async fn closed(&mut self) -> MembershipEnd {
         loop {
             match self.frames.recv().await {
-                Some(Ok(ConferenceFrame::Closed)) | Some(Err(_)) | None => return,
+                Some(Ok(ConferenceFrame::Closed)) => return MembershipEnd::RoomEnded,
+                Some(Err(_)) | None => return MembershipEnd::Lost,
                 Some(Ok(_)) => {}
             }
         }
@@ -291,4 +391,68 @@ async fn run(
         }
     }
     leg.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use interlink_protocol::conference::{JoinToken, RoomId};
+
+    use super::*;
+
+    fn token(expires_at: Timestamp) -> SignedJoinToken {
+        let key = crate::identity::secret_key(&libp2p::identity::Keypair::generate_ed25519())
+            .unwrap_or_else(|| panic!("an ed25519 key"));
+        SignedJoinToken::sign(
+            JoinToken {
+                room_id: RoomId::from_bytes([7; 16]),
+                bridge: key.provider_id(),
+                organiser: key.provider_id(),
+                max_participants: 3,
+                expires_at,
+            },
+            &key,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_token_reads_back_from_its_text_and_bad_ones_say_why() {
+        let now = Timestamp(1_000_000);
+        let signed = token(Timestamp(2_000_000));
+        let text = token_text(&signed);
+        let read = parse_token(&format!("  {text}\n"), now).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read, signed);
+
+        assert!(matches!(parse_token(" ", now), Err(TokenError::Empty)));
+        assert!(matches!(parse_token("abc", now), Err(TokenError::NotHex)));
+        assert!(matches!(parse_token("zz", now), Err(TokenError::NotHex)));
+        assert!(matches!(
+            parse_token(&"ab".repeat(MAX_TOKEN_TEXT), now),
+            Err(TokenError::NotHex)
+        ));
+        assert!(matches!(
+            parse_token("abcd", now),
+            Err(TokenError::TooShort)
+        ));
+        let mut tampered = text.clone().into_bytes();
+        let last = tampered.len() - 1;
+        tampered[last] = if tampered[last] == b'0' { b'1' } else { b'0' };
+        let tampered = String::from_utf8(tampered).unwrap_or_default();
+        let error = parse_token(&tampered, now).err();
+        assert!(
+            matches!(
+                error,
+                Some(TokenError::Invalid(ConferenceError::BadSignature))
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.map(|e| e.to_string()).unwrap_or_default(),
+            "the join token is not valid: the signature does not verify"
+        );
+        assert!(matches!(
+            parse_token(&text, Timestamp(2_000_000)),
+            Err(TokenError::Invalid(ConferenceError::Expired { .. }))
+        ));
+    }
 }

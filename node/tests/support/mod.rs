@@ -1,6 +1,8 @@
 //! Helpers shared by the node's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
+pub mod conference;
 pub mod http;
 pub mod node_process;
 pub mod scrape;

@@ -1,7 +1,9 @@
 // Interlink's caller page: find the services that reach a number, pick one, call through
 // it. The browser makes the WebRTC offer; the node carries it to the chosen gateway in the
 // call protocol and returns the gateway's answer as an event; audio then flows between
-// this browser and the gateway. Everything goes through this origin's /api.
+// this browser and the gateway. A conference room is joined the same way: the node carries
+// the offer and the room's join token to the room's bridge, and audio flows between this
+// browser and the bridge. Everything goes through this origin's /api.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -15,6 +17,12 @@ const ui = {
   callGateway: $('call-gateway'), callPrice: $('call-price'), callTimer: $('call-timer'),
   callCost: $('call-cost'), callMedia: $('call-media'), callLog: $('call-log'),
   hangup: $('hangup'), newCall: $('new-call'), audio: $('remote-audio'),
+  confForm: $('conference-form'), confToken: $('conference-token'), confJoin: $('conference-join'),
+  confMessage: $('conference-message'), confRoom: $('conference-room'),
+  confState: $('conference-state'), confRoomId: $('conference-room-id'),
+  confBridge: $('conference-bridge'), confPeople: $('conference-people'),
+  confMedia: $('conference-media'), confLeave: $('conference-leave'),
+  confAudio: $('conference-audio'),
 };
 
 // How each ranking policy reads in a sentence.
@@ -26,6 +34,8 @@ const POLICIES = {
 
 // The call in progress, if any.
 let call = null;
+// The conference room this page is in, if any.
+let conference = null;
 // The last list of services, best first.
 let listing = null;
 
@@ -62,15 +72,15 @@ async function api(method, path, body) {
   return json;
 }
 
-function showMessage(text, kind = 'error') {
-  ui.message.textContent = text;
-  ui.message.className = `message ${kind}`;
-  ui.message.hidden = false;
+function showMessage(text, kind = 'error', where = ui.message) {
+  where.textContent = text;
+  where.className = `message ${kind}`;
+  where.hidden = false;
 }
 
-function clearMessage() {
-  ui.message.hidden = true;
-  ui.message.textContent = '';
+function clearMessage(where = ui.message) {
+  where.hidden = true;
+  where.textContent = '';
 }
 
 // Money in minor units as the currency writes it: 3 GBP minor units is "0.03 GBP".
@@ -238,6 +248,23 @@ function waitGathered(pc, ms) {
   });
 }
 
+// Opens the microphone into `current.stream` and a peer connection into `current.pc` whose
+// remote audio plays in `audio`, and makes the offer with the candidates gathered.
+async function offerAudio(current, audio) {
+  current.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+  if (current.marks) mark(current, 'microphone');
+  const pc = new RTCPeerConnection();
+  current.pc = pc;
+  for (const track of current.stream.getTracks()) pc.addTrack(track, current.stream);
+  pc.addEventListener('track', (event) => {
+    audio.srcObject = event.streams[0] ?? new MediaStream([event.track]);
+    audio.play().catch(() => {});
+  });
+  await pc.setLocalDescription(await pc.createOffer());
+  await waitGathered(pc, 3000);
+  return pc;
+}
+
 async function startCall() {
   clearMessage();
   const destination = listing.destination;
@@ -247,7 +274,7 @@ async function startCall() {
     startedAt: performance.now(), hangUpAsked: false, mediaReported: false, ended: false,
     // Milliseconds from the click to each step, for diagnostics.
     marks: {},
-    stats: { packetsReceived: 0, packetsSent: 0, totalAudioEnergy: 0, audioLevel: 0 },
+    stats: newStats(),
     ticker: null,
   };
   ui.choice.hidden = true;
@@ -266,21 +293,11 @@ async function startCall() {
   ui.hangup.focus();
   const current = call;
   try {
-    current.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
-    mark(current, 'microphone');
-    const pc = new RTCPeerConnection();
-    current.pc = pc;
-    for (const track of current.stream.getTracks()) pc.addTrack(track, current.stream);
-    pc.addEventListener('track', (event) => {
-      ui.audio.srcObject = event.streams[0] ?? new MediaStream([event.track]);
-      ui.audio.play().catch(() => {});
-    });
+    const pc = await offerAudio(current, ui.audio);
     pc.addEventListener('connectionstatechange', () => {
       if (pc.connectionState === 'connected') mark(current, 'connected');
       if (pc.connectionState === 'failed' && !current.ended) logLine('The audio connection failed');
     });
-    await pc.setLocalDescription(await pc.createOffer());
-    await waitGathered(pc, 3000);
     mark(current, 'offer');
     if (current.hangUpAsked) throw new ApiError('cancelled', 'You hung up.');
     setState('Calling');
@@ -373,13 +390,14 @@ async function tick(current) {
   await readStats(current);
 }
 
-async function readStats(current) {
-  if (!current.pc || current.pc.connectionState === 'closed') return;
+// Reads the audio figures of `current.pc` into `current.stats`; false if it cannot.
+async function readMediaStats(current) {
+  if (!current.pc || current.pc.connectionState === 'closed') return false;
   let report;
   try {
     report = await current.pc.getStats();
   } catch (error) {
-    return;
+    return false;
   }
   for (const stat of report.values()) {
     if (stat.type === 'inbound-rtp' && stat.kind === 'audio') {
@@ -390,6 +408,15 @@ async function readStats(current) {
       current.stats.packetsSent = stat.packetsSent ?? 0;
     }
   }
+  return true;
+}
+
+function newStats() {
+  return { packetsReceived: 0, packetsSent: 0, totalAudioEnergy: 0, audioLevel: 0 };
+}
+
+async function readStats(current) {
+  if (!(await readMediaStats(current))) return;
   const s = current.stats;
   ui.callMedia.value = `${s.packetsReceived} packets in, ${s.packetsSent} out`;
   if (s.packetsReceived > 0 && !current.mediaReported && current.id) {
@@ -411,14 +438,14 @@ function hangUp() {
   }
 }
 
-function closeMedia(current) {
+function closeMedia(current, audio = ui.audio) {
   if (current.pc) {
     current.pc.close();
   }
   if (current.stream) {
     for (const track of current.stream.getTracks()) track.stop();
   }
-  ui.audio.srcObject = null;
+  audio.srcObject = null;
 }
 
 function ended(current, summary) {
@@ -440,7 +467,125 @@ function newCall() {
   ui.number.focus();
 }
 
-// For diagnostics and tests: where the call is and what its media did.
+
+// ---- A conference room ----
+
+function setConferenceState(text) {
+  ui.confState.value = text;
+}
+
+async function joinConference(event) {
+  event.preventDefault();
+  clearMessage(ui.confMessage);
+  const token = ui.confToken.value.trim();
+  if (!token) {
+    showMessage('Paste the join token the organiser of the room gave you.', 'error', ui.confMessage);
+    ui.confToken.focus();
+    return;
+  }
+  if (conference && !conference.ended) return;
+  const current = {
+    id: null, pc: null, stream: null, events: null, ended: false, leaving: false,
+    stats: newStats(), ticker: null, view: null,
+  };
+  conference = current;
+  ui.confJoin.disabled = true;
+  ui.confJoin.textContent = 'Joining…';
+  try {
+    const pc = await offerAudio(current, ui.confAudio);
+    pc.addEventListener('connectionstatechange', () => {
+      if (current.ended) return;
+      if (pc.connectionState === 'connected') setConferenceState('In the room');
+      if (pc.connectionState === 'failed') setConferenceState('The audio connection failed');
+    });
+    const joined = await api('POST', '/api/conferences/join', { token, sdp_offer: pc.localDescription.sdp });
+    current.id = joined.membership_id;
+    current.view = joined;
+    showRoom(joined);
+    followConference(current, joined.events);
+    await pc.setRemoteDescription({ type: 'answer', sdp: joined.sdp_answer });
+    current.ticker = setInterval(() => conferenceStats(current), 500);
+    if (current.leaving) leaveConference();
+  } catch (error) {
+    closeMedia(current, ui.confAudio);
+    if (current.id) {
+      api('DELETE', `/api/conferences/memberships/${current.id}`).catch(() => {});
+    }
+    current.ended = true;
+    ui.confRoom.hidden = true;
+    ui.confForm.hidden = false;
+    showMessage(`You could not join: ${error.message}`, 'error', ui.confMessage);
+    ui.confToken.focus();
+  } finally {
+    ui.confJoin.disabled = false;
+    ui.confJoin.textContent = 'Join';
+  }
+}
+
+function showRoom(joined) {
+  ui.confForm.hidden = true;
+  ui.confRoom.hidden = false;
+  ui.confLeave.hidden = false;
+  ui.confRoom.dataset.membershipId = joined.membership_id;
+  ui.confRoomId.textContent = joined.room_id.slice(0, 8);
+  ui.confRoomId.title = joined.room_id;
+  ui.confBridge.textContent = joined.bridge.name;
+  // The bridge tells who joins and leaves to the organiser only.
+  ui.confPeople.textContent = `Up to ${joined.max_participants} participants (only the organiser is told who)`;
+  ui.confMedia.value = '–';
+  setConferenceState('Connecting the audio');
+  ui.confLeave.focus();
+}
+
+function followConference(current, url) {
+  const events = new EventSource(url);
+  current.events = events;
+  events.addEventListener('leaving', () => {
+    if (!current.ended) setConferenceState('Leaving');
+  });
+  events.addEventListener('ended', (event) => {
+    const e = JSON.parse(event.data);
+    conferenceEnded(current, e.outcome === 'left' ? 'Left the room.' : `Ended: ${e.cause}.`);
+  });
+  events.onerror = () => {
+    if (events.readyState === EventSource.CLOSED && !current.ended) {
+      showMessage('Lost contact with your node.', 'error', ui.confMessage);
+    }
+  };
+}
+
+async function conferenceStats(current) {
+  if (!(await readMediaStats(current))) return;
+  const s = current.stats;
+  ui.confMedia.value = `${s.packetsReceived} packets in, ${s.packetsSent} out`;
+}
+
+function leaveConference() {
+  const current = conference;
+  if (!current || current.ended) return;
+  current.leaving = true;
+  setConferenceState('Leaving');
+  // The audio to the bridge ends at once; the node tells the bridge.
+  closeMedia(current, ui.confAudio);
+  if (current.id) {
+    api('DELETE', `/api/conferences/memberships/${current.id}`)
+      .catch((error) => showMessage(error.message, 'error', ui.confMessage));
+  }
+}
+
+function conferenceEnded(current, summary) {
+  if (current.ended) return;
+  current.ended = true;
+  clearInterval(current.ticker);
+  current.events?.close();
+  closeMedia(current, ui.confAudio);
+  setConferenceState(summary);
+  ui.confLeave.hidden = true;
+  ui.confForm.hidden = false;
+  ui.confToken.focus();
+}
+
+// For diagnostics and tests: where the call (or the conference) is and what its media did.
 window.interlink = {
   async call() {
     if (!call) return null;
@@ -456,6 +601,17 @@ window.interlink = {
       ...call.stats,
     };
   },
+  async conference() {
+    if (!conference) return null;
+    await readMediaStats(conference);
+    return {
+      id: conference.id,
+      ended: conference.ended,
+      connectionState: conference.pc?.connectionState ?? null,
+      state: ui.confState.value,
+      ...conference.stats,
+    };
+  },
 };
 
 ui.form.addEventListener('submit', findServices);
@@ -463,10 +619,17 @@ ui.accept.addEventListener('click', startCall);
 ui.back.addEventListener('click', () => { ui.choice.hidden = true; ui.number.focus(); });
 ui.hangup.addEventListener('click', hangUp);
 ui.newCall.addEventListener('click', newCall);
-// Leaving the page hangs up at once rather than when the node notices the page has gone.
+ui.confForm.addEventListener('submit', joinConference);
+ui.confLeave.addEventListener('click', leaveConference);
+// Leaving the page hangs up and leaves the room at once rather than when the node notices
+// the page has gone.
 window.addEventListener('pagehide', () => {
   if (call?.id && !call.ended) {
     fetch(`/api/calls/${call.id}`, { method: 'DELETE', keepalive: true }).catch(() => {});
+  }
+  if (conference?.id && !conference.ended) {
+    fetch(`/api/conferences/memberships/${conference.id}`, { method: 'DELETE', keepalive: true })
+      .catch(() => {});
   }
 });
 showNode();
