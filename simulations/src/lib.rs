@@ -14,6 +14,7 @@ pub mod report;
 pub mod scenario;
 pub mod world;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use interlink_node::node::NodeError;
@@ -63,12 +64,77 @@ pub async fn run_point(
 ) -> Result<RunResult, SimError> {
     let began = Instant::now();
     let cpu_before = cpu_time();
-    let total = scenario.total_nodes();
     let samples = Samples::default();
-    let mut world = World::build(
+    let mut world = build(scenario, settings, &samples, progress).await?;
+    let result = measure(&mut world, settings, began, cpu_before, &samples, progress).await;
+    progress(Phase::TearingDown);
+    world.tear_down().await;
+    result
+}
+
+/// Runs a node sweep with one Kademlia setting in one network that grows: built at the
+/// first size and measured, then grown by joins to each next size and measured again, so
+/// that the largest size costs its own joins only. `finished` gets each point's result.
+pub async fn run_growing(
+    scenario: &Scenario,
+    settings: KadSettings,
+    progress: &(dyn Fn(Phase) + Send + Sync),
+    finished: &mut (dyn FnMut(RunResult) + Send),
+) -> Result<(), SimError> {
+    let mut points = scenario.points();
+    points.sort_by_key(|point| point.nodes);
+    let Some((first, larger)) = points.split_first() else {
+        return Ok(());
+    };
+    let began = Instant::now();
+    let cpu_before = cpu_time();
+    let samples = Samples::default();
+    let mut world = build(first, settings, &samples, progress).await?;
+    let mut result = measure(&mut world, settings, began, cpu_before, &samples, progress).await;
+    for point in larger {
+        let Ok(done) = result else { break };
+        finished(done);
+        let began = Instant::now();
+        let cpu_before = cpu_time();
+        world.scenario = point.clone();
+        let total = point.total_nodes();
+        let grown = world
+            .grow_to(point.nodes, &|started, connections| {
+                progress(Phase::Building {
+                    started,
+                    of: total,
+                    connections,
+                });
+            })
+            .await;
+        result = match grown {
+            Ok(_) => {
+                // measure() waits for every gateway's publication to be acknowledged.
+                world.republish_gateways().await;
+                let samples = Samples::default();
+                measure(&mut world, settings, began, cpu_before, &samples, progress).await
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+    progress(Phase::TearingDown);
+    world.tear_down().await;
+    finished(result?);
+    Ok(())
+}
+
+/// Starts the nodes of `scenario`, reporting each.
+async fn build(
+    scenario: &Scenario,
+    settings: KadSettings,
+    samples: &Samples,
+    progress: &(dyn Fn(Phase) + Send + Sync),
+) -> Result<World, SimError> {
+    let total = scenario.total_nodes();
+    World::build(
         scenario,
         settings.dht(),
-        &samples,
+        samples,
         &|started, connections| {
             progress(Phase::Building {
                 started,
@@ -77,7 +143,21 @@ pub async fn run_point(
             });
         },
     )
-    .await?;
+    .await
+}
+
+/// Measures `world` as it stands: waits for the gateways' offers and the warm-up, then
+/// runs the callers' load, the churn and the samplers for the scenario's duration. The
+/// build (or growth) began at `began`, when the process had used `cpu_before`.
+async fn measure(
+    world: &mut World,
+    settings: KadSettings,
+    began: Instant,
+    cpu_before: Duration,
+    samples: &Samples,
+    progress: &(dyn Fn(Phase) + Send + Sync),
+) -> Result<RunResult, SimError> {
+    let scenario = world.scenario.clone();
     let build_secs = began.elapsed().as_secs_f64();
     let rss_after_build = rss_bytes();
 
@@ -137,15 +217,12 @@ pub async fn run_point(
             (peak, tables)
         }
     };
-    let (churn, (rss_peak, tables)) =
-        tokio::join!(load::run_churn(&mut world, end, &samples), watcher);
+    let (churn, (rss_peak, tables)) = tokio::join!(load::run_churn(world, end, samples), watcher);
     for caller in callers {
         let _ = caller.await;
     }
 
-    progress(Phase::TearingDown);
     let node_count = world.node_count();
-    world.tear_down().await;
     let (table_sum, connection_sum) = tables
         .iter()
         .fold((0.0, 0.0), |(t, c), (a, b)| (t + a, c + b));
@@ -160,7 +237,7 @@ pub async fn run_point(
     Ok(RunResult {
         settings,
         dht_nodes: scenario.nodes,
-        total_nodes: total,
+        total_nodes: scenario.total_nodes(),
         churn_per_minute: scenario
             .churn
             .joins_per_minute
@@ -199,6 +276,24 @@ pub async fn run_scenario(
     let points = scenario.points();
     let runs = points.len() * settings.len();
     let mut results = Vec::with_capacity(runs);
+    if scenario.sweep.nodes.len() > 1 {
+        // Results so far, read by the progress bar while the growing run adds to them.
+        let done = AtomicUsize::new(0);
+        for &setting in &settings {
+            run_growing(
+                scenario,
+                setting,
+                &|phase| progress(done.load(Ordering::Relaxed), runs, setting, phase),
+                &mut |result| {
+                    results.push(result);
+                    done.store(results.len(), Ordering::Relaxed);
+                    finished(&results);
+                },
+            )
+            .await?;
+        }
+        return Ok(results);
+    }
     for point in &points {
         for &setting in &settings {
             let index = results.len();

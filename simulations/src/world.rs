@@ -91,6 +91,13 @@ impl Truth {
     }
 }
 
+/// Ticks at the scenario's join rate; a tick missed (a slow join) delays the next.
+fn join_pace(scenario: &Scenario) -> tokio::time::Interval {
+    let mut pace = tokio::time::interval(scenario.join_interval());
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pace
+}
+
 /// A gateway node and its identity.
 #[derive(Debug)]
 pub struct SimGateway {
@@ -170,21 +177,9 @@ impl World {
             rng,
             gateways_started: 0,
         };
-        let interval = scenario.join_interval();
-        let mut started = 2;
-        let mut pace = tokio::time::interval(interval);
-        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Open connections per node, sampled every 50 nodes: what the build costs.
-        let mut connections = 0.0;
-        for _ in 0..scenario.nodes {
-            pace.tick().await;
-            world.start_dht_node().await?;
-            started += 1;
-            if world.nodes.len().is_multiple_of(50) {
-                connections = load::sample_tables(&world.spread_clients(16)).await.1;
-            }
-            progress(started, connections);
-        }
+        let connections = world.grow_to(scenario.nodes, progress).await?;
+        let mut started = world.node_count();
+        let mut pace = join_pace(scenario);
         for _ in 0..scenario.gateways {
             pace.tick().await;
             let provider = world.start_gateway().await?;
@@ -205,6 +200,49 @@ impl World {
             progress(started, connections);
         }
         Ok(world)
+    }
+
+    /// Starts DHT nodes at the scenario's join rate until there are `nodes`; `progress`
+    /// hears of each. Returns the open connections per node last sampled (every 50 nodes:
+    /// what the joins cost).
+    pub async fn grow_to(
+        &mut self,
+        nodes: usize,
+        progress: &dyn Fn(usize, f64),
+    ) -> Result<f64, NodeError> {
+        let mut pace = join_pace(&self.scenario);
+        let mut connections = 0.0;
+        while self.nodes.len() < nodes {
+            pace.tick().await;
+            self.start_dht_node().await?;
+            if self.nodes.len().is_multiple_of(50) {
+                connections = load::sample_tables(&self.spread_clients(16)).await.1;
+            }
+            progress(self.node_count(), connections);
+        }
+        Ok(connections)
+    }
+
+    /// Has every gateway publish its offer again at once (a higher `seq`), as each does at
+    /// half its offer's lifetime. After the network grew, the nodes closest to a key are
+    /// mostly new ones that never stored it; in a real network the gateways reach them at
+    /// their next republication, which this brings forward. A publication no peer
+    /// acknowledged is retried by its publisher; returns how many were, at first.
+    pub async fn republish_gateways(&self) -> usize {
+        let republications = self.gateways.iter().filter_map(|gateway| {
+            let publisher = gateway.node.publisher()?;
+            let routes = publisher.latest()?.offer.offer().routes.clone();
+            Some(publisher.set_routes(routes))
+        });
+        let outcomes = futures::future::join_all(republications).await;
+        let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count();
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "gateways' republications not acknowledged; their publishers retry"
+            );
+        }
+        failed
     }
 
     async fn server_spec(&mut self, gateway: Option<GatewayPlan>) -> NodeSpec {
