@@ -410,13 +410,7 @@ fn eligibility<'a>(
     destination: &E164,
     policy: &Policy,
 ) -> Result<&'a Route, ExclusionReason> {
-    if let Some(newer) = all
-        .iter()
-        .filter(|o| o.provider() == offer.provider())
-        .map(SignedOffer::seq)
-        .max()
-        && newer > offer.seq()
-    {
+    if let Some(newer) = newer_seq(offer, all) {
         return Err(ExclusionReason::Superseded { by_seq: newer });
     }
     if offer.offer().status == OfferStatus::Withdrawn {
@@ -426,35 +420,73 @@ fn eligibility<'a>(
         .offer()
         .best_route(destination)
         .ok_or(ExclusionReason::NoRoute)?;
-    let tariff = &route.tariff;
+    within_policy(policy, offer, route.tariff.per_minute_money())?;
+    Ok(route)
+}
+
+/// The `seq` of a newer offer of the same provider among `all`, if there is one.
+pub(crate) fn newer_seq(offer: &SignedOffer, all: &[SignedOffer]) -> Option<u64> {
+    all.iter()
+        .filter(|o| o.provider() == offer.provider())
+        .map(SignedOffer::seq)
+        .max()
+        .filter(|&newest| newest > offer.seq())
+}
+
+/// How a price or the codecs fall outside a policy's limits; calls and conferences
+/// share the check.
+pub(crate) enum PolicyMismatch {
+    Currency { offered: Currency, wanted: Currency },
+    OverPrice { price: Money, limit: Money },
+    Codec(Codec),
+}
+
+/// Checks `price` (a minute of the service) and the offer's codecs against the policy's
+/// currency, price limit and required codec.
+pub(crate) fn within_policy(
+    policy: &Policy,
+    offer: &SignedOffer,
+    price: Money,
+) -> Result<(), PolicyMismatch> {
     if let Some(wanted) = policy.currency
-        && tariff.currency != wanted
+        && price.currency != wanted
     {
-        return Err(ExclusionReason::CurrencyMismatch {
-            offered: tariff.currency,
+        return Err(PolicyMismatch::Currency {
+            offered: price.currency,
             wanted,
         });
     }
     if let Some(limit) = policy.max_price_per_minute {
-        if tariff.currency != limit.currency {
-            return Err(ExclusionReason::CurrencyMismatch {
-                offered: tariff.currency,
+        if price.currency != limit.currency {
+            return Err(PolicyMismatch::Currency {
+                offered: price.currency,
                 wanted: limit.currency,
             });
         }
-        if tariff.per_minute > limit.minor_units {
-            return Err(ExclusionReason::OverPriceLimit {
-                price: tariff.per_minute_money(),
-                limit,
-            });
+        if price.minor_units > limit.minor_units {
+            return Err(PolicyMismatch::OverPrice { price, limit });
         }
     }
     if let Some(codec) = policy.required_codec
         && !offer.offer().codecs.contains(&codec)
     {
-        return Err(ExclusionReason::MissingCodec(codec));
+        return Err(PolicyMismatch::Codec(codec));
     }
-    Ok(route)
+    Ok(())
+}
+
+impl From<PolicyMismatch> for ExclusionReason {
+    fn from(mismatch: PolicyMismatch) -> Self {
+        match mismatch {
+            PolicyMismatch::Currency { offered, wanted } => {
+                ExclusionReason::CurrencyMismatch { offered, wanted }
+            }
+            PolicyMismatch::OverPrice { price, limit } => {
+                ExclusionReason::OverPriceLimit { price, limit }
+            }
+            PolicyMismatch::Codec(codec) => ExclusionReason::MissingCodec(codec),
+        }
+    }
 }
 
 /// Best first: higher total, then cheaper, then better quality, then lower provider id.

@@ -13,7 +13,9 @@ use std::time::Duration;
 use crate::conference::terms::ConferenceTerms;
 use crate::money::{Currency, Money};
 use crate::offer::{Codec, OfferStatus, ServiceKind};
-use crate::ranking::{History, Measurements, Policy, Score, compare, score};
+use crate::ranking::{
+    History, Measurements, Policy, PolicyMismatch, Score, compare, newer_seq, score, within_policy,
+};
 use crate::signed::SignedOffer;
 
 /// The length of the conference whose cost is compared.
@@ -163,6 +165,20 @@ pub fn rank_conferences<'a>(
     }
 }
 
+impl From<PolicyMismatch> for ConferenceExclusion {
+    fn from(mismatch: PolicyMismatch) -> Self {
+        match mismatch {
+            PolicyMismatch::Currency { offered, wanted } => {
+                ConferenceExclusion::CurrencyMismatch { offered, wanted }
+            }
+            PolicyMismatch::OverPrice { price, limit } => {
+                ConferenceExclusion::OverPriceLimit { price, limit }
+            }
+            PolicyMismatch::Codec(codec) => ConferenceExclusion::MissingCodec(codec),
+        }
+    }
+}
+
 fn eligibility(
     offer: &SignedOffer,
     all: &[SignedOffer],
@@ -172,13 +188,7 @@ fn eligibility(
     if offer.offer().kind != ServiceKind::Conference {
         return Err(ConferenceExclusion::NotConference);
     }
-    if let Some(newer) = all
-        .iter()
-        .filter(|o| o.provider() == offer.provider())
-        .map(SignedOffer::seq)
-        .max()
-        && newer > offer.seq()
-    {
+    if let Some(newer) = newer_seq(offer, all) {
         return Err(ConferenceExclusion::Superseded { by_seq: newer });
     }
     let terms = match (offer.offer().status, offer.offer().conference) {
@@ -190,34 +200,7 @@ fn eligibility(
             max: terms.participants_per_room,
         });
     }
-    let tariff = &terms.tariff;
-    if let Some(wanted) = policy.currency
-        && tariff.currency != wanted
-    {
-        return Err(ConferenceExclusion::CurrencyMismatch {
-            offered: tariff.currency,
-            wanted,
-        });
-    }
-    if let Some(limit) = policy.max_price_per_minute {
-        if tariff.currency != limit.currency {
-            return Err(ConferenceExclusion::CurrencyMismatch {
-                offered: tariff.currency,
-                wanted: limit.currency,
-            });
-        }
-        if tariff.per_participant_minute > limit.minor_units {
-            return Err(ConferenceExclusion::OverPriceLimit {
-                price: tariff.per_participant_minute_money(),
-                limit,
-            });
-        }
-    }
-    if let Some(codec) = policy.required_codec
-        && !offer.offer().codecs.contains(&codec)
-    {
-        return Err(ConferenceExclusion::MissingCodec(codec));
-    }
+    within_policy(policy, offer, terms.tariff.per_participant_minute_money())?;
     Ok(terms)
 }
 
