@@ -538,29 +538,8 @@ async fn attempt(
     let Some(peer) = candidate.peer_id() else {
         return failed(Failure::ConnectionLost);
     };
-    let connect = async {
-        let addresses = candidate.offer.offer().addresses.clone();
-        // Twice: a connection that closes while the stream opens (a simultaneous dial
-        // that lost, a limit on the other side) is no answer from the gateway, and
-        // nothing was sent on it yet.
-        let mut last_error = String::new();
-        for _ in 0..2 {
-            if let Err(e) = context.client.dial(peer, addresses.clone()).await {
-                last_error = e.to_string();
-                continue;
-            }
-            match context
-                .client
-                .streams()
-                .open_stream(peer, CALL_PROTOCOL)
-                .await
-            {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last_error = e.to_string(),
-            }
-        }
-        Err(last_error)
-    };
+    let addresses = candidate.offer.offer().addresses.clone();
+    let connect = context.client.open_stream(peer, addresses, CALL_PROTOCOL);
     let connect_within = options
         .timers
         .trying

@@ -123,15 +123,9 @@ pub async fn reserve(
     };
     let signed = SignedReservation::sign(reservation.clone(), &context.key)?;
     let exchange = async {
-        context
-            .client
-            .dial(peer, offer.offer().addresses.clone())
-            .await
-            .map_err(|e| OrganiserError::Unreachable(e.to_string()))?;
         let stream = context
             .client
-            .streams()
-            .open_stream(peer, CONFERENCE_PROTOCOL)
+            .open_stream(peer, offer.offer().addresses.clone(), CONFERENCE_PROTOCOL)
             .await
             .map_err(|e| OrganiserError::Unreachable(e.to_string()))?;
         let (mut writer, mut frames) = wire::split(stream);
@@ -191,15 +185,9 @@ pub async fn end_room(
     room_id: RoomId,
 ) -> Result<(), OrganiserError> {
     let exchange = async {
-        context
-            .client
-            .dial(bridge, addresses)
-            .await
-            .map_err(|e| OrganiserError::Unreachable(e.to_string()))?;
         let stream = context
             .client
-            .streams()
-            .open_stream(bridge, CONFERENCE_PROTOCOL)
+            .open_stream(bridge, addresses, CONFERENCE_PROTOCOL)
             .await
             .map_err(|e| OrganiserError::Unreachable(e.to_string()))?;
         let (mut writer, mut frames) = wire::split(stream);

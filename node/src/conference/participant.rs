@@ -177,13 +177,8 @@ pub async fn join(
     sdp_offer: String,
 ) -> Result<(String, Membership), JoinError> {
     let exchange = async {
-        client
-            .dial(bridge, addresses)
-            .await
-            .map_err(|e| JoinError::Unreachable(e.to_string()))?;
         let stream = client
-            .streams()
-            .open_stream(bridge, CONFERENCE_PROTOCOL)
+            .open_stream(bridge, addresses, CONFERENCE_PROTOCOL)
             .await
             .map_err(|e| JoinError::Unreachable(e.to_string()))?;
         let (mut writer, mut frames) = wire::split(stream);

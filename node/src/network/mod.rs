@@ -468,6 +468,43 @@ impl Client {
         .await
     }
 
+    /// Connects to `peer` (dialled at `addresses` unless already connected) and opens a
+    /// stream of `protocol` to it. Twice: a connection can close while the stream opens
+    /// (a simultaneous dial that lost, a limit on the other side), and nothing was sent on
+    /// it yet, so a second connection is as good as the first.
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        protocol: libp2p::StreamProtocol,
+    ) -> Result<libp2p::Stream, NetworkError> {
+        let mut last_error = NetworkError::Unreachable {
+            peer,
+            reason: "no attempt".to_owned(),
+        };
+        for _ in 0..2 {
+            if let Err(e) = self.dial(peer, addresses.clone()).await {
+                last_error = e;
+                continue;
+            }
+            match self
+                .streams
+                .clone()
+                .open_stream(peer, protocol.clone())
+                .await
+            {
+                Ok(stream) => return Ok(stream),
+                Err(e) => {
+                    last_error = NetworkError::Unreachable {
+                        peer,
+                        reason: e.to_string(),
+                    }
+                }
+            }
+        }
+        Err(last_error)
+    }
+
     /// Joins the network through `bootstrap` peers: adds them to the routing table, connects
     /// to them and starts a Kademlia bootstrap. Succeeds once one of them is connected.
     pub async fn join(
