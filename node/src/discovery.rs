@@ -102,21 +102,11 @@ pub async fn discover(client: &Client, query: &Query) -> Result<Discovery, Disco
         return Err(e.into());
     }
 
-    // Owned peer ids and client clones keep the future `Send` for callers that spawn it.
-    let lookups = providers.clone().into_iter().map(|peer| {
-        let client = client.clone();
-        async move { client.get_offer(peer).await.ok().flatten() }
-    });
-    let fetched: Vec<Option<SignedOffer>> = futures::stream::iter(lookups)
-        .buffer_unordered(CONCURRENT_OFFER_LOOKUPS)
-        .collect()
-        .await;
-    let mut offers: Vec<SignedOffer> = fetched
+    let offers: Vec<SignedOffer> = fetch_offers(client, providers.iter().copied())
+        .await
         .into_iter()
-        .flatten()
         .filter(|o| query.kinds.contains(&o.offer().kind))
         .collect();
-    offers.sort_by_key(SignedOffer::provider);
     let after = client.status().await?;
     let stats = Stats {
         providers: providers.len(),
@@ -126,29 +116,60 @@ pub async fn discover(client: &Client, query: &Query) -> Result<Discovery, Disco
         bytes: after.traffic.since(&before.traffic).total(),
     };
 
-    let mut measurements = Measurements::new();
-    if query.measure_rtt {
+    let measurements = if query.measure_rtt {
         let covering = offers
             .iter()
             .filter(|o| o.offer().best_route(&query.destination).is_some());
-        let probes = covering.filter_map(|offer| {
-            let peer = identity::peer_id(&offer.provider())?;
-            let addresses = offer.offer().addresses.clone();
-            Some(async move {
-                let rtt =
-                    tokio::time::timeout(RTT_DEADLINE, client.measure_rtt(peer, addresses)).await;
-                (offer.provider(), rtt)
-            })
-        });
-        for (provider, rtt) in futures::future::join_all(probes).await {
-            if let Ok(Ok(rtt)) = rtt {
-                measurements.insert(provider, Measurement { rtt });
-            }
-        }
-    }
+        measure_rtts(client, covering).await
+    } else {
+        Measurements::new()
+    };
     Ok(Discovery {
         offers,
         measurements,
         stats,
     })
+}
+
+/// Step 3: the verified offer of each of `providers` that has one, by provider.
+pub(crate) async fn fetch_offers(
+    client: &Client,
+    providers: impl IntoIterator<Item = PeerId>,
+) -> Vec<SignedOffer> {
+    // Owned peer ids and client clones keep the future `Send` for callers that spawn it.
+    let lookups = providers.into_iter().map(|peer| {
+        let client = client.clone();
+        async move { client.get_offer(peer).await.ok().flatten() }
+    });
+    let mut offers: Vec<SignedOffer> = futures::stream::iter(lookups)
+        .buffer_unordered(CONCURRENT_OFFER_LOOKUPS)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    offers.sort_by_key(SignedOffer::provider);
+    offers
+}
+
+/// Step 5: the round trip to each of `offers`' providers, dialled at the addresses in its
+/// signed offer, all at once; a provider that does not answer within [`RTT_DEADLINE`] has
+/// no measurement.
+pub(crate) async fn measure_rtts<'a>(
+    client: &Client,
+    offers: impl Iterator<Item = &'a SignedOffer>,
+) -> Measurements {
+    let probes = offers.filter_map(|offer| {
+        let peer = identity::peer_id(&offer.provider())?;
+        let addresses = offer.offer().addresses.clone();
+        Some(async move {
+            let rtt = tokio::time::timeout(RTT_DEADLINE, client.measure_rtt(peer, addresses)).await;
+            (offer.provider(), rtt)
+        })
+    });
+    let mut measurements = Measurements::new();
+    for (provider, rtt) in futures::future::join_all(probes).await {
+        if let Ok(Ok(rtt)) = rtt {
+            measurements.insert(provider, Measurement { rtt });
+        }
+    }
+    measurements
 }
