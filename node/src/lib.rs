@@ -24,6 +24,7 @@ pub mod clock;
 pub mod conference;
 pub mod config;
 pub mod discovery;
+pub mod framing;
 pub mod identity;
 pub mod limits;
 pub mod listing;
