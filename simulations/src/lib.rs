@@ -97,16 +97,7 @@ pub async fn run_growing(
         let began = Instant::now();
         let cpu_before = cpu_time();
         world.scenario = point.clone();
-        let total = point.total_nodes();
-        let grown = world
-            .grow_to(point.nodes, &|started, connections| {
-                progress(Phase::Building {
-                    started,
-                    of: total,
-                    connections,
-                });
-            })
-            .await;
+        let grown = world.grow_to(point.nodes, &building(point, progress)).await;
         result = match grown {
             Ok(_) => {
                 // measure() waits for every gateway's publication to be acknowledged.
@@ -130,20 +121,25 @@ async fn build(
     samples: &Samples,
     progress: &(dyn Fn(Phase) + Send + Sync),
 ) -> Result<World, SimError> {
-    let total = scenario.total_nodes();
     World::build(
         scenario,
         settings.dht(),
         samples,
-        &|started, connections| {
-            progress(Phase::Building {
-                started,
-                of: total,
-                connections,
-            });
-        },
+        &building(scenario, progress),
     )
     .await
+}
+
+/// Reports each node started toward `scenario`'s size as a building phase.
+fn building(scenario: &Scenario, progress: &(dyn Fn(Phase) + Send + Sync)) -> impl Fn(usize, f64) {
+    let of = scenario.total_nodes();
+    move |started, connections| {
+        progress(Phase::Building {
+            started,
+            of,
+            connections,
+        });
+    }
 }
 
 /// Measures `world` as it stands: waits for the gateways' offers and the warm-up, then

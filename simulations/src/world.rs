@@ -227,8 +227,8 @@ impl World {
     /// half its offer's lifetime. After the network grew, the nodes closest to a key are
     /// mostly new ones that never stored it; in a real network the gateways reach them at
     /// their next republication, which this brings forward. A publication no peer
-    /// acknowledged is retried by its publisher; returns how many were, at first.
-    pub async fn republish_gateways(&self) -> usize {
+    /// acknowledged is retried by its publisher.
+    pub async fn republish_gateways(&self) {
         let republications = self.gateways.iter().filter_map(|gateway| {
             let publisher = gateway.node.publisher()?;
             let routes = publisher.latest()?.offer.offer().routes.clone();
@@ -242,7 +242,6 @@ impl World {
                 "gateways' republications not acknowledged; their publishers retry"
             );
         }
-        failed
     }
 
     async fn server_spec(&mut self, gateway: Option<GatewayPlan>) -> NodeSpec {

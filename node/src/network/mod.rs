@@ -478,31 +478,21 @@ impl Client {
         addresses: Vec<Multiaddr>,
         protocol: libp2p::StreamProtocol,
     ) -> Result<libp2p::Stream, NetworkError> {
-        let mut last_error = NetworkError::Unreachable {
-            peer,
-            reason: "no attempt".to_owned(),
-        };
-        for _ in 0..2 {
-            if let Err(e) = self.dial(peer, addresses.clone()).await {
-                last_error = e;
-                continue;
-            }
-            match self
-                .streams
+        let attempt = || async {
+            self.dial(peer, addresses.clone()).await?;
+            self.streams
                 .clone()
                 .open_stream(peer, protocol.clone())
                 .await
-            {
-                Ok(stream) => return Ok(stream),
-                Err(e) => {
-                    last_error = NetworkError::Unreachable {
-                        peer,
-                        reason: e.to_string(),
-                    }
-                }
-            }
+                .map_err(|e| NetworkError::Unreachable {
+                    peer,
+                    reason: e.to_string(),
+                })
+        };
+        match attempt().await {
+            Ok(stream) => Ok(stream),
+            Err(_) => attempt().await,
         }
-        Err(last_error)
     }
 
     /// Joins the network through `bootstrap` peers: adds them to the routing table, connects
