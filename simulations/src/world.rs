@@ -254,6 +254,8 @@ impl World {
         spec.settings.idle_connection_timeout =
             Duration::from_secs(self.scenario.idle_connection_timeout_secs);
         spec.settings.memory_security = self.scenario.security.memory_security();
+        spec.settings.dht.bootstrap_interval_secs =
+            spread_interval(self.scenario.bootstrap_interval_secs, &mut self.rng);
         let others = (self.scenario.bootstrap_peers - 1).min(self.nodes.len());
         for index in rand::seq::index::sample(&mut self.rng, self.nodes.len(), others) {
             let address = self.nodes[index].dialable_addrs().await.into_iter().next();
@@ -458,7 +460,37 @@ pub fn random_destination(truth: &Truth, rng: &mut StdRng) -> Option<E164> {
 }
 
 /// A node identity drawn from the scenario's generator.
+/// A node's routing-table refresh interval: drawn between half and one and a half times the
+/// scenario's. A real network's nodes start at unrelated times, so their refreshes are spread
+/// out; here hundreds start within minutes, and with one shared interval they would refresh
+/// together, every interval, for as long as the run lasts.
+fn spread_interval(secs: u64, rng: &mut StdRng) -> u64 {
+    rng.random_range(secs / 2..=secs + secs / 2).max(1)
+}
+
 fn keypair(rng: &mut StdRng) -> Keypair {
     let mut seed: [u8; 32] = rng.random();
     Keypair::ed25519_from_bytes(&mut seed).unwrap_or_else(|_| Keypair::generate_ed25519())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_intervals_are_spread_around_the_scenarios() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let drawn: Vec<u64> = (0..1000).map(|_| spread_interval(3600, &mut rng)).collect();
+        assert!(drawn.iter().all(|secs| (1800..=5400).contains(secs)));
+        let mean = drawn.iter().sum::<u64>() as f64 / drawn.len() as f64;
+        assert!((3400.0..3800.0).contains(&mean), "mean {mean}");
+        // Nodes started together refresh apart: no minute holds more than a few percent.
+        let mut per_minute = HashMap::<u64, usize>::new();
+        for secs in &drawn {
+            *per_minute.entry(secs / 60).or_default() += 1;
+        }
+        let busiest = per_minute.values().max().copied().unwrap_or(0);
+        assert!(busiest < 40, "{busiest} of 1000 in one minute");
+        assert_eq!(spread_interval(1, &mut rng), 1);
+    }
 }
