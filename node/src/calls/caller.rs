@@ -409,6 +409,7 @@ async fn try_candidates(
             .unwrap_or_default();
         let mut tariff = candidate.route.tariff;
         let mut repriced = false;
+        let mut invited_again = false;
         loop {
             if Instant::now() >= deadline {
                 attempts.push(Attempt {
@@ -427,14 +428,18 @@ async fn try_candidates(
                 context, options, candidate, tariff, started, deadline, media, progress,
             )
             .await?;
-            let (call_id, failure) = match outcome {
+            let (call_id, failure, unheard) = match outcome {
                 Attempted::Answered(answered) => {
                     return finish(
                         context, options, candidate, tariff, answered, attempts, started,
                     )
                     .await;
                 }
-                Attempted::Failed { call_id, failure } => (call_id, failure),
+                Attempted::Failed {
+                    call_id,
+                    failure,
+                    unheard,
+                } => (call_id, failure, unheard),
             };
             if let CallerMedia::External(external) = media
                 && external.hung_up()
@@ -458,6 +463,13 @@ async fn try_candidates(
                     clock::now(),
                 )
                 .await;
+            // A stream the gateway never read (its connection closed, or the gateway's
+            // stream acceptor was full under a burst of streams and dropped it): once more.
+            if unheard && !invited_again {
+                invited_again = true;
+                tracing::info!(gateway = %name, "the gateway did not read the invite; inviting it again");
+                continue;
+            }
             if let Failure::Rejected(RejectReason::PriceChanged { current: Some(new) }) = &failure
                 && !repriced
                 && acceptable(&options.policy, new)
@@ -517,7 +529,13 @@ struct Answered {
 
 enum Attempted {
     Answered(Box<Answered>),
-    Failed { call_id: CallId, failure: Failure },
+    Failed {
+        call_id: CallId,
+        failure: Failure,
+        /// Nothing came back from the gateway: it did not take the call (a gateway that
+        /// reads an invite answers `Trying` or a rejection), so inviting it again is safe.
+        unheard: bool,
+    },
 }
 
 /// Invites one gateway and, if it answers, holds the call until it ends.
@@ -533,7 +551,13 @@ async fn attempt(
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Attempted, CallError> {
     let call_id = CallId::from_bytes(rand::random());
-    let failed = |failure| Ok(Attempted::Failed { call_id, failure });
+    let failed = |failure| {
+        Ok(Attempted::Failed {
+            call_id,
+            unheard: matches!(failure, Failure::ConnectionLost),
+            failure,
+        })
+    };
     let name = candidate.name().to_owned();
     let Some(peer) = candidate.peer_id() else {
         return failed(Failure::ConnectionLost);
@@ -589,6 +613,7 @@ async fn attempt(
     let mut answered: Option<String> = None;
     let mut first_media_at: Option<Instant> = None;
     let mut writable = true;
+    let mut heard = false;
 
     let result = loop {
         while let Some(frame) = call.poll_transmit() {
@@ -657,7 +682,10 @@ async fn attempt(
         let waiting_for_media = answered_at.is_some() && first_media_at.is_none();
         tokio::select! {
             frame = frames.recv() => match frame {
-                Some(Ok(frame)) => call.handle_frame(frame, clock::now()),
+                Some(Ok(frame)) => {
+                    heard = true;
+                    call.handle_frame(frame, clock::now());
+                }
                 Some(Err(e)) => {
                     tracing::info!(error = %e, "call stream failed");
                     call.connection_lost(clock::now());
@@ -691,7 +719,11 @@ async fn attempt(
         None => MediaReport::default(),
     };
     match result {
-        Err(failure) => failed(failure),
+        Err(failure) => Ok(Attempted::Failed {
+            call_id,
+            unheard: !heard && matches!(failure, Failure::ConnectionLost),
+            failure,
+        }),
         Ok(end) => Ok(Attempted::Answered(Box::new(Answered {
             call_id,
             end,
