@@ -169,6 +169,10 @@ impl Membership {
 
 /// Joins the room of `token` on `bridge` (dialled at `addresses`) with `sdp_offer`;
 /// returns the bridge's SDP answer and the membership.
+///
+/// A join the bridge never answered is sent once more on a new stream: the bridge's stream
+/// acceptor holds one stream at a time and drops one that arrives while it is taken, as
+/// when participants join at once; a bridge that reads a join answers it.
 pub async fn join(
     client: &Client,
     bridge: PeerId,
@@ -176,35 +180,58 @@ pub async fn join(
     token: &[u8],
     sdp_offer: String,
 ) -> Result<(String, Membership), JoinError> {
-    let exchange = async {
-        let stream = client
-            .open_stream(bridge, addresses, CONFERENCE_PROTOCOL)
-            .await
-            .map_err(|e| JoinError::Unreachable(e.to_string()))?;
-        let (mut writer, mut frames) = wire::split(stream);
-        writer
-            .send(&ConferenceFrame::Join {
-                token: token.to_vec(),
-                sdp_offer,
-            })
-            .await
-            .map_err(|e| JoinError::Unreachable(e.to_string()))?;
-        match frames.recv().await {
-            Some(Ok(ConferenceFrame::Joined { sdp_answer })) => {
-                Ok((sdp_answer, Membership { writer, frames }))
-            }
-            Some(Ok(ConferenceFrame::Refused(reason))) => Err(JoinError::Refused(reason)),
-            Some(Ok(other)) => Err(JoinError::Protocol(format!(
-                "{} in answer to Join",
-                other.name()
-            ))),
-            Some(Err(e)) => Err(JoinError::Protocol(e.to_string())),
-            None => Err(JoinError::Protocol("the stream closed".into())),
-        }
+    let attempt = || {
+        tokio::time::timeout(
+            JOIN_DEADLINE,
+            join_once(client, bridge, addresses.clone(), token, sdp_offer.clone()),
+        )
     };
-    tokio::time::timeout(JOIN_DEADLINE, exchange)
+    match attempt().await.map_err(|_| JoinError::Timeout)? {
+        Err(JoinError::Unreachable(reason)) => {
+            tracing::info!(%bridge, %reason, "the bridge did not read the join; joining again");
+            attempt().await.map_err(|_| JoinError::Timeout)?
+        }
+        joined => joined,
+    }
+}
+
+/// One join on one stream. Unreachable covers everything before the bridge's answer: the
+/// stream not opening, the join not going out, the stream closing unanswered.
+async fn join_once(
+    client: &Client,
+    bridge: PeerId,
+    addresses: Vec<Multiaddr>,
+    token: &[u8],
+    sdp_offer: String,
+) -> Result<(String, Membership), JoinError> {
+    let stream = client
+        .open_stream(bridge, addresses, CONFERENCE_PROTOCOL)
         .await
-        .map_err(|_| JoinError::Timeout)?
+        .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+    let (mut writer, mut frames) = wire::split(stream);
+    writer
+        .send(&ConferenceFrame::Join {
+            token: token.to_vec(),
+            sdp_offer,
+        })
+        .await
+        .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+    match frames.recv().await {
+        Some(Ok(ConferenceFrame::Joined { sdp_answer })) => {
+            Ok((sdp_answer, Membership { writer, frames }))
+        }
+        Some(Ok(ConferenceFrame::Refused(reason))) => Err(JoinError::Refused(reason)),
+        Some(Ok(other)) => Err(JoinError::Protocol(format!(
+            "{} in answer to Join",
+            other.name()
+        ))),
+        Some(Err(e)) => Err(JoinError::Unreachable(format!(
+            "before the bridge answered: {e}"
+        ))),
+        None => Err(JoinError::Unreachable(
+            "the stream closed before the bridge answered".into(),
+        )),
+    }
 }
 
 /// What a tone participant heard and sent.
