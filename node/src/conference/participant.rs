@@ -180,57 +180,45 @@ pub async fn join(
     token: &[u8],
     sdp_offer: String,
 ) -> Result<(String, Membership), JoinError> {
-    let attempt = || {
-        tokio::time::timeout(
-            JOIN_DEADLINE,
-            join_once(client, bridge, addresses.clone(), token, sdp_offer.clone()),
-        )
+    // Unreachable covers everything before the bridge's answer: the stream not opening,
+    // the join not going out, the stream closing unanswered.
+    let join_once = || async {
+        let stream = client
+            .open_stream(bridge, addresses.clone(), CONFERENCE_PROTOCOL)
+            .await
+            .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+        let (mut writer, mut frames) = wire::split(stream);
+        writer
+            .send(&ConferenceFrame::Join {
+                token: token.to_vec(),
+                sdp_offer: sdp_offer.clone(),
+            })
+            .await
+            .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+        match frames.recv().await {
+            Some(Ok(ConferenceFrame::Joined { sdp_answer })) => {
+                Ok((sdp_answer, Membership { writer, frames }))
+            }
+            Some(Ok(ConferenceFrame::Refused(reason))) => Err(JoinError::Refused(reason)),
+            Some(Ok(other)) => Err(JoinError::Protocol(format!(
+                "{} in answer to Join",
+                other.name()
+            ))),
+            Some(Err(e)) => Err(JoinError::Unreachable(format!(
+                "before the bridge answered: {e}"
+            ))),
+            None => Err(JoinError::Unreachable(
+                "the stream closed before the bridge answered".into(),
+            )),
+        }
     };
+    let attempt = || tokio::time::timeout(JOIN_DEADLINE, join_once());
     match attempt().await.map_err(|_| JoinError::Timeout)? {
         Err(JoinError::Unreachable(reason)) => {
             tracing::info!(%bridge, %reason, "the bridge did not read the join; joining again");
             attempt().await.map_err(|_| JoinError::Timeout)?
         }
         joined => joined,
-    }
-}
-
-/// One join on one stream. Unreachable covers everything before the bridge's answer: the
-/// stream not opening, the join not going out, the stream closing unanswered.
-async fn join_once(
-    client: &Client,
-    bridge: PeerId,
-    addresses: Vec<Multiaddr>,
-    token: &[u8],
-    sdp_offer: String,
-) -> Result<(String, Membership), JoinError> {
-    let stream = client
-        .open_stream(bridge, addresses, CONFERENCE_PROTOCOL)
-        .await
-        .map_err(|e| JoinError::Unreachable(e.to_string()))?;
-    let (mut writer, mut frames) = wire::split(stream);
-    writer
-        .send(&ConferenceFrame::Join {
-            token: token.to_vec(),
-            sdp_offer,
-        })
-        .await
-        .map_err(|e| JoinError::Unreachable(e.to_string()))?;
-    match frames.recv().await {
-        Some(Ok(ConferenceFrame::Joined { sdp_answer })) => {
-            Ok((sdp_answer, Membership { writer, frames }))
-        }
-        Some(Ok(ConferenceFrame::Refused(reason))) => Err(JoinError::Refused(reason)),
-        Some(Ok(other)) => Err(JoinError::Protocol(format!(
-            "{} in answer to Join",
-            other.name()
-        ))),
-        Some(Err(e)) => Err(JoinError::Unreachable(format!(
-            "before the bridge answered: {e}"
-        ))),
-        None => Err(JoinError::Unreachable(
-            "the stream closed before the bridge answered".into(),
-        )),
     }
 }
 
