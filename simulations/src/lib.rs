@@ -101,8 +101,8 @@ pub async fn run_growing(
         result = match grown {
             Ok(_) => {
                 // measure() waits for every gateway's publication to be acknowledged.
-                world.republish_gateways().await;
                 let samples = Samples::default();
+                world.republish_gateways(&samples).await;
                 measure(&mut world, settings, began, cpu_before, &samples, progress).await
             }
             Err(e) => Err(e.into()),

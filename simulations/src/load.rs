@@ -139,10 +139,16 @@ pub async fn look_up(
         .iter()
         .filter(|o| o.is_expired(began_unix) && o.offer().status == OfferStatus::Available)
         .count();
+    let returned: Vec<(ProviderId, u64)> = found
+        .offers
+        .iter()
+        .map(|o| (o.provider(), o.seq()))
+        .collect();
     let sample = judge(
         caller,
         &destination,
         &available,
+        &returned,
         expired,
         &expected,
         began,
@@ -178,12 +184,14 @@ pub async fn look_up(
     Some(sample)
 }
 
-/// Compares what a lookup returned with what was true when it began.
+/// Compares what a lookup returned (the available offers after ranking, and the `seq` of
+/// every offer discovery returned) with what was true when it began.
 #[allow(clippy::too_many_arguments)]
 fn judge(
     caller: usize,
     destination: &E164,
     available: &[ProviderId],
+    returned: &[(ProviderId, u64)],
     expired_returned: usize,
     truth: &HashMap<ProviderId, GatewayTruth>,
     began: Instant,
@@ -210,6 +218,18 @@ fn judge(
             })
             .count()
     };
+    // A newer offer had been acknowledged by the nodes closest to its key: one still
+    // running, or the withdrawal of one that left (counted as withdrawn, not stale).
+    let stale_returned = returned
+        .iter()
+        .filter(|(p, seq)| {
+            truth.get(p).is_some_and(|g| {
+                g.ended.is_none()
+                    && g.latest
+                        .is_some_and(|(latest, at)| settled(at) && *seq < latest)
+            })
+        })
+        .count();
     let outcome = match found_expected {
         n if n == expected.len() => Outcome::All,
         0 => Outcome::None,
@@ -226,6 +246,7 @@ fn judge(
         found_expected,
         found_total: available.len(),
         outcome,
+        stale_returned,
         withdrawn_returned: ended_before(Ending::Withdrawn),
         expired_returned,
         crashed_returned: ended_before(Ending::Crashed),
@@ -258,11 +279,33 @@ async fn place_call(context: &CallerContext, destination: E164) -> CallSample {
     }
 }
 
-/// Looks for a new gateway's offer until found; records how long after its start.
-pub async fn probe(client: Client, truth: Truth, provider: ProviderId, samples: Samples) {
+/// What a probe waits to find: a gateway's offer with a `seq` above `after_seq`, timed
+/// from `since` (the gateway's start when `None`).
+#[derive(Clone, Copy, Debug)]
+pub struct Publication {
+    pub provider: ProviderId,
+    pub since: Option<Instant>,
+    pub after_seq: u64,
+}
+
+impl Publication {
+    /// A new gateway's first offer, timed from its node's start.
+    pub fn first(provider: ProviderId) -> Self {
+        Self {
+            provider,
+            since: None,
+            after_seq: 0,
+        }
+    }
+}
+
+/// Looks for a gateway's publication until found; records how long after it began.
+pub async fn probe(client: Client, truth: Truth, publication: Publication, samples: Samples) {
+    let provider = publication.provider;
     let Some(gateway) = truth.snapshot().get(&provider).cloned() else {
         return;
     };
+    let since = publication.since.unwrap_or(gateway.started_at);
     let Some(prefix) = gateway.routes.first() else {
         return;
     };
@@ -278,16 +321,17 @@ pub async fn probe(client: Client, truth: Truth, provider: ProviderId, samples: 
         kinds: vec![ServiceKind::WEBRTC_TO_PSTN],
         measure_rtt: false,
     };
-    while gateway.started_at.elapsed() < PROBE_DEADLINE {
+    while since.elapsed() < PROBE_DEADLINE {
         if let Ok(found) = discovery::discover(&client, &query).await
-            && found
-                .offers
-                .iter()
-                .any(|o| o.provider() == provider && o.offer().status == OfferStatus::Available)
+            && found.offers.iter().any(|o| {
+                o.provider() == provider
+                    && o.offer().seq > publication.after_seq
+                    && o.offer().status == OfferStatus::Available
+            })
         {
             push(
                 &samples.discoverable_ms,
-                gateway.started_at.elapsed().as_secs_f64() * 1000.0,
+                since.elapsed().as_secs_f64() * 1000.0,
             );
             return;
         }
@@ -333,7 +377,7 @@ pub async fn run_churn(world: &mut World, end: Instant, samples: &Samples) -> Ch
                     tokio::spawn(probe(
                         world.probe.client().clone(),
                         world.truth.clone(),
-                        provider,
+                        Publication::first(provider),
                         samples.clone(),
                     ));
                 }
@@ -365,4 +409,60 @@ pub async fn sample_tables(clients: &[Client]) -> (f64, f64) {
         / n;
     let connections = live.iter().map(|s| s.connected_peers as f64).sum::<f64>() / n;
     (table, connections)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use interlink_protocol::{Prefix, SecretKey};
+
+    use super::*;
+
+    /// A gateway covering +44 whose offer `latest` was acknowledged `ago` before now.
+    fn gateway(latest: u64, ago: Duration, ended: bool) -> (ProviderId, GatewayTruth) {
+        let at = Instant::now().checked_sub(ago).unwrap();
+        let truth = GatewayTruth {
+            routes: vec![Prefix::new("+44").unwrap()],
+            started_at: at,
+            published_at: Some(at),
+            latest: Some((latest, at)),
+            ended: ended.then_some((at, Ending::Withdrawn)),
+        };
+        (SecretKey::from_seed(&[7; 32]).provider_id(), truth)
+    }
+
+    fn stale(truth: (ProviderId, GatewayTruth), returned_seq: u64) -> usize {
+        let provider = truth.0;
+        let sample = judge(
+            0,
+            &E164::parse("+442071838750").unwrap(),
+            &[provider],
+            &[(provider, returned_seq)],
+            0,
+            &HashMap::from([truth]),
+            Instant::now(),
+            Duration::from_millis(20),
+            0,
+            0,
+        );
+        sample.stale_returned
+    }
+
+    #[test]
+    fn an_offer_older_than_a_settled_publication_is_stale() {
+        let settled = SETTLE * 2;
+        assert_eq!(stale(gateway(3, settled, false), 2), 1);
+        assert_eq!(stale(gateway(3, settled, false), 3), 0, "the newest");
+        assert_eq!(
+            stale(gateway(3, Duration::ZERO, false), 2),
+            0,
+            "the newer one may not have reached the closest nodes yet"
+        );
+        assert_eq!(
+            stale(gateway(3, settled, true), 2),
+            0,
+            "a gateway that left is counted as withdrawn, not stale"
+        );
+    }
 }

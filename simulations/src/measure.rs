@@ -38,6 +38,8 @@ pub struct LookupSample {
     /// Available offers covering the destination that were returned.
     pub found_total: usize,
     pub outcome: Outcome,
+    /// Offers returned older than one their gateway had published before the lookup.
+    pub stale_returned: usize,
     /// Offers returned as available from gateways that had withdrawn before the lookup.
     pub withdrawn_returned: usize,
     /// Offers returned that had expired (a verified offer cannot be; counted to prove it).
@@ -110,6 +112,7 @@ pub struct Summary {
     /// Gateways whose offer a probe found, and those it never found within the deadline.
     pub gateways_discovered: usize,
     pub gateways_never_discovered: usize,
+    pub stale_returned: usize,
     pub withdrawn_returned: usize,
     pub expired_returned: usize,
     pub crashed_returned: usize,
@@ -180,6 +183,7 @@ impl RunResult {
             discoverable_p95_ms: percentile(&self.discoverable_ms, 95.0),
             gateways_discovered: self.discoverable_ms.len(),
             gateways_never_discovered: self.never_discovered,
+            stale_returned: self.lookups.iter().map(|l| l.stale_returned).sum(),
             withdrawn_returned: self.lookups.iter().map(|l| l.withdrawn_returned).sum(),
             expired_returned: self.lookups.iter().map(|l| l.expired_returned).sum(),
             crashed_returned: self.lookups.iter().map(|l| l.crashed_returned).sum(),

@@ -56,7 +56,7 @@ pub fn table(results: &[RunResult]) -> String {
             "req/lookup",
             "KiB/lookup",
             "publish→found p50/p95 ms (gateways)",
-            "withdrawn/expired returned",
+            "stale/withdrawn/expired returned",
             "RSS/node MiB",
             "routing table (full)",
             "conns/node",
@@ -88,8 +88,8 @@ pub fn table(results: &[RunResult]) -> String {
                 summary.gateways_never_discovered
             )),
             right(format!(
-                "{} / {}",
-                summary.withdrawn_returned, summary.expired_returned
+                "{} / {} / {}",
+                summary.stale_returned, summary.withdrawn_returned, summary.expired_returned
             )),
             right(format!("{:.2}", summary.rss_per_node_mib)),
             right(format!(
@@ -226,6 +226,7 @@ struct LookupRow<'a> {
     found_expected: usize,
     found_total: usize,
     outcome: crate::measure::Outcome,
+    stale_returned: usize,
     withdrawn_returned: usize,
     expired_returned: usize,
     crashed_returned: usize,
@@ -247,6 +248,7 @@ impl<'a> LookupRow<'a> {
             found_expected: l.found_expected,
             found_total: l.found_total,
             outcome: l.outcome,
+            stale_returned: l.stale_returned,
             withdrawn_returned: l.withdrawn_returned,
             expired_returned: l.expired_returned,
             crashed_returned: l.crashed_returned,

@@ -25,7 +25,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::SimError;
-use crate::load::{self, Samples};
+use crate::load::{self, Publication, Samples};
 use crate::scenario::Scenario;
 
 /// What is known to be true about one gateway.
@@ -36,6 +36,8 @@ pub struct GatewayTruth {
     pub started_at: Instant,
     /// When other nodes first acknowledged its offer.
     pub published_at: Option<Instant>,
+    /// The newest offer other nodes acknowledged: its `seq`, and when.
+    pub latest: Option<(u64, Instant)>,
     pub ended: Option<(Instant, Ending)>,
 }
 
@@ -73,14 +75,17 @@ impl Truth {
                 routes,
                 started_at: Instant::now(),
                 published_at: None,
+                latest: None,
                 ended: None,
             },
         );
     }
 
-    fn published(&self, provider: ProviderId) {
+    fn published(&self, provider: ProviderId, seq: u64) {
         if let Some(gateway) = self.lock().get_mut(&provider) {
-            gateway.published_at.get_or_insert_with(Instant::now);
+            let now = Instant::now();
+            gateway.published_at.get_or_insert(now);
+            gateway.latest = Some((seq, now));
         }
     }
 
@@ -186,7 +191,7 @@ impl World {
             tokio::spawn(load::probe(
                 world.probe.client().clone(),
                 world.truth.clone(),
-                provider,
+                Publication::first(provider),
                 samples.clone(),
             ));
             started += 1;
@@ -227,13 +232,33 @@ impl World {
     /// half its offer's lifetime. After the network grew, the nodes closest to a key are
     /// mostly new ones that never stored it; in a real network the gateways reach them at
     /// their next republication, which this brings forward. A publication no peer
-    /// acknowledged is retried by its publisher.
-    pub async fn republish_gateways(&self) {
-        let republications = self.gateways.iter().filter_map(|gateway| {
-            let publisher = gateway.node.publisher()?;
-            let routes = publisher.latest()?.offer.offer().routes.clone();
-            Some(publisher.set_routes(routes))
-        });
+    /// acknowledged is retried by its publisher. The probe times each republication until
+    /// a lookup finds it; this returns when every republication was found or its probe
+    /// gave up, so that the probe's lookups do not share the cores with those measured next.
+    pub async fn republish_gateways(&self, samples: &Samples) {
+        let since = Instant::now();
+        let mut republications = Vec::new();
+        let mut probes = Vec::new();
+        for gateway in &self.gateways {
+            let Some(publisher) = gateway.node.publisher() else {
+                continue;
+            };
+            let Some(latest) = publisher.latest() else {
+                continue;
+            };
+            let offer = latest.offer.offer();
+            probes.push(tokio::spawn(load::probe(
+                self.probe.client().clone(),
+                self.truth.clone(),
+                Publication {
+                    provider: gateway.provider,
+                    since: Some(since),
+                    after_seq: offer.seq,
+                },
+                samples.clone(),
+            )));
+            republications.push(publisher.set_routes(offer.routes.clone()));
+        }
         let outcomes = futures::future::join_all(republications).await;
         let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count();
         if failed > 0 {
@@ -242,6 +267,7 @@ impl World {
                 "gateways' republications not acknowledged; their publishers retry"
             );
         }
+        futures::future::join_all(probes).await;
     }
 
     async fn server_spec(&mut self, gateway: Option<GatewayPlan>) -> NodeSpec {
@@ -295,12 +321,22 @@ impl World {
             let mut published = publisher.subscribe();
             let truth = self.truth.clone();
             tokio::spawn(async move {
-                if published
-                    .wait_for(|p| p.as_ref().is_some_and(|p| p.replicated))
-                    .await
-                    .is_ok()
-                {
-                    truth.published(provider);
+                let mut last_seq = None;
+                loop {
+                    let replicated = published
+                        .borrow_and_update()
+                        .as_ref()
+                        .filter(|p| p.replicated)
+                        .map(|p| p.offer.seq());
+                    if let Some(seq) = replicated
+                        && last_seq != Some(seq)
+                    {
+                        last_seq = Some(seq);
+                        truth.published(provider, seq);
+                    }
+                    if published.changed().await.is_err() {
+                        return;
+                    }
                 }
             });
         }

@@ -29,7 +29,9 @@ async fn a_small_churning_network_finds_its_gateways_and_never_a_withdrawn_offer
     // found every gateway that covered the number.
     assert_eq!(summary.none_found, 0.0, "{summary:#?}");
     assert!(summary.all_found >= 0.95, "{summary:#?}");
-    // Withdrawals win over the offers they replace; expired offers never verify.
+    // Withdrawals and republications (every 10 s here) win over the offers they replace;
+    // expired offers never verify.
+    assert_eq!(summary.stale_returned, 0, "{summary:#?}");
     assert_eq!(summary.withdrawn_returned, 0, "{summary:#?}");
     assert_eq!(summary.expired_returned, 0, "{summary:#?}");
     // Offers of gateways that joined during the run became discoverable.
