@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use interlink_node::local_network::LocalTransport;
 use interlink_simulations::scenario::{NAMED, Scenario, Security};
-use interlink_simulations::{Phase, report, run_scenario};
+use interlink_simulations::{Phase, measure, report, run_scenario};
 
 /// Simulate an Interlink network: thousands of real nodes (the node's own libp2p
 /// behaviours, record validation, publisher and discovery) in one process, with callers
@@ -288,6 +288,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     };
     interlink_node::logging::init(interlink_node::logging::LogFormat::Human, "error");
+    if let Err(e) = measure::disable_huge_pages() {
+        eprintln!("warning: transparent huge pages stay on ({e}): memory per node will be higher");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
