@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::Signer;
 use futures::StreamExt;
@@ -60,11 +60,20 @@ async fn discover_until(
     what: &str,
     accept: impl Fn(&Discovery) -> bool,
 ) -> Discovery {
-    wait_for(what, DEADLINE, || async {
-        let found = discovery::discover(caller.client(), &query()).await.ok()?;
-        accept(&found).then_some(found)
-    })
-    .await
+    let give_up = Instant::now() + DEADLINE;
+    loop {
+        let last = match discovery::discover(caller.client(), &query()).await {
+            Ok(found) if accept(&found) => return found,
+            Ok(found) => format!("{:?}, {:?}", names(&found), found.stats),
+            Err(e) => e.to_string(),
+        };
+        // What the last lookup saw tells a lookup that misses from one that fails.
+        assert!(
+            Instant::now() < give_up,
+            "timed out after {DEADLINE:?} waiting for {what}; the last lookup: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn ranked_names(found: &Discovery, kind: PolicyKind) -> Vec<String> {
