@@ -216,6 +216,63 @@ async fn a_republished_offer_is_found_with_its_new_price() {
     network.shutdown().await.unwrap();
 }
 
+/// A republication replaces every copy its publisher left, not only those on the nodes
+/// now closest to the key. With k = 3, the three nodes closest to Anglia's key among six
+/// are, once thirty more have joined, mostly no longer the closest; the copies they hold
+/// would otherwise stay, and a lookup that stops at its first two copies could return them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republication_in_a_grown_network_replaces_every_earlier_copy() {
+    let dht = DhtSection {
+        replication_factor: 3,
+        ..DhtSection::default()
+    };
+    let anglia_plan = plan("Anglia", &[("+44", 2)], 420, 600);
+    let network = LocalNetwork::start(4, vec![anglia_plan], &dht)
+        .await
+        .expect("network");
+    network.wait_published(DEADLINE).await.expect("published");
+    let mut joined = Vec::new();
+    for _ in 0..30 {
+        joined.push(network.start_node(None).await.expect("node"));
+    }
+
+    let anglia = network.gateways[0].publisher().expect("gateway");
+    let republished = anglia
+        .set_routes(vec![route("+44", 5)])
+        .await
+        .expect("republished");
+
+    // A node acknowledges a copy before its event loop has checked and stored it: wait
+    // for that, briefly. A copy the republication never reached stays until it expires.
+    let key = DhtKey::Offer(republished.offer.provider()).to_bytes();
+    let give_up = Instant::now() + DEADLINE;
+    loop {
+        let (mut newest, mut earlier) = (0, Vec::new());
+        for node in network.nodes().chain(&joined) {
+            match node.client().stored_record(key.clone()).await {
+                Some(stored) if stored == republished.offer.as_bytes() => newest += 1,
+                Some(_) => earlier.push(node.peer_id()),
+                None => {}
+            }
+        }
+        if earlier.is_empty() {
+            // The gateway's own copy and at least the three closest now.
+            assert!(newest >= 4, "only {newest} copies");
+            break;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "after {DEADLINE:?} these nodes still hold an earlier copy: {earlier:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    for node in joined {
+        node.shutdown().await.unwrap();
+    }
+    network.shutdown().await.unwrap();
+}
+
 /// A bare Kademlia peer speaking our protocol, used to push records at every node.
 struct Attacker {
     swarm: Swarm<kad::Behaviour<kad::store::MemoryStore>>,

@@ -51,7 +51,12 @@ impl Behaviour {
             // Every inbound record and provider record is checked by the event loop
             // before it is stored (see `records.rs`).
             .set_record_filtering(kad::StoreInserts::FilterBoth)
-            .set_record_ttl(Some(Duration::from_secs(dht.record_ttl_secs)))
+            // A stored offer lives until the offer expires (or `dht.record_ttl_secs`), set
+            // by the event loop. libp2p's own record TTL also halves a copy's life for
+            // each node this node knows closer to the key than the k closest: a node far
+            // from the key would drop a new copy as already expired, acknowledge it, and
+            // keep the earlier copy, which lookups then return (see `copies.rs`).
+            .set_record_ttl(None)
             .set_replication_interval(Some(Duration::from_secs(dht.record_replication_secs)))
             // The publisher republishes offers itself, each time with a higher seq: a
             // republished unchanged record would be refused as stale.

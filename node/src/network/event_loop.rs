@@ -22,6 +22,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, connection_limits, identify, ping};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::copies::CopyHolders;
 use super::{Command, NetworkError, RefusalCounts, Settings, Status};
 use crate::clock::unix_now;
 
@@ -49,11 +50,22 @@ struct OfferLookup {
     reply: Reply<Option<SignedOffer>>,
 }
 
+/// This node's offer on its way to the nodes that will hold it.
+struct Publication {
+    record: Record,
+    /// The nodes sent the copy (once they are known).
+    targets: Vec<PeerId>,
+    reply: Reply<usize>,
+}
+
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
     record_quorum: usize,
+    /// The longest a stored offer is kept.
+    record_ttl: Duration,
+    /// How many of the nodes closest to its key store each offer (Kademlia's k).
     replication_factor: usize,
     traffic: Arc<TrafficCounters>,
     /// Whether listen addresses become external addresses (none were configured).
@@ -62,7 +74,12 @@ pub(super) struct EventLoop {
     query_requests: u64,
     offer_lookups: HashMap<QueryId, OfferLookup>,
     provider_lookups: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
-    puts: HashMap<QueryId, Reply<usize>>,
+    /// Publications looking for the nodes closest to their key.
+    finding_holders: HashMap<QueryId, Publication>,
+    /// Publications being stored at those nodes.
+    puts: HashMap<QueryId, Publication>,
+    /// Where copies of this node's offer were stored.
+    holders: CopyHolders,
     announcements: HashMap<QueryId, Reply<()>>,
     bootstraps: HashMap<QueryId, Reply<()>>,
     dials: HashMap<PeerId, Vec<Reply<()>>>,
@@ -93,13 +110,16 @@ impl EventLoop {
             commands,
             listen_addrs,
             record_quorum: dht.record_quorum.max(1),
+            record_ttl: Duration::from_secs(dht.record_ttl_secs),
+            replication_factor: dht.replication_factor.max(1),
             traffic,
             confirm_listen_addrs,
             query_requests: 0,
-            replication_factor: dht.replication_factor.max(1),
             offer_lookups: HashMap::new(),
             provider_lookups: HashMap::new(),
+            finding_holders: HashMap::new(),
             puts: HashMap::new(),
+            holders: CopyHolders::default(),
             announcements: HashMap::new(),
             bootstraps: HashMap::new(),
             dials: HashMap::new(),
@@ -142,6 +162,7 @@ impl EventLoop {
     fn pending(&self) -> usize {
         self.offer_lookups.len()
             + self.provider_lookups.len()
+            + self.finding_holders.len()
             + self.puts.len()
             + self.announcements.len()
             + self.dials.values().map(Vec::len).sum::<usize>()
@@ -343,24 +364,78 @@ impl EventLoop {
         }
     }
 
+    /// Publishes this node's offer: stores it here, finds the nodes now closest to its
+    /// key, then stores it at those and at every node holding an earlier copy (see
+    /// `copies.rs`). This is Kademlia's `put_record` in two steps, so that the nodes
+    /// storing it are known.
     fn put_offer(&mut self, offer: SignedOffer, reply: Reply<usize>) {
         let now = unix_now();
         let record = Record {
             key: RecordKey::new(&DhtKey::Offer(offer.provider()).to_bytes()),
             value: offer.as_bytes().to_vec(),
-            publisher: None,
+            publisher: Some(*self.swarm.local_peer_id()),
             expires: Some(records::expiry(&offer, now, Instant::now())),
         };
-        // Wait for every one of the closest nodes: the publisher moves on (or the node shuts
-        // down after a withdrawal) only once the new copy is everywhere it will be looked up.
-        match self.kad().put_record(record, Quorum::All) {
-            Ok(id) => {
-                self.puts.insert(id, reply);
-            }
-            Err(e) => {
-                let _ = reply.send(Err(NetworkError::Store(format!("{e:?}"))));
-            }
+        if let Err(e) = self.kad().store_mut().put(record.clone()) {
+            let _ = reply.send(Err(NetworkError::Store(format!("{e:?}"))));
+            return;
         }
+        let k = std::num::NonZeroUsize::new(self.replication_factor)
+            .unwrap_or(std::num::NonZeroUsize::MIN);
+        let id = self.kad().get_n_closest_peers(record.key.to_vec(), k);
+        let publication = Publication {
+            record,
+            targets: Vec::new(),
+            reply,
+        };
+        self.finding_holders.insert(id, publication);
+    }
+
+    /// Sends the offer to the closest nodes found and to the earlier copies' holders, and
+    /// waits for every one of them: the publisher moves on (or the node shuts down after
+    /// a withdrawal) only once the new copy is everywhere it will be looked up.
+    fn store_publication(&mut self, mut publication: Publication, closest: Vec<kad::PeerInfo>) {
+        let closest = closest.into_iter().map(|p| p.peer_id);
+        publication.targets =
+            self.holders
+                .targets(&publication.record.key, closest, Instant::now());
+        if publication.targets.is_empty() {
+            self.metrics.offer_published(false);
+            let _ = publication
+                .reply
+                .send(Err(NetworkError::NotReplicated { acknowledged: 0 }));
+            return;
+        }
+        let targets = publication.targets.clone().into_iter();
+        let id = self
+            .kad()
+            .put_record_to(publication.record.clone(), targets, Quorum::All);
+        self.puts.insert(id, publication);
+    }
+
+    /// Notes which nodes now hold the offer, and tells the publisher how many.
+    fn finish_publication(&mut self, publication: Publication, result: kad::PutRecordResult) {
+        let acknowledged = match result {
+            Ok(_) => publication.targets,
+            // Nodes that left since they were found, or an earlier holder gone, cannot
+            // acknowledge: what counts is that the copy reached the nodes there are.
+            Err(
+                kad::PutRecordError::QuorumFailed { success, .. }
+                | kad::PutRecordError::Timeout { success, .. },
+            ) => success,
+        };
+        self.metrics.offer_published(!acknowledged.is_empty());
+        if let Some(expires) = publication.record.expires {
+            self.holders.stored(
+                &publication.record.key,
+                acknowledged.iter().copied(),
+                expires,
+            );
+        }
+        let _ = publication.reply.send(match acknowledged.len() {
+            0 => Err(NetworkError::NotReplicated { acknowledged: 0 }),
+            n => Ok(n),
+        });
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -538,7 +613,8 @@ impl EventLoop {
             );
             return;
         }
-        record.expires = Some(records::expiry(&offer, now, Instant::now()));
+        let kept_until = Instant::now() + self.record_ttl;
+        record.expires = Some(records::expiry(&offer, now, Instant::now()).min(kept_until));
         let key = record.key.clone();
         if let Err(e) = self.kad().store_mut().put(record) {
             self.refuse(
@@ -553,7 +629,6 @@ impl EventLoop {
             self.record_quota
                 .stored(source, key, |key| store.get(key).is_some());
             self.metrics.offer_validated("put");
-            tracing::debug!(peer = %source, provider = %offer.provider(), seq = offer.seq(), "stored offer");
         }
     }
 
@@ -620,26 +695,18 @@ impl EventLoop {
                     self.finish_provider_lookup(id);
                 }
             }
+            QueryResult::GetClosestPeers(result) if last => {
+                if let Some(publication) = self.finding_holders.remove(&id) {
+                    let closest = match result {
+                        Ok(ok) => ok.peers,
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                    };
+                    self.store_publication(publication, closest);
+                }
+            }
             QueryResult::PutRecord(result) => {
-                if let Some(reply) = self.puts.remove(&id) {
-                    self.metrics.offer_published(match &result {
-                        Ok(_) => true,
-                        Err(
-                            kad::PutRecordError::QuorumFailed { success, .. }
-                            | kad::PutRecordError::Timeout { success, .. },
-                        ) => !success.is_empty(),
-                    });
-                    let replication = self.replication_factor;
-                    let _ = reply.send(match result {
-                        Ok(_) => Ok(replication),
-                        // A network smaller than k cannot meet `Quorum::All`: what counts is
-                        // that the record reached the closest nodes there are.
-                        Err(
-                            kad::PutRecordError::QuorumFailed { success, .. }
-                            | kad::PutRecordError::Timeout { success, .. },
-                        ) if !success.is_empty() => Ok(success.len()),
-                        Err(_) => Err(NetworkError::NotReplicated { acknowledged: 0 }),
-                    });
+                if let Some(publication) = self.puts.remove(&id) {
+                    self.finish_publication(publication, result);
                 }
             }
             QueryResult::StartProviding(result) => {

@@ -7,6 +7,7 @@
 //! timeout, the dial timeout) so that no call hangs forever.
 
 mod behaviour;
+mod copies;
 pub mod dht_rate_limit;
 mod event_loop;
 pub mod records;
