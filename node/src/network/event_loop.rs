@@ -7,6 +7,7 @@
 //! by query id or peer until its event arrives.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,7 +67,7 @@ pub(super) struct EventLoop {
     /// The longest a stored offer is kept.
     record_ttl: Duration,
     /// How many of the nodes closest to its key store each offer (Kademlia's k).
-    replication_factor: usize,
+    replication_factor: NonZeroUsize,
     traffic: Arc<TrafficCounters>,
     /// Whether listen addresses become external addresses (none were configured).
     confirm_listen_addrs: bool,
@@ -111,7 +112,8 @@ impl EventLoop {
             listen_addrs,
             record_quorum: dht.record_quorum.max(1),
             record_ttl: Duration::from_secs(dht.record_ttl_secs),
-            replication_factor: dht.replication_factor.max(1),
+            replication_factor: NonZeroUsize::new(dht.replication_factor)
+                .unwrap_or(NonZeroUsize::MIN),
             traffic,
             confirm_listen_addrs,
             query_requests: 0,
@@ -380,8 +382,7 @@ impl EventLoop {
             let _ = reply.send(Err(NetworkError::Store(format!("{e:?}"))));
             return;
         }
-        let k = std::num::NonZeroUsize::new(self.replication_factor)
-            .unwrap_or(std::num::NonZeroUsize::MIN);
+        let k = self.replication_factor;
         let id = self.kad().get_n_closest_peers(record.key.to_vec(), k);
         let publication = Publication {
             record,
@@ -629,6 +630,7 @@ impl EventLoop {
             self.record_quota
                 .stored(source, key, |key| store.get(key).is_some());
             self.metrics.offer_validated("put");
+            tracing::debug!(peer = %source, provider = %offer.provider(), seq = offer.seq(), "stored offer");
         }
     }
 
