@@ -10,6 +10,9 @@ say() { printf '\n==> %s\n' "$*"; }
 
 say "Rust toolchain"
 cargo --version
+# On CI every build is from scratch: incremental caches would only take disk (several GB).
+if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
+disk() { df -h --output=avail,used,target "${CARGO_TARGET_DIR:-target}" 2>/dev/null | tail -n 1 || true; }
 rustup component list --installed 2>/dev/null | grep -qE '^(rustfmt|clippy)' || rustup component add rustfmt clippy
 
 say "Test tools"
@@ -47,7 +50,9 @@ say "Lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "Tests"
+echo "disk before (avail used mount): $(disk)"
 cargo test --workspace --locked
+echo "disk after the tests (avail used mount): $(disk)"
 
 # Every decoder of network input has a cargo-fuzz target (fuzz/, a crate of its own with
 # its own Cargo.lock). Each runs for FUZZ_SECONDS (default 20) from its committed seeds
