@@ -9,7 +9,12 @@ use std::path::{Path, PathBuf};
 use interlink_fuzz as fixtures;
 use interlink_protocol::call::messages::{ByeCause, Frame, RejectReason};
 use interlink_protocol::call::{SettledReceipt, SignedInvite, SignedReceipt};
-use interlink_protocol::{DhtKey, SignedOffer};
+use interlink_protocol::discovery::wire::{
+    AnsweredOffer, Found, PeerRecord, Request, Response, WireAnswer,
+};
+use interlink_protocol::discovery::{IndexKey, OfferQuery};
+use interlink_protocol::ranking::Policy;
+use interlink_protocol::{DhtKey, ServiceKind, SignedOffer};
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
@@ -158,6 +163,60 @@ fn main() {
     assert!(interlink_gateway_plugin::fuzzing::webrtc_sdp(
         fixtures::WEBRTC_OFFER
     ));
+    // The offer index: a lookup and a store another peer sends, and a holder's answer.
+    let query = OfferQuery::number(
+        fixtures::destination(),
+        vec![ServiceKind::WEBRTC_TO_PSTN],
+        Policy::default(),
+        10,
+    );
+    let key = IndexKey::of_number(&fixtures::destination());
+    let find = Request::Find(query)
+        .encode()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = Request::Store {
+        key,
+        offers: vec![offer.as_bytes().to_vec()],
+    }
+    .encode()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sync = Request::Sync {
+        key,
+        digest: vec![(offer.provider(), offer.seq() + 1)],
+    }
+    .encode()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let found = Response::Found(Found {
+        closer: vec![PeerRecord {
+            peer: vec![0, 36, 8, 1, 18, 32, 7, 7, 7, 7],
+            addresses: vec![
+                "/ip4/192.0.2.1/tcp/4001"
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ],
+        }],
+        answer: Some(WireAnswer {
+            offers: vec![AnsweredOffer {
+                offer: offer.as_bytes().to_vec(),
+                seniority: Some(0),
+            }],
+            matching: 1,
+            held: 1,
+            truncated: false,
+        }),
+    })
+    .encode()
+    .unwrap_or_else(|e| panic!("{e}"));
+    for (name, kind, bytes) in [
+        ("find", 0u8, find),
+        ("store", 0, store),
+        ("sync", 0, sync),
+        ("found", 1, found),
+    ] {
+        let mut input = vec![kind];
+        input.extend_from_slice(&bytes);
+        write(&root, "index_message", name, &input);
+    }
     println!("seeds written to {}", root.display());
 }
 

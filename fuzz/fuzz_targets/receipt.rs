@@ -19,9 +19,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let invite = fixtures::invite();
     for observed in [0, 61_000, u64::MAX] {
-        let _ = signed
-            .receipt()
-            .check(&invite, Duration::from_millis(observed));
+        for heard_media in [false, true] {
+            let _ = signed
+                .receipt()
+                .check(&invite, Duration::from_millis(observed), heard_media);
+        }
     }
     let _ = signed.receipt().duration();
     if let Ok(settled) = signed.countersign(&fixtures::caller_key()) {

@@ -1,5 +1,6 @@
-//! Discovery latency in a 20-node network on 127.0.0.1: providers, offers, verification
-//! and ranking, as a caller node does them for each call. Prints percentiles.
+//! Discovery latency in a 20-node network on 127.0.0.1: a walk of the offer index,
+//! verification and ranking, as a caller node does them for each call, and the same
+//! question answered again from the caller's cache. Prints percentiles.
 //!
 //! `cargo bench -p interlink-node --bench discovery [-- LOOKUPS]`
 #![allow(
@@ -18,6 +19,7 @@ use common::report;
 use interlink_node::config::{DhtSection, GatewayPlan};
 use interlink_node::discovery::{self, Query};
 use interlink_node::local_network::LocalNetwork;
+use interlink_node::network::CacheUse;
 use interlink_node::node::Node;
 use interlink_protocol::offer::{Route, Tariff};
 use interlink_protocol::ranking::{self, History, Policy};
@@ -79,9 +81,12 @@ async fn main() {
         .unwrap();
     let destination = E164::parse("+447700900123").unwrap();
     let query = Query {
-        destination: destination.clone(),
-        kinds: vec![ServiceKind::WEBRTC_TO_PSTN],
-        measure_rtt: false,
+        cache: CacheUse::Bypass,
+        ..Query::new(destination.clone(), vec![ServiceKind::WEBRTC_TO_PSTN])
+    };
+    let repeated = Query {
+        cache: CacheUse::Prefer,
+        ..query.clone()
     };
     println!(
         "20 nodes (bootstrap, 15 DHT nodes, 4 gateways) on 127.0.0.1, {lookups} lookups of {destination}"
@@ -103,6 +108,12 @@ async fn main() {
         warm.push(timed_lookup(&caller, &query).await);
     }
     report("discover + verify + rank (steady)", warm);
+    timed_lookup(&caller, &repeated).await;
+    let mut cached = Vec::with_capacity(lookups);
+    for _ in 0..lookups {
+        cached.push(timed_lookup(&caller, &repeated).await);
+    }
+    report("the same destination again, from the cache + rank", cached);
     caller.shutdown().await.unwrap();
 
     let mut cold = Vec::new();

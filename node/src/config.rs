@@ -17,6 +17,8 @@ use interlink_gateway_plugin::webrtc_leg::MediaSettings;
 use interlink_gateway_plugin::{Capabilities, CapabilityError};
 use interlink_protocol::call::Timers;
 use interlink_protocol::conference::{ConferenceTariff, ConferenceTerms, Region};
+use interlink_protocol::discovery::query::MAX_LIMIT;
+use interlink_protocol::discovery::{CacheConfig, IndexConfig, WalkConfig};
 use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
 use interlink_protocol::ranking::{Policy, PolicyKind};
 use interlink_protocol::signed::MAX_OFFER_LIFETIME;
@@ -59,6 +61,7 @@ pub struct Config {
     pub node: NodeSection,
     pub network: NetworkSection,
     pub dht: DhtSection,
+    pub discovery: DiscoverySection,
     pub caller: CallerSection,
     pub media: MediaSection,
     pub calls: CallsSection,
@@ -163,6 +166,131 @@ impl Default for DhtSection {
             max_providers_per_key: 64,
             max_records: 4096,
             bootstrap_interval_secs: 300,
+        }
+    }
+}
+
+/// `[discovery]`: the offer index, as a caller reads it and as a node holds it for others.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoverySection {
+    /// Holders a lookup collects answers from before it stops.
+    pub holders: usize,
+    /// The best offers a lookup asks for (and as many long-standing ones).
+    pub results: u16,
+    /// A peer that has not answered a lookup's request within this no longer holds it up.
+    pub request_timeout_ms: u64,
+    /// The most requests one lookup sends.
+    pub max_requests: usize,
+    /// Lookups whose answers are cached.
+    pub cache_answers: usize,
+    /// A cached answer older than this is refreshed in the background when read (0: every
+    /// time it is read).
+    pub cache_refresh_secs: u64,
+    /// A cached answer older than this is not used.
+    pub cache_max_age_secs: u64,
+    /// Providers held under one key for others.
+    pub max_offers_per_key: usize,
+    /// Below this many providers under a key, new ones are admitted at once...
+    pub open_admission: usize,
+    /// ...above, this many a minute.
+    pub newcomers_per_minute: u32,
+    /// New offers of other providers that one peer may store here.
+    pub offers_per_sender: usize,
+    /// Bytes of offers held for others in all.
+    pub max_index_bytes: usize,
+    /// Every this many seconds, compare each key this node holds for others with another
+    /// of its holders, and hand each other what the other lacks (0: never).
+    pub sync_secs: u64,
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        let index = IndexConfig::default();
+        let walk = WalkConfig::default();
+        let cache = CacheConfig::default();
+        DiscoverySection {
+            holders: walk.holders,
+            results: 10,
+            request_timeout_ms: u64::try_from(walk.request_timeout.as_millis()).unwrap_or(1000),
+            max_requests: walk.max_requests,
+            cache_answers: cache.max_answers,
+            cache_refresh_secs: cache.refresh_after.as_secs(),
+            cache_max_age_secs: cache.max_age.as_secs(),
+            max_offers_per_key: index.max_offers_per_key,
+            open_admission: index.open_admission,
+            newcomers_per_minute: index.newcomers_per_minute,
+            offers_per_sender: index.per_sender,
+            max_index_bytes: index.max_bytes,
+            sync_secs: 10,
+        }
+    }
+}
+
+impl DiscoverySection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("discovery.holders", self.holders as u64),
+            ("discovery.results", u64::from(self.results)),
+            ("discovery.request_timeout_ms", self.request_timeout_ms),
+            ("discovery.max_requests", self.max_requests as u64),
+            ("discovery.cache_answers", self.cache_answers as u64),
+            ("discovery.cache_max_age_secs", self.cache_max_age_secs),
+            (
+                "discovery.max_offers_per_key",
+                self.max_offers_per_key as u64,
+            ),
+            ("discovery.max_index_bytes", self.max_index_bytes as u64),
+        ];
+        if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(invalid(*field, "must be greater than zero"));
+        }
+        if self.results > MAX_LIMIT {
+            return Err(invalid(
+                "discovery.results",
+                format!("at most {MAX_LIMIT} offers a lookup"),
+            ));
+        }
+        if self.open_admission > self.max_offers_per_key {
+            return Err(invalid(
+                "discovery.open_admission",
+                "must not exceed discovery.max_offers_per_key",
+            ));
+        }
+        Ok(())
+    }
+
+    /// How this node's lookups walk, with Kademlia's parallelism and k from `[dht]`.
+    pub fn walk(&self, dht: &DhtSection) -> WalkConfig {
+        WalkConfig {
+            parallelism: dht.parallelism.max(1),
+            holders: self.holders.max(1),
+            closest: dht.replication_factor.max(1),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_requests: self.max_requests.max(1),
+            deadline: Duration::from_secs(dht.query_timeout_secs.max(1)),
+        }
+    }
+
+    /// The bounds of the index this node holds for others.
+    pub fn index(&self) -> IndexConfig {
+        IndexConfig {
+            max_offers_per_key: self.max_offers_per_key,
+            open_admission: self.open_admission,
+            newcomers_per_minute: self.newcomers_per_minute,
+            per_sender: self.offers_per_sender,
+            max_bytes: self.max_index_bytes,
+            ..IndexConfig::default()
+        }
+    }
+
+    /// The bounds of this node's cache of answers.
+    pub fn cache(&self) -> CacheConfig {
+        CacheConfig {
+            max_answers: self.cache_answers,
+            refresh_after: Duration::from_secs(self.cache_refresh_secs),
+            max_age: Duration::from_secs(self.cache_max_age_secs),
+            ..CacheConfig::default()
         }
     }
 }
@@ -393,6 +521,11 @@ pub struct CallsSection {
     pub media_secs: u64,
     /// End of the call to the receipt.
     pub receipt_secs: u64,
+    /// While the callee rings, a gateway sends a keep-alive this often (milliseconds)...
+    pub keepalive_ms: u64,
+    /// ...and a caller gives up a gateway silent this long (milliseconds) and tries the
+    /// next.
+    pub silence_ms: u64,
     /// How long finding a gateway that answers may take, failovers included.
     pub setup_deadline_secs: u64,
 }
@@ -405,6 +538,8 @@ impl Default for CallsSection {
             answer_secs: timers.answer.as_secs(),
             media_secs: timers.media.as_secs(),
             receipt_secs: timers.receipt.as_secs(),
+            keepalive_ms: millis(timers.keepalive),
+            silence_ms: millis(timers.silence),
             setup_deadline_secs: 90,
         }
     }
@@ -418,6 +553,8 @@ impl CallsSection {
             answer: Duration::from_secs(self.answer_secs),
             media: Duration::from_secs(self.media_secs),
             receipt: Duration::from_secs(self.receipt_secs),
+            keepalive: Duration::from_millis(self.keepalive_ms),
+            silence: Duration::from_millis(self.silence_ms),
         }
     }
 
@@ -427,12 +564,20 @@ impl CallsSection {
             ("calls.answer_secs", self.answer_secs),
             ("calls.media_secs", self.media_secs),
             ("calls.receipt_secs", self.receipt_secs),
+            ("calls.keepalive_ms", self.keepalive_ms),
+            ("calls.silence_ms", self.silence_ms),
             ("calls.setup_deadline_secs", self.setup_deadline_secs),
         ];
-        match fields.iter().find(|(_, value)| *value == 0) {
-            Some((field, _)) => Err(invalid(*field, "must be greater than zero")),
-            None => Ok(()),
+        if let Some((field, _)) = fields.iter().find(|(_, value)| *value == 0) {
+            return Err(invalid(*field, "must be greater than zero"));
         }
+        if self.silence_ms <= self.keepalive_ms {
+            return Err(invalid(
+                "calls.silence_ms",
+                "must be longer than calls.keepalive_ms, or every ringing call is given up",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -596,6 +741,7 @@ impl Config {
             }
         }
         self.dht.validate()?;
+        self.discovery.validate()?;
         self.calls.validate()?;
         self.api.validate()?;
         self.limits.validate()?;
@@ -882,6 +1028,24 @@ data_dir = "."
 # max_records = 4096
 # bootstrap_interval_secs = 300  # routing table refresh
 
+[discovery]
+# Gateways' offers are kept, signed, by the nodes closest to each country's key; a
+# lookup walks there once and collects the best offers from several of them.
+# holders = 3                    # holders a lookup hears before it stops
+# results = 10                   # best offers asked for, and as many of those held longest
+# request_timeout_ms = 1000      # a peer slower than this no longer holds a lookup up
+# max_requests = 48              # per lookup
+# cache_answers = 256            # lookups remembered; a repeat is answered at once...
+# cache_refresh_secs = 0         # ...and refreshed in the background when older than this
+# cache_max_age_secs = 600       # an answer older than this is not used
+# What this node holds for others, under the keys it is close to:
+# max_offers_per_key = 1024      # providers under one key; newcomers wait beyond it
+# open_admission = 512           # below this many, new providers enter at once...
+# newcomers_per_minute = 60      # ...above, this many a minute
+# offers_per_sender = 1024       # other providers' offers one peer may store here
+# max_index_bytes = 67108864     # in all
+# sync_secs = 10                 # compare each held key with another holder's this often
+
 [caller]
 # How this node ranks gateways: cheapest, best-quality or balanced.
 # policy = "balanced"
@@ -900,6 +1064,8 @@ data_dir = "."
 # answer_secs = 60               # Trying to the answer (ringing)
 # media_secs = 10                # answer to the first media packet
 # receipt_secs = 5               # end of the call to the receipt
+# keepalive_ms = 250             # while ringing, a gateway's keep-alive this often...
+# silence_ms = 750               # ...and a caller gives up a gateway silent this long
 # setup_deadline_secs = 90       # finding a gateway that answers, failovers included
 
 [api]
@@ -927,6 +1093,8 @@ data_dir = "."
 # max_streams_per_connection = 4096
 # dht_requests_per_sec = 200     # Kademlia requests per peer: rate...
 # dht_request_burst = 1000       # ...and burst; a peer far over it is cut off
+# index_requests_per_sec = 100   # offer index lookups and stores per peer: rate...
+# index_request_burst = 400      # ...and burst
 # block_secs = 60                # for this long
 # records_per_peer = 256         # offers stored on behalf of one peer
 # provider_records_per_peer = 256
@@ -995,6 +1163,11 @@ data_dir = "."
 # currency = "GBP"
 # per_minute = "0.03"
 "#;
+
+/// A duration in whole milliseconds, as the config file writes them.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
 
 #[cfg(test)]
 mod tests {

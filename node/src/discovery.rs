@@ -1,28 +1,28 @@
 //! Discovery: from a destination to the verified offers that may carry a call to it.
 //!
 //! 1. Normalise the destination and take its country code (done by [`E164`]).
-//! 2. Ask the DHT for the providers of each wanted service kind under that country code.
-//! 3. Fetch each provider's offer from its value key; the network layer keeps only copies
-//!    that verify, and the newest of them.
-//! 4. Keep offers of the wanted kinds; drop providers with no valid offer (provider
-//!    records are unsigned, so an announcement alone proves nothing).
-//! 5. Optionally measure the round trip to each provider whose offer covers the number,
-//!    dialling the addresses in its signed offer.
+//! 2. Ask the offer index (`interlink_protocol::discovery`): one walk toward the
+//!    country's key, whose holders each answer with the best offers for the number under
+//!    the caller's policy (and the best long-standing ones), every offer verified by the
+//!    caller, what the holders disagree on confirmed; or, for a question asked lately,
+//!    the node's cache, with the age of its answer.
+//! 3. Optionally measure the round trip to each provider found, dialling the addresses in
+//!    its signed offer.
 //!
-//! Ranking the result is [`interlink_protocol::ranking::rank`]'s job.
+//! Ranking the result with the caller's own history is
+//! [`interlink_protocol::ranking::rank`]'s job.
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use interlink_protocol::ranking::{Measurement, Measurements};
-use interlink_protocol::{DhtKey, E164, ServiceKind, SignedOffer};
+use interlink_protocol::discovery::OfferQuery;
+use interlink_protocol::discovery::walk::Ending;
+use interlink_protocol::ranking::{Measurement, Measurements, Policy};
+use interlink_protocol::{E164, ProviderId, ServiceKind, SignedOffer};
 use libp2p::PeerId;
 
 use crate::identity;
-use crate::network::{Client, NetworkError};
+use crate::network::{CacheUse, Client, NetworkError};
 
-/// Offer lookups run at once.
-const CONCURRENT_OFFER_LOOKUPS: usize = 16;
 /// How long to wait for one round-trip measurement.
 const RTT_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -32,34 +32,95 @@ pub struct Query {
     pub destination: E164,
     /// Service kinds that can carry the call, e.g. WebRTC to PSTN and WebRTC to SIP.
     pub kinds: Vec<ServiceKind>,
-    /// Measure the round trip to each covering provider.
+    /// The caller's policy: holders pick and order the best offers by it.
+    pub policy: Policy,
+    /// How many of the best offers to ask for (and as many long-standing ones); `None`:
+    /// the node's `[discovery] results`.
+    pub limit: Option<u16>,
+    /// Measure the round trip to each provider found.
     pub measure_rtt: bool,
+    /// Whether a recent answer from the cache will do.
+    pub cache: CacheUse,
+    /// Only this provider's offer (a call `--via` one gateway).
+    pub only: Option<ProviderId>,
+}
+
+impl Query {
+    /// The best offers of `kinds` for `destination` under the default policy (as many as
+    /// the node's `[discovery] results`), from the cache if it has them, with no round
+    /// trips measured.
+    pub fn new(destination: E164, kinds: Vec<ServiceKind>) -> Query {
+        Query {
+            destination,
+            kinds,
+            policy: Policy::default(),
+            limit: None,
+            measure_rtt: false,
+            cache: CacheUse::Prefer,
+            only: None,
+        }
+    }
+
+    /// The question to the offer index, asking for `results` offers unless the query
+    /// says how many.
+    pub fn offer_query(&self, results: u16) -> OfferQuery {
+        let query = OfferQuery::number(
+            self.destination.clone(),
+            self.kinds.clone(),
+            self.policy.clone(),
+            self.limit.unwrap_or(results),
+        );
+        match self.only {
+            Some(provider) => query.about(vec![provider]),
+            None => query,
+        }
+    }
 }
 
 /// What was found.
 #[derive(Clone, Debug, Default)]
 pub struct Discovery {
-    /// Verified offers of the wanted kinds, covering the destination or not.
+    /// The newest verified offer of each provider found that can carry the call within
+    /// the policy's limits, best first by the policy (without the caller's history).
     pub offers: Vec<SignedOffer>,
     pub measurements: Measurements,
     pub stats: Stats,
 }
 
-/// Counts and timings of one discovery, for the curious and the benchmarks.
+/// Counts and timings of one discovery, for the curious, the metrics and the benchmarks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Distinct providers announced under the wanted keys.
-    pub providers: usize,
-    /// Providers with no valid offer in the DHT (announcement only, or withdrawn copies
-    /// replaced by garbage).
-    pub without_offer: usize,
-    /// Time to providers, offers and verification, before measuring round trips.
+    /// Offers that matched the query at the best-informed holder: more than were returned
+    /// means the answer holds the best of them only.
+    pub matching: usize,
+    /// The most providers a holder holds under the destination's key, matching or not.
+    pub held: usize,
+    /// A holder left offers out of its answer to stay within the protocol's size limit.
+    pub truncated: bool,
+    /// `Some(age)` when the answer came from the cache, fetched that long ago.
+    pub cached: Option<Duration>,
+    /// Time to the verified offers, before measuring round trips.
     pub lookup_time: Duration,
-    /// Kademlia requests this node sent for the lookup.
+    /// Requests of the walk (none from the cache).
     pub requests: u64,
+    /// Round trips of the walk, one after another.
+    pub rounds: u32,
+    /// Holders whose answers were merged.
+    pub holders: usize,
+    /// Offers in answers that failed verification.
+    pub invalid_offers: usize,
+    /// Why the walk ended, if there was one.
+    pub ending: Option<Ending>,
     /// Bytes this node sent and received meanwhile (the lookup's, and any background
     /// traffic that overlapped it).
     pub bytes: u64,
+}
+
+impl Stats {
+    /// Whether the answer holds only the best of more offers than it returned.
+    pub fn cut(&self, returned: usize) -> bool {
+        self.matching > returned || self.truncated
+    }
 }
 
 /// Why discovery could not run.
@@ -77,88 +138,48 @@ pub async fn discover(client: &Client, query: &Query) -> Result<Discovery, Disco
     let started = Instant::now();
     let before = client.status().await?;
     // Connections close when idle; peers in the routing table are dialled again by the
-    // lookup itself. Only a node that knows nobody cannot look anything up.
+    // walk itself. Only a node that knows nobody cannot look anything up.
     if before.connected_peers == 0 && before.routing_table_size == 0 {
         return Err(DiscoveryError::NoPeers);
     }
-    let country_code = query.destination.country_code();
-    let lookups = query
-        .kinds
-        .iter()
-        .map(|&kind| client.get_providers(DhtKey::Providers { kind, country_code }));
-    let mut providers: Vec<PeerId> = Vec::new();
-    let mut last_error = None;
-    for result in futures::future::join_all(lookups).await {
-        match result {
-            Ok(found) => providers.extend(found),
-            Err(e) => last_error = Some(e),
-        }
-    }
-    providers.sort();
-    providers.dedup();
-    if providers.is_empty()
-        && let Some(e) = last_error
-    {
-        return Err(e.into());
-    }
-
-    let offers: Vec<SignedOffer> = fetch_offers(client, providers.iter().copied())
-        .await
-        .into_iter()
-        .filter(|o| query.kinds.contains(&o.offer().kind))
-        .collect();
+    let found = client
+        .find_offers(query.offer_query(client.results()), query.cache)
+        .await?;
     let after = client.status().await?;
     let stats = Stats {
-        providers: providers.len(),
-        without_offer: providers.len() - offers.len(),
+        matching: found.matching,
+        held: found.held,
+        truncated: found.truncated,
+        cached: found.cached,
         lookup_time: started.elapsed(),
-        requests: after.query_requests.saturating_sub(before.query_requests),
+        requests: found.walk.requests as u64,
+        rounds: found.walk.rounds,
+        holders: found.walk.holders,
+        invalid_offers: found.walk.invalid_offers,
+        ending: found.ending,
         bytes: after.traffic.since(&before.traffic).total(),
     };
-
     let measurements = if query.measure_rtt {
-        let covering = offers
-            .iter()
-            .filter(|o| o.offer().best_route(&query.destination).is_some());
-        measure_rtts(client, covering).await
+        measure_rtts(client, found.offers.iter()).await
     } else {
         Measurements::new()
     };
     Ok(Discovery {
-        offers,
+        offers: found.offers,
         measurements,
         stats,
     })
 }
 
-/// Step 3: the verified offer of each of `providers` that has one, by provider.
-pub(crate) async fn fetch_offers(
-    client: &Client,
-    providers: impl IntoIterator<Item = PeerId>,
-) -> Vec<SignedOffer> {
-    // Owned peer ids and client clones keep the future `Send` for callers that spawn it.
-    let lookups = providers.into_iter().map(|peer| {
-        let client = client.clone();
-        async move { client.get_offer(peer).await.ok().flatten() }
-    });
-    let mut offers: Vec<SignedOffer> = futures::stream::iter(lookups)
-        .buffer_unordered(CONCURRENT_OFFER_LOOKUPS)
-        .filter_map(std::future::ready)
-        .collect()
-        .await;
-    offers.sort_by_key(SignedOffer::provider);
-    offers
-}
-
-/// Step 5: the round trip to each of `offers`' providers, dialled at the addresses in its
-/// signed offer, all at once; a provider that does not answer within [`RTT_DEADLINE`] has
-/// no measurement.
+/// The round trip to each of `offers`' providers, dialled at the addresses in its
+/// signed offer, all at once; a provider that cannot be dialled or does not answer within
+/// [`RTT_DEADLINE`] is measured unreachable, with why (ranking puts it last).
 pub(crate) async fn measure_rtts<'a>(
     client: &Client,
     offers: impl Iterator<Item = &'a SignedOffer>,
 ) -> Measurements {
     let probes = offers.filter_map(|offer| {
-        let peer = identity::peer_id(&offer.provider())?;
+        let peer: PeerId = identity::peer_id(&offer.provider())?;
         let addresses = offer.offer().addresses.clone();
         Some(async move {
             let rtt = tokio::time::timeout(RTT_DEADLINE, client.measure_rtt(peer, addresses)).await;
@@ -167,9 +188,16 @@ pub(crate) async fn measure_rtts<'a>(
     });
     let mut measurements = Measurements::new();
     for (provider, rtt) in futures::future::join_all(probes).await {
-        if let Ok(Ok(rtt)) = rtt {
-            measurements.insert(provider, Measurement { rtt });
-        }
+        let measurement = match rtt {
+            Ok(Ok(rtt)) => Measurement::Reached { rtt },
+            Ok(Err(e)) => Measurement::Unreachable {
+                reason: e.to_string(),
+            },
+            Err(_) => Measurement::Unreachable {
+                reason: format!("no answer within {} s", RTT_DEADLINE.as_secs_f64()),
+            },
+        };
+        measurements.insert(provider, measurement);
     }
     measurements
 }

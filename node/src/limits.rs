@@ -52,6 +52,10 @@ pub struct LimitsSection {
     pub dht_requests_per_sec: u32,
     /// ...and in a burst. Requests beyond are not answered.
     pub dht_request_burst: u32,
+    /// Offer index requests (lookups and stores) one peer may send per second...
+    pub index_requests_per_sec: u32,
+    /// ...and in a burst. Requests beyond are refused.
+    pub index_request_burst: u32,
     /// Offers this node stores on behalf of one peer (the peer that sent them).
     pub records_per_peer: usize,
     /// Provider records this node stores for one provider.
@@ -86,6 +90,8 @@ impl Default for LimitsSection {
             max_streams_per_connection: 4096,
             dht_requests_per_sec: 200,
             dht_request_burst: 1000,
+            index_requests_per_sec: 100,
+            index_request_burst: 400,
             records_per_peer: 256,
             provider_records_per_peer: 256,
             block_secs: 60,
@@ -132,6 +138,14 @@ impl LimitsSection {
             (
                 "limits.dht_request_burst",
                 u64::from(self.dht_request_burst),
+            ),
+            (
+                "limits.index_requests_per_sec",
+                u64::from(self.index_requests_per_sec),
+            ),
+            (
+                "limits.index_request_burst",
+                u64::from(self.index_request_burst),
             ),
             ("limits.records_per_peer", self.records_per_peer as u64),
             (

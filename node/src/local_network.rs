@@ -11,7 +11,7 @@ use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 
-use crate::config::{DhtSection, GatewayPlan, LimitsSection};
+use crate::config::{DhtSection, DiscoverySection, GatewayPlan, LimitsSection};
 use crate::network::{MemorySecurity, NetworkError, Settings};
 use crate::node::{Node, NodeError, NodeSpec};
 use crate::publisher::PublishError;
@@ -63,8 +63,10 @@ pub fn local_spec(
             bootstrap: bootstrap.into_iter().collect(),
             idle_connection_timeout: Duration::from_secs(60),
             dht: dht.clone(),
+            discovery: DiscoverySection::default(),
             server_mode: true,
             memory_security: MemorySecurity::Noise,
+            memory_links: None,
             limits: LimitsSection::default(),
         },
         gateway,
@@ -83,8 +85,10 @@ pub fn caller_spec(bootstrap: Vec<Multiaddr>, dht: &DhtSection) -> NodeSpec {
             bootstrap,
             idle_connection_timeout: Duration::from_secs(60),
             dht: dht.clone(),
+            discovery: DiscoverySection::default(),
             server_mode: false,
             memory_security: MemorySecurity::Noise,
+            memory_links: None,
             limits: LimitsSection::default(),
         },
         gateway: None,

@@ -54,16 +54,22 @@ const LATENCY_BUCKETS: [f64; 15] = [
 ];
 
 /// The limits of `[limits]` whose refusals are counted, as `limit` labels.
-pub const LIMITS: [&str; 8] = [
+pub const LIMITS: [&str; 9] = [
     "connections",
     "blocked_peer",
     "dht_requests",
+    "index_requests",
     "records_per_peer",
     "providers_per_peer",
     "call_invites",
     "pending_invites",
     "call_frame_size",
 ];
+
+/// Upper bounds of the histograms of requests per lookup.
+const REQUEST_BUCKETS: [f64; 8] = [2.0, 4.0, 8.0, 16.0, 24.0, 32.0, 48.0, 64.0];
+/// Upper bounds of the histograms of round trips per lookup.
+const ROUND_BUCKETS: [f64; 7] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0];
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
@@ -88,6 +94,12 @@ struct OutcomeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
     source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceOutcomeLabels {
+    source: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -149,7 +161,19 @@ struct Inner {
     call_setup_seconds: Histograms<StageLabels>,
     calls_active: Family<RoleLabel, Gauge>,
     receipts_written: Family<ReceiptLabels, Counter>,
+    calls_not_charged: Family<RoleLabel, Counter>,
     call_stream_errors: Family<ErrorLabel, Counter>,
+    index_offers: Gauge,
+    index_bytes: Gauge,
+    index_requests: Family<KindLabel, Counter>,
+    index_stores: Family<OutcomeLabel, Counter>,
+    index_publications: Family<OutcomeLabel, Counter>,
+    index_replicated: Counter,
+    lookups: Family<SourceOutcomeLabels, Counter>,
+    lookup_seconds: Histograms<SourceLabel>,
+    lookup_requests: Histogram,
+    lookup_rounds: Histogram,
+    lookup_invalid_offers: Counter,
 }
 
 /// A node's metrics; clones share them.
@@ -290,12 +314,85 @@ impl Metrics {
             "Receipts stored in the node's database, by role and status",
             receipts_written.clone(),
         );
+        let calls_not_charged = Family::default();
+        r.register(
+            "calls_not_charged",
+            "Answered calls settled at no charge because media never flowed both ways, by role",
+            calls_not_charged.clone(),
+        );
         let call_stream_errors = Family::default();
         r.register(
             "call_stream_errors",
             "Call streams given up: oversized (too_large), truncated, malformed or late \
              frames, invalid invites, streams that did not open with one",
             call_stream_errors.clone(),
+        );
+        let index_offers = Gauge::default();
+        r.register(
+            "index_offers",
+            "Offers this node holds in the offer index for others",
+            index_offers.clone(),
+        );
+        let index_bytes = Gauge::default();
+        r.register(
+            "index_bytes",
+            "Bytes of signed offers this node holds in the offer index",
+            index_bytes.clone(),
+        );
+        let index_requests = Family::default();
+        r.register(
+            "index_requests",
+            "Offer index requests from other peers: find, store, or refused by the rate limit",
+            index_requests.clone(),
+        );
+        let index_stores = Family::default();
+        r.register(
+            "index_stores",
+            "Offers others asked this node to hold: added, replaced, unchanged, or why refused",
+            index_stores.clone(),
+        );
+        let index_publications = Family::default();
+        r.register(
+            "index_publications",
+            "This gateway's offer at each holder of its keys: stored, unreachable, or why refused",
+            index_publications.clone(),
+        );
+        let index_replicated = Counter::default();
+        r.register(
+            "index_replicated_offers",
+            "Offers this node handed to a new peer now among the closest to their key",
+            index_replicated.clone(),
+        );
+        let lookups = Family::default();
+        r.register(
+            "discovery_lookups",
+            "Offer lookups, by source (network or cache) and outcome (found or empty)",
+            lookups.clone(),
+        );
+        let lookup_seconds: Histograms<SourceLabel> =
+            Family::new_with_constructor(latency_histogram);
+        r.register(
+            "discovery_lookup_seconds",
+            "How long offer lookups took, by source",
+            lookup_seconds.clone(),
+        );
+        let lookup_requests = Histogram::new(REQUEST_BUCKETS);
+        r.register(
+            "discovery_lookup_requests",
+            "Requests one walk of the offer index sent",
+            lookup_requests.clone(),
+        );
+        let lookup_rounds = Histogram::new(ROUND_BUCKETS);
+        r.register(
+            "discovery_lookup_rounds",
+            "Round trips one walk of the offer index took, one after another",
+            lookup_rounds.clone(),
+        );
+        let lookup_invalid_offers = Counter::default();
+        r.register(
+            "discovery_invalid_offers",
+            "Offers in holders' answers that failed verification (forged, tampered, expired)",
+            lookup_invalid_offers.clone(),
         );
         // Series a dashboard watches from the start show 0 rather than nothing.
         for limit in LIMITS {
@@ -326,7 +423,19 @@ impl Metrics {
                 call_setup_seconds,
                 calls_active,
                 receipts_written,
+                calls_not_charged,
                 call_stream_errors,
+                index_offers,
+                index_bytes,
+                index_requests,
+                index_stores,
+                index_publications,
+                index_replicated,
+                lookups,
+                lookup_seconds,
+                lookup_requests,
+                lookup_rounds,
+                lookup_invalid_offers,
             }),
         }
     }
@@ -451,6 +560,76 @@ impl Metrics {
         self.inner
             .call_stream_errors
             .get_or_create(&ErrorLabel { error })
+            .inc();
+    }
+
+    pub(crate) fn set_index(&self, offers: usize, bytes: usize) {
+        self.inner.index_offers.set(gauge(offers));
+        self.inner.index_bytes.set(gauge(bytes));
+    }
+
+    /// A request of another peer to the offer index: `find`, `store` or `refused`.
+    pub(crate) fn index_request(&self, kind: &'static str) {
+        self.inner
+            .index_requests
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    /// What became of an offer another peer asked this node to hold.
+    pub(crate) fn index_store(&self, outcome: &'static str) {
+        self.inner
+            .index_stores
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// What became of this gateway's offer at one holder.
+    pub(crate) fn index_publication(&self, outcome: &'static str) {
+        self.inner
+            .index_publications
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// Offers handed to a new peer among the closest to their key.
+    pub(crate) fn index_replication(&self, offers: usize) {
+        self.inner.index_replicated.inc_by(offers as u64);
+    }
+
+    /// A lookup answered from `source` (`network` or `cache`).
+    pub(crate) fn lookup(&self, source: &'static str, found: bool, took: Duration) {
+        let outcome = if found { "found" } else { "empty" };
+        self.inner
+            .lookups
+            .get_or_create(&SourceOutcomeLabels { source, outcome })
+            .inc();
+        self.inner
+            .lookup_seconds
+            .get_or_create(&SourceLabel { source })
+            .observe(took.as_secs_f64());
+    }
+
+    /// What one walk of the offer index cost.
+    pub(crate) fn walk(&self, stats: &interlink_protocol::discovery::walk::WalkStats) {
+        self.inner.lookup_requests.observe(stats.requests as f64);
+        self.inner.lookup_rounds.observe(f64::from(stats.rounds));
+        self.inner
+            .lookup_invalid_offers
+            .inc_by(stats.invalid_offers as u64);
+        self.inner
+            .offers_validated
+            .get_or_create(&SourceLabel { source: "lookup" })
+            .inc_by(stats.verified_offers as u64);
+    }
+
+    /// An answered call got a receipt at no charge: media never flowed both ways.
+    pub(crate) fn call_not_charged(&self, role: Role) {
+        self.inner
+            .calls_not_charged
+            .get_or_create(&RoleLabel {
+                role: role_label(role),
+            })
             .inc();
     }
 

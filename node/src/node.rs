@@ -171,6 +171,7 @@ impl Node {
                 plan,
                 capabilities,
                 addresses.clone(),
+                store.clone(),
             );
             let context = BridgeContext {
                 key: secret.clone(),
@@ -189,6 +190,7 @@ impl Node {
                 plan,
                 capabilities,
                 addresses,
+                store.clone(),
             );
             let context = GatewayContext {
                 key: secret.clone(),

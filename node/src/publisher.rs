@@ -1,24 +1,35 @@
-//! Publishing a gateway's offer: sign, store, announce, republish, withdraw.
+//! Publishing a gateway's offer: sign, store, index, republish, withdraw.
 //!
-//! The publisher is a task with the node's signing key. It publishes the offer under the
-//! provider's value key and announces the node under one providers key per (service kind,
-//! country code) its routes cover. It republishes at half the offer's lifetime, each time
-//! with a higher `seq` (nodes refuse an unchanged record as stale), and sooner after a
-//! failure. A price change ([`Publisher::set_routes`]) republishes at once. On shutdown
+//! The publisher is a task with the node's signing key. It stores the offer under the
+//! provider's value key (where a caller that knows the gateway finds it) and in the offer
+//! index, at the nodes closest to the key of every country its routes lie in (or of its
+//! region, for a conference bridge), where callers find it by destination. It republishes
+//! at half the offer's lifetime, each time with a higher `seq` (nodes refuse an unchanged
+//! record as stale), and sooner after a failure. A price change
+//! ([`Publisher::set_routes`]) republishes at once, also under the keys the new price list
+//! left, so that the holders there replace the old offer. On shutdown
 //! [`Publisher::withdraw`] publishes a signed withdrawal, which replaces the offer
-//! everywhere it is stored.
+//! everywhere it is stored. A holder that refuses the offer says why; the publisher logs
+//! it and counts it (`interlink_index_publications_total`).
 //!
-//! The first `seq` is the Unix time in milliseconds, so a restarted node outranks what it
-//! published before it stopped without keeping state on disk.
+//! The first `seq` is the Unix time in milliseconds at start, or one above the last this
+//! gateway published if that is higher, and each next one is one more: the last is kept
+//! in the node's database
+//! ([`Store::next_offer_seq`]) and committed before the offer is signed, so a gateway that
+//! restarts with its clock moved back (say, corrected by NTP) still outranks what it
+//! published before. A holder that refuses an offer as stale names the `seq` it holds; if
+//! that is ours and higher (a database lost, a clock that ran fast), the publisher
+//! republishes above it at once, and says so.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use interlink_protocol::conference::Region;
+use interlink_protocol::discovery::IndexKey;
+use interlink_protocol::discovery::wire::StoreRefusal;
 use interlink_protocol::offer::{
     MAX_ADDRESSES, OFFER_FORMAT_VERSION, OfferStatus, Route, ServiceOffer,
 };
-use interlink_protocol::{DhtKey, OfferError, SecretKey, SignedOffer, UnixTime};
+use interlink_protocol::{OfferError, SecretKey, SignedOffer, UnixTime};
 use libp2p::Multiaddr;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -26,18 +37,24 @@ use tokio::task::JoinHandle;
 use crate::clock::{unix_millis, unix_now};
 use crate::config::GatewayPlan;
 use crate::network::{Client, NetworkError};
+use crate::store::Store;
 use interlink_gateway_plugin::Capabilities;
 
 /// How long to wait before retrying a publication no peer acknowledged.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
 /// Deadline for storing and announcing one offer.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
+/// How far ahead of this node's clock a holder's claim of the `seq` it holds may lie and
+/// still be believed (a `seq` is a time in milliseconds): a dishonest holder cannot push
+/// this gateway's `seq`s further ahead than that.
+const MAX_SEQ_AHEAD_MS: u64 = 24 * 3600 * 1000;
 
 /// The outcome of the latest publication.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
     pub offer: SignedOffer,
-    /// Whether at least one other node acknowledged the offer and the announcements.
+    /// Whether at least one other node stored the offer under its value key and under
+    /// each of its index keys.
     pub replicated: bool,
 }
 
@@ -80,6 +97,7 @@ impl Publisher {
         plan: GatewayPlan,
         capabilities: Capabilities,
         addresses: Vec<Multiaddr>,
+        store: Store,
     ) -> Publisher {
         let (requests_tx, requests_rx) = mpsc::channel(8);
         let (published_tx, published_rx) = watch::channel(None);
@@ -90,8 +108,9 @@ impl Publisher {
             plan,
             capabilities,
             addresses,
-            seq: unix_millis(),
-            announced: BTreeSet::new(),
+            store,
+            seq: 0,
+            indexed: BTreeSet::new(),
             published: published_tx,
         };
         let task = tokio::spawn(state.run(requests_rx));
@@ -125,14 +144,21 @@ impl Publisher {
         result.clone().ok_or(PublishError::Stopped)
     }
 
-    /// Replaces the price list and republishes at once with a higher `seq`.
-    pub async fn set_routes(&self, routes: Vec<Route>) -> Result<Published, PublishError> {
-        let (reply, response) = oneshot::channel();
-        self.requests
-            .send(Request::SetRoutes { routes, reply })
-            .await
-            .map_err(|_| PublishError::Stopped)?;
-        response.await.map_err(|_| PublishError::Stopped)?
+    /// Replaces the price list and republishes at once with a higher `seq`. The future
+    /// does not borrow the publisher, so it can be spawned.
+    pub fn set_routes(
+        &self,
+        routes: Vec<Route>,
+    ) -> impl Future<Output = Result<Published, PublishError>> + Send + 'static {
+        let requests = self.requests.clone();
+        async move {
+            let (reply, response) = oneshot::channel();
+            requests
+                .send(Request::SetRoutes { routes, reply })
+                .await
+                .map_err(|_| PublishError::Stopped)?;
+            response.await.map_err(|_| PublishError::Stopped)?
+        }
     }
 
     /// Stops without withdrawing: the published offer stays until it expires.
@@ -159,8 +185,11 @@ struct State {
     plan: GatewayPlan,
     capabilities: Capabilities,
     addresses: Vec<Multiaddr>,
+    store: Store,
+    /// The `seq` of the last offer signed.
     seq: u64,
-    announced: BTreeSet<DhtKey>,
+    /// The index keys the last offer went to.
+    indexed: BTreeSet<IndexKey>,
     published: watch::Sender<Option<Published>>,
 }
 
@@ -170,20 +199,17 @@ impl State {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(next) => {
-                    self.seq += 1;
                     next = self.publish_logged(OfferStatus::Available).await;
                 }
                 request = requests.recv() => match request {
                     Some(Request::SetRoutes { routes, reply }) => {
                         self.plan.routes = routes;
-                        self.seq += 1;
-                        let result = self.publish(OfferStatus::Available).await;
+                        let result = self.publish_above_holders(OfferStatus::Available).await;
                         next = self.next_republish(&result);
                         let _ = reply.send(result);
                     }
                     Some(Request::Withdraw { reply }) => {
-                        self.seq += 1;
-                        let _ = reply.send(self.publish(OfferStatus::Withdrawn).await);
+                        let _ = reply.send(self.publish_above_holders(OfferStatus::Withdrawn).await);
                         return;
                     }
                     None => return,
@@ -193,7 +219,7 @@ impl State {
     }
 
     async fn publish_logged(&mut self, status: OfferStatus) -> Duration {
-        let result = self.publish(status).await;
+        let result = self.publish_above_holders(status).await;
         if let Err(e) = &result {
             tracing::warn!(error = %e, "publishing the offer failed; retrying in {}s", RETRY_AFTER_FAILURE.as_secs());
         }
@@ -233,43 +259,107 @@ impl State {
         }
     }
 
-    /// Signs and stores the offer, then brings the provider announcements in line with it.
-    async fn publish(&mut self, status: OfferStatus) -> Result<Published, PublishError> {
-        let offer = SignedOffer::sign(self.offer(status, unix_now()), &self.key)?;
-        let mut wanted: BTreeSet<DhtKey> = offer
-            .offer()
-            .country_codes()
-            .into_iter()
-            .map(|country_code| DhtKey::Providers {
-                kind: offer.offer().kind,
-                country_code,
-            })
-            .collect();
-        // Conference bridges are found by region rather than by destination.
-        if offer.offer().conference.is_some()
-            && let Ok(region) = Region::new(&offer.offer().region)
-        {
-            wanted.insert(DhtKey::RegionProviders {
-                kind: offer.offer().kind,
-                region,
-            });
-        }
-        // The offer and the announcements go to different nodes and do not wait for each
-        // other: a lookup that meets the announcement first just finds no offer yet.
-        let work = async {
-            for stale in self.announced.difference(&wanted) {
-                self.client.stop_providing(*stale).await;
-            }
-            let announce = futures::future::join_all(
-                wanted.iter().map(|key| self.client.start_providing(*key)),
-            );
-            tokio::join!(self.client.put_offer(offer.clone()), announce)
+    /// Publishes with the next `seq`; if holders refused it as older than one of ours they
+    /// hold, publishes once more above that.
+    async fn publish_above_holders(
+        &mut self,
+        status: OfferStatus,
+    ) -> Result<Published, PublishError> {
+        let (published, held) = self.publish(status).await?;
+        let Some(held) = held else {
+            return Ok(published);
         };
-        let (stored, announcements) = tokio::time::timeout(PUBLISH_DEADLINE, work)
+        tracing::warn!(
+            seq = self.seq,
+            held_seq = held,
+            "holders hold an offer of ours with a higher seq (a clock that ran fast, or a lost database); publishing above it"
+        );
+        self.seq = self.seq.max(held);
+        Ok(self.publish(status).await?.0)
+    }
+
+    /// The `seq` for the next offer: at start the clock's milliseconds, then the next
+    /// number; always above every `seq` this gateway signed, kept in its database first.
+    async fn next_seq(&mut self) {
+        let at_least = if self.seq == 0 {
+            unix_millis()
+        } else {
+            self.seq.saturating_add(1)
+        };
+        self.seq = match self
+            .store
+            .next_offer_seq(self.key.provider_id(), at_least)
+            .await
+        {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot keep the offer's seq in the database; a restart with the clock moved back may sign a stale one");
+                at_least
+            }
+        };
+    }
+
+    /// Signs the offer with the next `seq` and stores it under its value key and its index
+    /// keys, and under the index keys of the previous offer it no longer covers. Also
+    /// returns the highest `seq` of ours that a holder said it holds above this one, if any.
+    async fn publish(
+        &mut self,
+        status: OfferStatus,
+    ) -> Result<(Published, Option<u64>), PublishError> {
+        self.next_seq().await;
+        let offer = SignedOffer::sign(self.offer(status, unix_now()), &self.key)?;
+        let wanted = IndexKey::of_offer(offer.offer());
+        let keys: BTreeSet<IndexKey> = wanted.union(&self.indexed).copied().collect();
+        let work = async {
+            let index = futures::future::join_all(
+                keys.iter()
+                    .map(|key| self.client.index_offer(offer.clone(), *key)),
+            );
+            tokio::join!(self.client.put_offer(offer.clone()), index)
+        };
+        let (stored, indexed) = tokio::time::timeout(PUBLISH_DEADLINE, work)
             .await
             .map_err(|_| NetworkError::Timeout)?;
-        self.announced = wanted;
-        let replicated = stored.is_ok() && announcements.iter().all(Result::is_ok);
+        let mut replicated = stored.is_ok();
+        let believable = unix_millis().saturating_add(MAX_SEQ_AHEAD_MS);
+        let mut held_above = None;
+        for (key, outcome) in keys.iter().zip(&indexed) {
+            match outcome {
+                Ok(indexed) => {
+                    for (peer, refusal) in &indexed.refused {
+                        tracing::warn!(%key, %peer, reason = %refusal, "a holder refused the offer");
+                        if let StoreRefusal::Stale { held_seq } = refusal
+                            && *held_seq >= offer.seq()
+                            && *held_seq <= believable
+                        {
+                            held_above = held_above.max(Some(*held_seq));
+                        }
+                    }
+                    if indexed.stored == 0 && wanted.contains(key) {
+                        tracing::warn!(
+                            %key,
+                            refused = indexed.refused.len(),
+                            unreachable = indexed.unreachable,
+                            "no holder stored the offer under this key"
+                        );
+                        replicated = false;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "indexing the offer failed");
+                    replicated &= !wanted.contains(key);
+                }
+            }
+        }
+        // Keys the offer left keep being sent its successors until one reached them.
+        self.indexed = keys
+            .iter()
+            .zip(&indexed)
+            .filter(|(key, outcome)| {
+                wanted.contains(key) || !outcome.as_ref().is_ok_and(|i| i.stored > 0)
+            })
+            .map(|(key, _)| *key)
+            .collect();
         match (&stored, status) {
             (Ok(_), OfferStatus::Available) => {
                 tracing::info!(
@@ -287,6 +377,6 @@ impl State {
         let published = Published { offer, replicated };
         self.published.send_replace(Some(published.clone()));
         stored?;
-        Ok(published)
+        Ok((published, held_above))
     }
 }

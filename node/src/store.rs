@@ -77,6 +77,10 @@ CREATE TABLE IF NOT EXISTS calls (
     ending         TEXT,
     PRIMARY KEY (call_id, role)
 );
+CREATE TABLE IF NOT EXISTS offer_seq (
+    provider       TEXT    PRIMARY KEY,
+    last_seq       INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS room_receipts (
     room_id        TEXT    NOT NULL,
     role           TEXT    NOT NULL CHECK (role IN ('organiser', 'bridge')),
@@ -373,6 +377,38 @@ impl Store {
         .await
     }
 
+    /// The `seq` for `provider`'s next offer, at least `at_least` and above every `seq`
+    /// this database has handed out for it, committed before it returns: a gateway that
+    /// restarts, even with its clock moved back, never signs a `seq` below one it
+    /// published, which holders would refuse as stale.
+    pub async fn next_offer_seq(
+        &self,
+        provider: ProviderId,
+        at_least: u64,
+    ) -> Result<u64, StoreError> {
+        self.with(move |connection| {
+            let transaction = connection.transaction()?;
+            let last: Option<i64> = transaction
+                .query_row(
+                    "SELECT last_seq FROM offer_seq WHERE provider = ?1",
+                    params![provider.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let after_last =
+                last.map_or(0, |last| u64::try_from(last).unwrap_or(0).saturating_add(1));
+            let seq = at_least.max(after_last).min(i64::MAX as u64);
+            transaction.execute(
+                "INSERT INTO offer_seq (provider, last_seq) VALUES (?1, ?2)
+                 ON CONFLICT (provider) DO UPDATE SET last_seq = excluded.last_seq",
+                params![provider.to_string(), to_i64(seq)],
+            )?;
+            transaction.commit()?;
+            Ok(seq)
+        })
+        .await
+    }
+
     /// Marks the calls of `role` that were still open as [`INTERRUPTED`]: for a node that
     /// starts again after stopping during calls. Returns how many there were.
     pub async fn close_interrupted_calls(&self, role: Role) -> Result<usize, StoreError> {
@@ -568,6 +604,29 @@ mod tests {
             sent_at: Timestamp(0),
         };
         UsageReceipt::for_call(&invite, Timestamp(1_000), Timestamp(31_000))
+    }
+
+    #[tokio::test]
+    async fn offer_seqs_only_go_up_across_reopening_and_clock_steps() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let provider = SecretKey::from_seed(&[7; 32]).provider_id();
+        let other = SecretKey::from_seed(&[8; 32]).provider_id();
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let first = store.next_offer_seq(provider, 1_000_180_000).await;
+        assert_eq!(first.ok(), Some(1_000_180_000));
+        drop(store);
+        // Restarted with the clock three minutes back: still above what was published.
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            store.next_offer_seq(provider, 1_000_000_000).await.ok(),
+            Some(1_000_180_001)
+        );
+        // Once the clock passes it, the clock leads again; each provider on its own.
+        assert_eq!(
+            store.next_offer_seq(provider, 1_000_200_000).await.ok(),
+            Some(1_000_200_000)
+        );
+        assert_eq!(store.next_offer_seq(other, 5).await.ok(), Some(5));
     }
 
     #[tokio::test]

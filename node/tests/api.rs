@@ -8,7 +8,8 @@
 //!   media both ways, the state and running cost, hang-up on every leg, a settled receipt,
 //!   an empty call list;
 //! - failover from a busy gateway, then a hang-up while ringing that tries nobody else;
-//! - a page that went away and a browser that never reports media: both calls end;
+//! - a page that went away and a browser that never reports media: both calls end, the
+//!   silent one settled at no charge on both sides;
 //! - `wait_for_answer` and the limit on calls at once;
 //! - stopping the API hangs up the calls in progress, receipts and all;
 //! - a node whose idle connections all closed still finds gateways.
@@ -513,6 +514,40 @@ fn calls_end_when_the_page_goes_away_or_never_reports_media() {
         "{}",
         ended.data
     );
+    // Answered but silent: settled at no charge, with the cause, and both sides agree.
+    let receipt = &ended.data["receipt"];
+    assert_eq!(receipt["status"], "settled", "{}", ended.data);
+    assert_eq!(receipt["not_charged"], "no media in time", "{}", ended.data);
+    assert_eq!(
+        (
+            receipt["billed_seconds"].as_u64(),
+            receipt["amount_minor"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{}",
+        ended.data
+    );
+    let (caller_rows, gateway_rows) = world.runtime.block_on(async {
+        let caller = world.caller.as_ref().unwrap().store().receipts().await;
+        let gateway = &world.network.as_ref().unwrap().gateways[0];
+        let gateway_rows = support::wait_for("the gateway's two receipts", DEADLINE, || async {
+            let rows = gateway.store().receipts().await.unwrap();
+            (rows.len() == 2).then_some(rows)
+        })
+        .await;
+        (caller.unwrap(), gateway_rows)
+    });
+    let silent = |rows: &[interlink_node::store::ReceiptRow]| {
+        let row = rows.iter().find(|r| r.amount_minor == 0).cloned();
+        row.unwrap_or_else(|| panic!("no receipt at no charge in {rows:?}"))
+    };
+    let (at_caller, at_gateway) = (silent(&caller_rows), silent(&gateway_rows));
+    assert_eq!(
+        (at_caller.status.as_str(), at_gateway.status.as_str()),
+        ("settled", "settled")
+    );
+    assert_eq!(at_caller.billed_seconds, 0);
+    assert_eq!(at_caller.signed_bytes_hex, at_gateway.signed_bytes_hex);
     wait_no_calls(api);
     world.runtime.block_on(tone.close());
 }

@@ -1,5 +1,5 @@
 //! Malformed, truncated and oversized frames on the call stream of a gateway on 127.0.0.1,
-//! from a peer that opens `/interlink/call/1` streams and writes bytes of its choosing:
+//! from a peer that opens `/interlink/call/2` streams and writes bytes of its choosing:
 //! each stream is closed with the error named in the gateway's metrics, and a normal call
 //! goes through afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -246,14 +246,21 @@ async fn garbage_in_an_answered_call_ends_it_with_a_receipt_the_caller_never_sig
         .ok();
     tone.close().await;
 
-    let text = wait_for("the gateway's receipt", DEADLINE, || async {
-        let (_, _, text) = scrape(&metrics.url()).await;
-        (count(
-            &text,
-            "interlink_receipts_written_total{role=\"gateway\",status=\"unacknowledged\"}",
-        ) == 1.0)
-            .then_some(text)
-    })
+    // The gateway writes the receipt, then completes the call's record and only then
+    // counts the call as over: wait for both.
+    let text = wait_for(
+        "the gateway's receipt and the call's end",
+        DEADLINE,
+        || async {
+            let (_, _, text) = scrape(&metrics.url()).await;
+            (count(
+                &text,
+                "interlink_receipts_written_total{role=\"gateway\",status=\"unacknowledged\"}",
+            ) == 1.0
+                && count(&text, "interlink_calls_active{role=\"gateway\"}") == 0.0)
+                .then_some(text)
+        },
+    )
     .await;
     assert_eq!(
         count(

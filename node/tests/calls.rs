@@ -20,9 +20,10 @@ use interlink_node::node::Node;
 use interlink_protocol::call::{
     Frame, GatewayCall, ReceiptDispute, SignedInvite, SignedReceipt, Timers,
 };
+use interlink_protocol::discovery::IndexKey;
 use interlink_protocol::offer::{OFFER_FORMAT_VERSION, OfferStatus, ServiceOffer};
 use interlink_protocol::ranking::{Policy, PolicyKind};
-use interlink_protocol::{DhtKey, Money, ServiceKind, SignedOffer};
+use interlink_protocol::{Money, ServiceKind, SignedOffer};
 use libp2p::identity::Keypair;
 use support::{plan, route, uk_mobile, wait_for};
 
@@ -340,12 +341,12 @@ async fn run_overcharging_gateway(node: &Node, refusals: Arc<Mutex<Vec<ReceiptDi
         conference: None,
     };
     let offer = SignedOffer::sign(offer, &key).unwrap();
-    client.put_offer(offer).await.unwrap();
-    let key_44 = DhtKey::Providers {
-        kind: ServiceKind::WEBRTC_TO_PSTN,
-        country_code: uk_mobile().country_code(),
-    };
-    client.start_providing(key_44).await.unwrap();
+    client.put_offer(offer.clone()).await.unwrap();
+    let indexed = client
+        .index_offer(offer, IndexKey::of_number(&uk_mobile()))
+        .await
+        .unwrap();
+    assert!(indexed.stored > 0, "{indexed:?}");
 
     let mut incoming = client.streams().accept(CALL_PROTOCOL).unwrap();
     tokio::spawn(async move {
@@ -362,6 +363,9 @@ async fn run_overcharging_gateway(node: &Node, refusals: Arc<Mutex<Vec<ReceiptDi
         let mut call = GatewayCall::new(invite, key.clone(), Timers::default());
         call.admit(clock::now());
         call.answered(answer, clock::now());
+        // Its leg echoes whatever comes: it counts the caller's media as arriving (the
+        // caller's `MediaReceived` then makes the call chargeable).
+        call.media_started(clock::now());
         let echo = tokio::spawn(async move {
             while let Some(packet) = leg.recv().await {
                 let _ = leg.send(&packet).await;

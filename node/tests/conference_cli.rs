@@ -8,12 +8,12 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::node_process::{NodeProcess, init_node, network_section, start_bootstrap};
+use support::node_process::{self, NodeProcess, init_node, network_section, start_bootstrap};
 
 const BIN: &str = env!("CARGO_BIN_EXE_interlink");
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -69,17 +69,12 @@ fn join(config: &Path, token: &str, tone: &str) -> Child {
 }
 
 fn list(config: &Path) -> Vec<Value> {
-    let output: Output = Command::new(BIN)
-        .args(["conference", "list", "--json", "--config"])
-        .arg(config)
-        .output()
-        .expect("list");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let rows = node_process::json_output(
+        Command::new(BIN)
+            .args(["conference", "list", "--json", "--config"])
+            .arg(config),
     );
-    serde_json::from_slice(&output.stdout).unwrap()
+    serde_json::from_value(rows).unwrap()
 }
 
 #[test]

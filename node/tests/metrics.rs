@@ -108,13 +108,14 @@ async fn a_scrape_after_a_call_shows_its_outcome_failover_receipts_and_offers() 
     assert!(
         count(
             &text,
-            "interlink_dht_queries_total{kind=\"get_providers\",outcome=\"ok\"}"
+            "interlink_discovery_lookups_total{source=\"network\",outcome=\"found\"}"
         ) >= 1.0
     );
+    assert!(count(&text, "interlink_discovery_lookup_requests_count") >= 1.0);
     assert!(
         count(
             &text,
-            "interlink_dht_query_seconds_count{kind=\"get_providers\"}"
+            "interlink_discovery_lookup_seconds_count{source=\"network\"}"
         ) >= 1.0
     );
     assert!(count(&text, "interlink_peers_connected") >= 1.0);

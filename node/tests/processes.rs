@@ -164,6 +164,83 @@ fn five_node_processes_from_config_files_serve_gateways_json() {
     drop(boot);
 }
 
+/// A gateway whose clock ran three minutes fast (under `faketime`) publishes, withdraws
+/// on a clean stop, and starts again with the right time: its offer is visible again at
+/// once, because its `seq` never goes below one it published (holders would refuse it as
+/// stale, and the withdrawal would hide it until its offers caught up with the clock).
+#[test]
+fn a_gateway_restarted_with_its_clock_moved_back_is_visible_again_at_once() {
+    // libfaketime for a multi-threaded program, wherever the architecture puts it.
+    let Some(libfaketime) = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|path| path.exists())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "libfaketime is missing: scripts/test.sh installs it (Debian package faketime)"
+        );
+        eprintln!("skipped: libfaketime is not installed (Debian package faketime)");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let (boot, bootstrap) = start_bootstrap(root.path());
+    let config = init_node(
+        &root.path().join("gateway"),
+        &(network_section(Some(&bootstrap))
+            + &gateway_section("Fast Clock", &[("+44", "0.02")], 4.0)),
+    );
+    let now_ms = || {
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+
+    // Only the wall clock is off: monotonic time (timers, timeouts) stays real.
+    let fast = NodeProcess::start_with_env(
+        "fast clock",
+        &config,
+        &[
+            ("LD_PRELOAD", libfaketime.to_str().unwrap()),
+            ("FAKETIME", "+180s"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let published = fast.wait_log("offer published");
+    assert_eq!(published["replicated"], true, "{published}");
+    let fast_seq = published["seq"].as_u64().unwrap();
+    assert!(
+        fast_seq > now_ms() + 120_000,
+        "the gateway's clock did not run fast: seq {fast_seq}"
+    );
+    let (_, rows) = gateways_json(&bootstrap, "+447700900123");
+    assert_eq!(names(&rows), ["Fast Clock"]);
+    assert!(fast.terminate().success());
+    let (_, rows) = gateways_json(&bootstrap, "+447700900123");
+    assert!(rows.is_empty(), "withdrawn: {rows:?}");
+
+    // The clock corrected, the same data directory: published above the withdrawal.
+    let corrected = NodeProcess::start("corrected clock", &config);
+    let published = corrected.wait_log("offer published");
+    assert_eq!(published["replicated"], true, "{published}");
+    assert!(published["seq"].as_u64().unwrap() > fast_seq, "{published}");
+    let (output, rows) = gateways_json(&bootstrap, "+447700900123");
+    assert_eq!(
+        names(&rows),
+        ["Fast Clock"],
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    drop(corrected);
+    drop(boot);
+}
+
 #[test]
 fn exit_statuses_tell_scripts_what_went_wrong() {
     let root = tempfile::tempdir().unwrap();
@@ -413,41 +490,63 @@ fn echo_gateway_config(
     config
 }
 
-#[test]
-fn a_gateway_killed_while_ringing_fails_over_to_the_next_within_the_deadline() {
-    let root = tempfile::tempdir().unwrap();
-    let (boot, bootstrap) = start_bootstrap(root.path());
-    // The cheap gateway rings for a long time; it is the one the caller tries first.
-    let doomed = NodeProcess::start(
-        "Doomed",
-        &echo_gateway_config(
-            &root.path().join("doomed"),
-            &bootstrap,
-            "Doomed",
-            "0.01",
-            20_000,
-        ),
-    );
-    let steady = NodeProcess::start(
-        "Steady",
-        &echo_gateway_config(
-            &root.path().join("steady"),
-            &bootstrap,
-            "Steady",
-            "0.02",
-            100,
-        ),
-    );
-    for gateway in [&doomed, &steady] {
-        assert_eq!(gateway.wait_log("offer published")["replicated"], true);
-    }
-
-    let alice = root.path().join("alice");
+/// `interlink init` of a caller's home at `dir`.
+fn init_home(dir: &Path) {
     assert!(
-        interlink(&["init", "--dir", alice.to_str().unwrap()])
+        interlink(&["init", "--dir", dir.to_str().unwrap()])
             .status
             .success()
     );
+}
+
+/// A bootstrap node; a cheap gateway named `slow` that rings for 20 s (the one a caller
+/// with the cheapest policy tries first); Steady, dearer, answering at once; both
+/// published; and a caller's home, Alice's.
+struct TwoGateways {
+    root: tempfile::TempDir,
+    boot: NodeProcess,
+    bootstrap: String,
+    slow: NodeProcess,
+    steady: NodeProcess,
+    alice: PathBuf,
+}
+
+fn two_gateways(slow: &str) -> TwoGateways {
+    let root = tempfile::tempdir().unwrap();
+    let (boot, bootstrap) = start_bootstrap(root.path());
+    let gateway = |name: &str, price: &str, ring_ms: u64| {
+        let dir = root.path().join(name.to_lowercase());
+        let config = echo_gateway_config(&dir, &bootstrap, name, price, ring_ms);
+        NodeProcess::start(name, &config)
+    };
+    let slow = gateway(slow, "0.01", 20_000);
+    let steady = gateway("Steady", "0.02", 100);
+    for gateway in [&slow, &steady] {
+        assert_eq!(gateway.wait_log("offer published")["replicated"], true);
+    }
+    let alice = root.path().join("alice");
+    init_home(&alice);
+    TwoGateways {
+        root,
+        boot,
+        bootstrap,
+        slow,
+        steady,
+        alice,
+    }
+}
+
+#[test]
+fn a_gateway_killed_while_ringing_fails_over_to_the_next_within_the_deadline() {
+    // The cheap gateway rings for a long time; it is the one the caller tries first.
+    let TwoGateways {
+        root: _root,
+        boot,
+        bootstrap,
+        slow: doomed,
+        steady,
+        alice,
+    } = two_gateways("Doomed");
     let started = Instant::now();
     let mut call = Command::new(BIN)
         .args([
@@ -536,7 +635,184 @@ fn a_gateway_killed_while_ringing_fails_over_to_the_next_within_the_deadline() {
         "{row}"
     );
     assert!(row.contains(",+447700900123,+44,"), "{row}");
+
+    // The dead gateway's offer is still in the index (it could not withdraw it), but it
+    // cannot be reached: the cheapest policy ranks it last, and says why.
+    let output = interlink(&[
+        "gateways",
+        "--bootstrap",
+        &bootstrap,
+        "--json",
+        "--policy",
+        "cheapest",
+        "+447700900123",
+    ]);
+    let rows: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    assert_eq!(
+        names(&rows),
+        ["Steady", "Doomed"],
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        rows[1]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("could not be reached")),
+        "{}",
+        rows[1]
+    );
     drop((steady, boot));
+}
+
+/// A gateway that hangs while ringing (SIGSTOP: its connections stay open and nothing
+/// closes them, as when a host freezes or a path dies) stops sending keep-alives: the
+/// caller gives it up after `calls.silence_ms` and the next gateway answers.
+#[test]
+fn a_gateway_that_hangs_while_ringing_is_given_up_after_its_silence() {
+    let TwoGateways {
+        root: _root,
+        boot,
+        bootstrap,
+        slow: frozen,
+        steady,
+        alice,
+    } = two_gateways("Frozen");
+    let mut call = Command::new(BIN)
+        .args(["call", "--bootstrap", &bootstrap, "--media-ip", "127.0.0.1"])
+        .args([
+            "--policy",
+            "cheapest",
+            "--duration",
+            "1",
+            "--json",
+            "+447700900123",
+        ])
+        .env("INTERLINK_HOME", &alice)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_progress(&mut call, "ringing via Frozen");
+    frozen.signal("STOP");
+    let output = call.wait_with_output().unwrap();
+    assert!(output.status.success(), "exit {}", output.status);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["gateway"], "Steady", "{report}");
+    assert_eq!(report["failovers"][0]["gateway"], "Frozen", "{report}");
+    assert_eq!(
+        report["failovers"][0]["outcome"], "the gateway fell silent while ringing",
+        "{report}"
+    );
+    assert_eq!(report["receipt"]["status"], "settled", "{report}");
+    drop((frozen, steady, boot));
+}
+
+/// `interlink call` to Bob through the one gateway, held long, with `home` as its home.
+fn long_call(bootstrap: &str, home: &Path) -> std::process::Child {
+    Command::new(BIN)
+        .args(["call", "--bootstrap", bootstrap, "--media-ip", "127.0.0.1"])
+        .args(["--duration", "600", "--json", "+447700900123"])
+        .env("INTERLINK_HOME", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads `child`'s progress on stderr until a line contains `what`; the rest is drained
+/// in the background so the child never blocks on a full pipe.
+fn wait_progress(child: &mut std::process::Child, what: &str) {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let found = line.contains(what);
+        seen.push(line);
+        if found {
+            std::thread::spawn(move || lines.for_each(drop));
+            return;
+        }
+    }
+    panic!("the call ended before {what:?}: {seen:?}");
+}
+
+/// The receipts `interlink receipts --json` lists for the node at `home`.
+fn receipts_at(home: &Path) -> Vec<Value> {
+    let rows = node_process::json_output(
+        Command::new(BIN)
+            .args(["receipts", "--json"])
+            .env("INTERLINK_HOME", home),
+    );
+    serde_json::from_value(rows).unwrap()
+}
+
+#[test]
+fn ctrl_c_during_an_answered_call_settles_it_on_both_sides_and_twice_exits_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let (boot, bootstrap) = start_bootstrap(root.path());
+    let gateway_home = root.path().join("echo");
+    let gateway = NodeProcess::start(
+        "Echo",
+        &echo_gateway_config(&gateway_home, &bootstrap, "Echo", "0.01", 50),
+    );
+    assert_eq!(gateway.wait_log("offer published")["replicated"], true);
+    let alice = root.path().join("alice");
+    init_home(&alice);
+
+    // Ctrl-C once media flows: Bye, the receipt countersigned, the report, exit 0.
+    let mut call = long_call(&bootstrap, &alice);
+    wait_progress(&mut call, "first media packet received");
+    let pid = call.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = call.wait_with_output().unwrap();
+    assert!(output.status.success(), "exit {}", output.status);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ended_by"], "caller", "{report}");
+    assert_eq!(report["receipt"]["status"], "settled", "{report}");
+    let at_caller = receipts_at(&alice);
+    assert_eq!(at_caller.len(), 1);
+    let at_gateway = support::wait_for_blocking(
+        "the gateway's settled receipt",
+        Duration::from_secs(30),
+        || {
+            let rows = receipts_at(&gateway_home);
+            (rows.len() == 1 && rows[0]["status"] == "settled").then_some(rows)
+        },
+    );
+    assert_eq!(at_gateway[0]["call_id"], report["call_id"]);
+    assert_eq!(
+        at_caller[0]["signed_bytes_hex"],
+        at_gateway[0]["signed_bytes_hex"]
+    );
+
+    // Twice: out at once, as interrupted.
+    let mut call = long_call(&bootstrap, &alice);
+    wait_progress(&mut call, "answered via Echo");
+    let pid = call.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = call.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+    drop((gateway, boot));
 }
 
 #[test]
@@ -570,11 +846,7 @@ fn a_gateway_keeps_serving_when_the_reader_of_its_log_goes_away() {
     drop(log);
 
     let alice = root.path().join("alice");
-    assert!(
-        interlink(&["init", "--dir", alice.to_str().unwrap()])
-            .status
-            .success()
-    );
+    init_home(&alice);
     let call = Command::new(BIN)
         .args([
             "call",

@@ -12,6 +12,8 @@
 //! - [`destination`] and [`country`]: destinations normalised to [`E164`], route
 //!   [`Prefix`]es, and the ITU country-code table.
 //! - [`dht`]: the Kademlia keys offers and provider records live under.
+//! - [`discovery`]: the offer index: keys, queries, what holders admit and answer, the
+//!   caller's walk and cache.
 //! - [`ranking`]: [`ranking::rank`], the explainable ordering of candidates for a call.
 //! - [`conference`]: conference bridges: their terms, reservations, join tokens, room
 //!   receipts and ranking.
@@ -25,6 +27,7 @@ pub mod conference;
 pub mod country;
 pub mod destination;
 pub mod dht;
+pub mod discovery;
 mod envelope;
 pub mod identity;
 pub mod money;

@@ -24,6 +24,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::destination::E164;
 use crate::identity::ProviderId;
 use crate::money::{Currency, Money};
@@ -41,7 +43,7 @@ pub const WORST_RTT: Duration = Duration::from_millis(400);
 pub const UNMEASURED_LATENCY_SCORE: f64 = 0.5;
 
 /// How the caller weighs price against quality.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PolicyKind {
     /// The cheapest reference call first.
     Cheapest,
@@ -117,7 +119,7 @@ impl FromStr for PolicyKind {
 }
 
 /// The caller's policy: a weighting and hard limits.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Policy {
     pub kind: PolicyKind,
     /// Offers above this price per minute, or priced in another currency, are excluded.
@@ -129,9 +131,13 @@ pub struct Policy {
 }
 
 /// What the caller measured of a provider just now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Measurement {
-    pub rtt: Duration,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Measurement {
+    /// It answered after this round trip.
+    Reached { rtt: Duration },
+    /// It could not be reached (no address answered, or not in time): ranked below every
+    /// provider that could, whatever its price, with this reason.
+    Unreachable { reason: String },
 }
 
 /// The caller's own record of calls with a provider.
@@ -235,9 +241,20 @@ pub struct Score {
     pub history: CallHistory,
     /// The measured round trip, if any.
     pub rtt: Option<Duration>,
+    /// Why the provider could not be reached just now, if it could not.
+    pub unreachable: Option<String>,
 }
 
 impl Score {
+    /// The measured round trip in words, or why there is none.
+    pub fn latency_reason(&self) -> String {
+        match (&self.unreachable, self.rtt) {
+            (Some(reason), _) => format!("could not be reached: {reason}; ranked last"),
+            (None, Some(rtt)) => format!("round trip {:.1} ms", rtt.as_secs_f64() * 1000.0),
+            (None, None) => "round trip not measured".to_owned(),
+        }
+    }
+
     /// The arithmetic of the total, e.g. `price 1.00×0.50 + quality 0.81×0.35 + …`.
     pub fn breakdown(&self) -> String {
         format!(
@@ -278,10 +295,6 @@ impl Candidate<'_> {
                 quality.answer_seizure_ratio
             )
         };
-        let latency = match score.rtt {
-            Some(rtt) => format!("round trip {:.1} ms", rtt.as_secs_f64() * 1000.0),
-            None => "round trip not measured".to_owned(),
-        };
         vec![
             price,
             format!(
@@ -289,23 +302,25 @@ impl Candidate<'_> {
                 quality.mos,
                 f64::from(quality.post_dial_delay_ms) / 1000.0
             ),
-            latency,
+            score.latency_reason(),
         ]
     }
 }
 
 /// Ranks `offers` for a call to `destination` under `policy`.
 pub fn rank<'a>(
-    offers: &'a [SignedOffer],
+    offers: impl IntoIterator<Item = &'a SignedOffer>,
     destination: &E164,
     measurements: &Measurements,
     history: &History,
     policy: &Policy,
 ) -> Ranking<'a> {
+    let offers: Vec<&'a SignedOffer> = offers.into_iter().collect();
+    let newest = newest_seqs(&offers);
     let mut excluded = Vec::new();
     let mut eligible = Vec::new();
     for offer in offers {
-        match eligibility(offer, offers, destination, policy) {
+        match eligibility(offer, &newest, destination, policy) {
             Ok(route) => eligible.push((offer, route)),
             Err(reason) => excluded.push(Exclusion { offer, reason }),
         }
@@ -374,10 +389,16 @@ pub(crate) fn score(
     let mos_value = ((quality.mos.value() - 2.5) / 2.0).clamp(0.0, 1.0);
     let pdd_value = (1.0 - f64::from(quality.post_dial_delay_ms) / 10_000.0).clamp(0.0, 1.0);
     let quality_value = 0.5 * mos_value + 0.35 * answer_ratio + 0.15 * pdd_value;
-    let rtt = measurements.get(&offer.provider()).map(|m| m.rtt);
-    let latency_value = rtt.map_or(UNMEASURED_LATENCY_SCORE, |rtt| {
-        (1.0 - rtt.as_secs_f64() / WORST_RTT.as_secs_f64()).clamp(0.0, 1.0)
-    });
+    let (rtt, unreachable) = match measurements.get(&offer.provider()) {
+        Some(Measurement::Reached { rtt }) => (Some(*rtt), None),
+        Some(Measurement::Unreachable { reason }) => (None, Some(reason.clone())),
+        None => (None, None),
+    };
+    let latency_value = match (rtt, &unreachable) {
+        (Some(rtt), _) => (1.0 - rtt.as_secs_f64() / WORST_RTT.as_secs_f64()).clamp(0.0, 1.0),
+        (None, Some(_)) => 0.0,
+        (None, None) => UNMEASURED_LATENCY_SCORE,
+    };
     let price = Part {
         value: price_value,
         weight: weights.price,
@@ -400,17 +421,18 @@ pub(crate) fn score(
         answer_ratio,
         history: calls,
         rtt,
+        unreachable,
     }
 }
 
 /// The route an offer would carry the call on, or why it cannot.
 fn eligibility<'a>(
     offer: &'a SignedOffer,
-    all: &[SignedOffer],
+    newest: &BTreeMap<ProviderId, u64>,
     destination: &E164,
     policy: &Policy,
 ) -> Result<&'a Route, ExclusionReason> {
-    if let Some(newer) = newer_seq(offer, all) {
+    if let Some(newer) = newer_seq(offer, newest) {
         return Err(ExclusionReason::Superseded { by_seq: newer });
     }
     if offer.offer().status == OfferStatus::Withdrawn {
@@ -424,12 +446,21 @@ fn eligibility<'a>(
     Ok(route)
 }
 
-/// The `seq` of a newer offer of the same provider among `all`, if there is one.
-pub(crate) fn newer_seq(offer: &SignedOffer, all: &[SignedOffer]) -> Option<u64> {
-    all.iter()
-        .filter(|o| o.provider() == offer.provider())
-        .map(SignedOffer::seq)
-        .max()
+/// The highest `seq` of each provider among `offers`.
+pub(crate) fn newest_seqs(offers: &[&SignedOffer]) -> BTreeMap<ProviderId, u64> {
+    let mut newest = BTreeMap::new();
+    for offer in offers {
+        let seq = newest.entry(offer.provider()).or_insert(offer.seq());
+        *seq = (*seq).max(offer.seq());
+    }
+    newest
+}
+
+/// The `seq` of a newer offer of the same provider (by `newest`), if there is one.
+pub(crate) fn newer_seq(offer: &SignedOffer, newest: &BTreeMap<ProviderId, u64>) -> Option<u64> {
+    newest
+        .get(&offer.provider())
+        .copied()
         .filter(|&newest| newest > offer.seq())
 }
 
@@ -501,8 +532,12 @@ pub(crate) fn compare(a: (&Score, &SignedOffer), b: (&Score, &SignedOffer)) -> O
     // Values lie in [0, 1], so the product fits an i64 with room to spare.
     #[allow(clippy::cast_possible_truncation)]
     let rounded = |x: f64| (x * 1e9).round() as i64;
-    rounded(b_score.total)
-        .cmp(&rounded(a_score.total))
+    // A provider that could not be reached comes after every one that could.
+    a_score
+        .unreachable
+        .is_some()
+        .cmp(&b_score.unreachable.is_some())
+        .then_with(|| rounded(b_score.total).cmp(&rounded(a_score.total)))
         .then_with(|| a_score.reference_cost.cmp(&b_score.reference_cost))
         .then_with(|| rounded(b_score.quality.value).cmp(&rounded(a_score.quality.value)))
         .then_with(|| rounded(b_score.latency.value).cmp(&rounded(a_score.latency.value)))
@@ -752,7 +787,7 @@ mod tests {
         ]);
         let measurements = Measurements::from([(
             budget,
-            Measurement {
+            Measurement::Reached {
                 rtt: Duration::from_millis(5),
             },
         )]);
@@ -770,6 +805,53 @@ mod tests {
         let inter = &ranking.candidates[1];
         assert!((inter.score.answer_ratio - 0.6 * 10.0 / 50.0).abs() < 1e-12);
         assert!(first.reasons().iter().any(|r| r.contains("40 of 40")));
+    }
+
+    #[test]
+    fn a_provider_that_could_not_be_reached_ranks_below_every_one_that_could() {
+        let offers = market();
+        let budget = offers[0].provider();
+        let unreachable = Measurements::from([(
+            budget,
+            Measurement::Unreachable {
+                reason: "no address answered within 2 s".into(),
+            },
+        )]);
+        for kind in [
+            PolicyKind::Cheapest,
+            PolicyKind::Balanced,
+            PolicyKind::BestQuality,
+        ] {
+            let policy = Policy {
+                kind,
+                ..Policy::default()
+            };
+            let ranking = rank(
+                &offers,
+                &uk_mobile(),
+                &unreachable,
+                &History::new(),
+                &policy,
+            );
+            let last = ranking
+                .candidates
+                .last()
+                .unwrap_or_else(|| panic!("no candidates"));
+            assert_eq!(last.offer.offer().display_name, "Budget", "{kind:?}");
+            assert!(
+                last.reasons()
+                    .iter()
+                    .any(|r| r.contains("could not be reached: no address answered")),
+                "{:?}",
+                last.reasons()
+            );
+        }
+        // Unmeasured is not unreachable: the cheapest still leads the cheapest policy.
+        let policy = Policy {
+            kind: PolicyKind::Cheapest,
+            ..Policy::default()
+        };
+        assert_eq!(rank_with(&offers, &policy)[0], "Budget");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! settings for comparison ([`run_scenario`]). [`report`] turns the results into a
 //! table, CSV and JSON, SVG plots and a markdown report.
 
+pub mod legacy;
+pub mod links;
 pub mod load;
 pub mod measure;
 pub mod report;
@@ -19,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use interlink_node::node::NodeError;
 
-use crate::load::Samples;
+use crate::load::{CallerLoad, Samples};
 use crate::measure::{RunResult, cpu_time, ideal_routing_table, rss_bytes};
-use crate::scenario::{KadSettings, Scenario};
+use crate::scenario::{KadSettings, LinkModelChoice, Method, Scenario};
 use crate::world::World;
 
 /// Why a simulation could not run.
@@ -56,28 +58,31 @@ pub enum Phase {
     TearingDown,
 }
 
-/// Runs one point of a scenario with one Kademlia setting.
+/// Runs one point of a scenario with one Kademlia setting and one discovery method.
 pub async fn run_point(
     scenario: &Scenario,
     settings: KadSettings,
+    method: Method,
     progress: &(dyn Fn(Phase) + Send + Sync),
 ) -> Result<RunResult, SimError> {
     let began = Instant::now();
     let cpu_before = cpu_time();
     let samples = Samples::default();
-    let mut world = build(scenario, settings, &samples, progress).await?;
+    let mut world = build(scenario, settings, method, &samples, progress).await?;
     let result = measure(&mut world, settings, began, cpu_before, &samples, progress).await;
     progress(Phase::TearingDown);
     world.tear_down().await;
     result
 }
 
-/// Runs a node sweep with one Kademlia setting in one network that grows: built at the
-/// first size and measured, then grown by joins to each next size and measured again, so
-/// that the largest size costs its own joins only. `finished` gets each point's result.
+/// Runs a node sweep with one Kademlia setting and one discovery method in one network
+/// that grows: built at the first size and measured, then grown by joins to each next size
+/// and measured again, so that the largest size costs its own joins only. `finished` gets
+/// each point's result.
 pub async fn run_growing(
     scenario: &Scenario,
     settings: KadSettings,
+    method: Method,
     progress: &(dyn Fn(Phase) + Send + Sync),
     finished: &mut (dyn FnMut(RunResult) + Send),
 ) -> Result<(), SimError> {
@@ -89,7 +94,7 @@ pub async fn run_growing(
     let began = Instant::now();
     let cpu_before = cpu_time();
     let samples = Samples::default();
-    let mut world = build(first, settings, &samples, progress).await?;
+    let mut world = build(first, settings, method, &samples, progress).await?;
     let mut result = measure(&mut world, settings, began, cpu_before, &samples, progress).await;
     for point in larger {
         let Ok(done) = result else { break };
@@ -118,12 +123,14 @@ pub async fn run_growing(
 async fn build(
     scenario: &Scenario,
     settings: KadSettings,
+    method: Method,
     samples: &Samples,
     progress: &(dyn Fn(Phase) + Send + Sync),
 ) -> Result<World, SimError> {
     World::build(
         scenario,
         settings.dht(),
+        method,
         samples,
         &building(scenario, progress),
     )
@@ -171,8 +178,22 @@ async fn measure(
     let duration = Duration::from_secs(scenario.duration_secs);
     let started = Instant::now();
     let end = started + duration;
+    let covering = covering(&world.truth, &scenario.routes.countries);
+    let answered_before = holder_answers(world).await;
     let mut callers = Vec::new();
     let contexts: Vec<_> = world.callers.iter().map(|node| node.caller()).collect();
+    let caller_load = CallerLoad {
+        lookups_per_minute: scenario.lookups_per_minute,
+        calls_per_minute: scenario.calls_per_minute,
+        results: scenario.results,
+        policies: scenario
+            .policies
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+        repeat_share: scenario.repeat_share,
+        method: world.method,
+    };
     for (index, context) in contexts.into_iter().enumerate() {
         let rng = world.fork_rng();
         callers.push(tokio::spawn(load::run_caller(
@@ -180,8 +201,7 @@ async fn measure(
             context,
             world.truth.clone(),
             rng,
-            scenario.lookups_per_minute,
-            scenario.calls_per_minute,
+            caller_load.clone(),
             started,
             end,
             samples.clone(),
@@ -224,14 +244,28 @@ async fn measure(
         .fold((0.0, 0.0), |(t, c), (a, b)| (t + a, c + b));
     let sampled_rounds = tables.len().max(1) as f64;
     let lookups = load::take(&samples.lookups);
+    let cached = load::take(&samples.cached);
     let calls = load::take(&samples.calls);
     let discoverable_ms = load::take(&samples.discoverable_ms);
-    let never_discovered = *samples
-        .never_discovered
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let visible_ms = load::take(&samples.visible_ms);
+    let count = |counter: &std::sync::Mutex<usize>| {
+        std::mem::take(&mut *counter.lock().unwrap_or_else(|p| p.into_inner()))
+    };
+    let never_discovered = count(&samples.never_discovered);
+    let never_visible = count(&samples.never_visible);
+    let answered_after = holder_answers(world).await;
+    let mut answers: Vec<u64> = answered_after
+        .iter()
+        .map(|(peer, after)| after.saturating_sub(answered_before.get(peer).copied().unwrap_or(0)))
+        .filter(|answers| *answers > 0)
+        .collect();
+    answers.sort_unstable_by(|a, b| b.cmp(a));
+    let median_rtt_ms = (scenario.links.model == LinkModelChoice::Regions)
+        .then(|| links::median_rtt(scenario.seed, node_count as u64).as_secs_f64() * 1000.0);
     Ok(RunResult {
         settings,
+        method: world.method,
+        median_rtt_ms,
         dht_nodes: scenario.nodes,
         total_nodes: scenario.total_nodes(),
         churn_per_minute: scenario
@@ -240,9 +274,15 @@ async fn measure(
             .max(scenario.churn.leaves_per_minute),
         build_secs,
         lookups,
+        cached,
         calls,
         discoverable_ms,
         never_discovered,
+        visible_ms,
+        never_visible,
+        reprices: churn.reprices,
+        covering,
+        holder_answers: answers,
         joins: churn.joins,
         clean_leaves: churn.clean_leaves,
         crashes: churn.crashes,
@@ -257,29 +297,38 @@ async fn measure(
 }
 
 /// Runs every point of a scenario, each with Interlink's settings and, if the scenario
-/// asks, with libp2p's defaults; `progress` hears which point runs and how it goes, and
+/// asks, with libp2p's defaults, and with each discovery method it names; `progress` hears which point runs and how it goes, and
 /// `finished` gets the results so far after each point (so that a long sweep cut short
 /// still leaves its finished points).
 pub async fn run_scenario(
     scenario: &Scenario,
-    progress: &(dyn Fn(usize, usize, KadSettings, Phase) + Send + Sync),
+    progress: &(dyn Fn(usize, usize, &str, Phase) + Send + Sync),
     finished: &mut (dyn FnMut(&[RunResult]) + Send),
 ) -> Result<Vec<RunResult>, SimError> {
     let mut settings = vec![KadSettings::Project];
     if scenario.compare_default {
         settings.push(KadSettings::Libp2pDefault);
     }
+    let variants: Vec<(KadSettings, Method)> = scenario
+        .methods()
+        .into_iter()
+        .flat_map(|method| settings.iter().map(move |&setting| (setting, method)))
+        .collect();
     let points = scenario.points();
-    let runs = points.len() * settings.len();
+    let runs = points.len() * variants.len();
     let mut results = Vec::with_capacity(runs);
     if scenario.sweep.nodes.len() > 1 {
         // Results so far, read by the progress bar while the growing run adds to them.
         let done = AtomicUsize::new(0);
-        for &setting in &settings {
+        for &(setting, method) in &variants {
             run_growing(
                 scenario,
                 setting,
-                &|phase| progress(done.load(Ordering::Relaxed), runs, setting, phase),
+                method,
+                &|phase| {
+                    let label = variant_label(setting, method);
+                    progress(done.load(Ordering::Relaxed), runs, &label, phase)
+                },
                 &mut |result| {
                     results.push(result);
                     done.store(results.len(), Ordering::Relaxed);
@@ -291,10 +340,11 @@ pub async fn run_scenario(
         return Ok(results);
     }
     for point in &points {
-        for &setting in &settings {
+        for &(setting, method) in &variants {
             let index = results.len();
-            let result = run_point(point, setting, &|phase| {
-                progress(index, runs, setting, phase)
+            let label = variant_label(setting, method);
+            let result = run_point(point, setting, method, &|phase| {
+                progress(index, runs, &label, phase)
             })
             .await?;
             results.push(result);
@@ -302,4 +352,53 @@ pub async fn run_scenario(
         }
     }
     Ok(results)
+}
+
+/// How many live, published gateways cover each of `countries` (any route in it).
+fn covering(truth: &world::Truth, countries: &[String]) -> Vec<(String, usize)> {
+    let snapshot = truth.snapshot();
+    countries
+        .iter()
+        .map(|code| {
+            let count = snapshot
+                .values()
+                .filter(|g| g.ended.is_none() && g.published_at.is_some())
+                .filter(|g| {
+                    g.routes
+                        .iter()
+                        .any(|r| r.digits().starts_with(code.as_str()))
+                })
+                .count();
+            (code.clone(), count)
+        })
+        .collect()
+}
+
+/// How a run's settings and method read in progress lines.
+fn variant_label(settings: KadSettings, method: Method) -> String {
+    match settings {
+        KadSettings::Project => method.label().to_owned(),
+        other => format!("{}, {}", method.label(), other.label()),
+    }
+}
+
+/// How many lookups each server node has answered as a holder so far, by peer.
+async fn holder_answers(world: &World) -> std::collections::HashMap<libp2p::PeerId, u64> {
+    let clients: Vec<_> = world
+        .nodes
+        .iter()
+        .chain(world.gateways.iter().map(|g| &g.node))
+        .map(|node| node.client().clone())
+        .collect();
+    let statuses = futures::future::join_all(
+        clients
+            .iter()
+            .map(|client| async move { client.status().await.ok() }),
+    )
+    .await;
+    statuses
+        .into_iter()
+        .flatten()
+        .map(|status| (status.peer_id, status.index_answers))
+        .collect()
 }

@@ -1,9 +1,11 @@
 //! The load on a simulated network: callers' lookups and calls, probes of new gateways,
 //! churn, and samples of the process and the routing tables.
 //!
-//! Each lookup is the discovery a caller's node runs before a call (providers, offers,
-//! verification) followed by ranking, judged against the [`Truth`]: which gateways were up,
-//! published for at least [`SETTLE`] and covering the number when it began.
+//! Each lookup is the discovery a caller's node runs before a call (a walk of the offer
+//! index, or the first design's provider records and offer lookups) followed by ranking
+//! under a policy, judged against the [`Truth`]: which gateways were up, published for at
+//! least [`SETTLE`] and covering the number when it began; which of their offers were the
+//! best for that policy; which offers had been replaced or withdrawn.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,15 +13,18 @@ use std::time::{Duration, Instant};
 
 use interlink_node::calls::caller::{self, CallOptions, CallerContext};
 use interlink_node::clock;
-use interlink_node::discovery::{self, Query};
-use interlink_node::network::Client;
+use interlink_node::discovery::{self, Discovery, Query};
+use interlink_node::identity;
+use interlink_node::network::{CacheUse, Client};
 use interlink_protocol::offer::OfferStatus;
-use interlink_protocol::ranking::{self, History, Policy};
-use interlink_protocol::{E164, ProviderId, ServiceKind};
+use interlink_protocol::ranking::{self, History, Measurements, Policy, PolicyKind};
+use interlink_protocol::{E164, ProviderId, ServiceKind, SignedOffer};
 use rand::RngExt;
 use rand::rngs::StdRng;
 
-use crate::measure::{CallSample, LookupSample, Outcome};
+use crate::legacy;
+use crate::measure::{CacheSample, CallSample, LookupSample, Outcome};
+use crate::scenario::Method;
 use crate::world::{Ending, GatewayTruth, Truth, World, random_destination};
 
 /// A gateway must have been published this long before a lookup expects to find it, and
@@ -29,16 +34,37 @@ pub const SETTLE: Duration = Duration::from_secs(1);
 /// How long a probe keeps looking for a new gateway.
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(60);
 /// How often a probe looks.
-const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Samples collected while a run goes.
 #[derive(Clone, Debug, Default)]
 pub struct Samples {
     pub lookups: Arc<Mutex<Vec<LookupSample>>>,
+    pub cached: Arc<Mutex<Vec<CacheSample>>>,
     pub calls: Arc<Mutex<Vec<CallSample>>>,
     pub discoverable_ms: Arc<Mutex<Vec<f64>>>,
     pub never_discovered: Arc<Mutex<usize>>,
+    /// From a gateway's new prices to the first lookup that returns them.
+    pub visible_ms: Arc<Mutex<Vec<f64>>>,
+    pub never_visible: Arc<Mutex<usize>>,
 }
+
+/// What each caller of a run does.
+#[derive(Clone, Debug)]
+pub struct CallerLoad {
+    pub lookups_per_minute: f64,
+    pub calls_per_minute: f64,
+    /// The best offers a lookup asks for.
+    pub results: u16,
+    /// Drawn from for each lookup.
+    pub policies: Vec<PolicyKind>,
+    /// The share of lookups repeating a recent question (answered from the cache).
+    pub repeat_share: f64,
+    pub method: Method,
+}
+
+/// Questions a caller remembers to ask again.
+const RECENT: usize = 8;
 
 fn push<T>(samples: &Mutex<Vec<T>>, sample: T) {
     samples
@@ -59,17 +85,17 @@ pub async fn run_caller(
     context: CallerContext,
     truth: Truth,
     mut rng: StdRng,
-    lookups_per_minute: f64,
-    calls_per_minute: f64,
+    load: CallerLoad,
     started: Instant,
     end: Instant,
     samples: Samples,
 ) {
-    let rate = (lookups_per_minute + calls_per_minute) / 60.0;
+    let rate = (load.lookups_per_minute + load.calls_per_minute) / 60.0;
     if rate <= 0.0 {
         return;
     }
-    let call_share = calls_per_minute / (lookups_per_minute + calls_per_minute);
+    let call_share = load.calls_per_minute / (load.lookups_per_minute + load.calls_per_minute);
+    let mut recent: Vec<(E164, Policy)> = Vec::new();
     loop {
         // Exponential gaps: a Poisson stream of requests.
         let gap = -rng.random_range(f64::EPSILON..1.0f64).ln() / rate;
@@ -78,11 +104,33 @@ pub async fn run_caller(
             return;
         }
         tokio::time::sleep_until(at.into()).await;
+        let since =
+            |t: Instant| u64::try_from(t.duration_since(started).as_millis()).unwrap_or(u64::MAX);
+        let repeat = load.method == Method::Index
+            && !recent.is_empty()
+            && rng.random_bool(load.repeat_share);
+        if repeat {
+            let (destination, policy) = recent[rng.random_range(0..recent.len())].clone();
+            let sample =
+                look_up_cached(&context.client, &truth, destination, policy, load.results).await;
+            if let Some(sample) = sample {
+                push(
+                    &samples.cached,
+                    CacheSample {
+                        at_ms: since(at),
+                        ..sample
+                    },
+                );
+            }
+            continue;
+        }
         let Some(destination) = random_destination(&truth, &mut rng) else {
             continue;
         };
-        let since =
-            |t: Instant| u64::try_from(t.duration_since(started).as_millis()).unwrap_or(u64::MAX);
+        let policy = Policy {
+            kind: load.policies[rng.random_range(0..load.policies.len())],
+            ..Policy::default()
+        };
         if rng.random_bool(call_share) {
             let sample = place_call(&context, destination).await;
             push(
@@ -92,7 +140,17 @@ pub async fn run_caller(
                     ..sample
                 },
             );
-        } else if let Some(sample) = look_up(index, &context.client, &truth, destination).await {
+        } else if let Some(sample) = look_up(
+            index,
+            &context.client,
+            &truth,
+            destination.clone(),
+            &policy,
+            load.results,
+            load.method,
+        )
+        .await
+        {
             push(
                 &samples.lookups,
                 LookupSample {
@@ -100,34 +158,50 @@ pub async fn run_caller(
                     ..sample
                 },
             );
+            recent.push((destination, policy));
+            if recent.len() > RECENT {
+                recent.remove(0);
+            }
         }
     }
 }
 
-/// One lookup, ranked and judged.
+/// One lookup of the network by `method`, ranked under `policy` and judged.
 pub async fn look_up(
     caller: usize,
     client: &Client,
     truth: &Truth,
     destination: E164,
+    policy: &Policy,
+    results: u16,
+    method: Method,
 ) -> Option<LookupSample> {
     let began = Instant::now();
     let began_unix = clock::unix_now();
     let expected = truth.snapshot();
-    let query = Query {
-        destination: destination.clone(),
-        kinds: vec![ServiceKind::WEBRTC_TO_PSTN],
-        measure_rtt: false,
+    let found = match method {
+        Method::Index => {
+            let query = Query {
+                policy: policy.clone(),
+                limit: Some(results),
+                cache: CacheUse::Bypass,
+                ..Query::new(destination.clone(), vec![ServiceKind::WEBRTC_TO_PSTN])
+            };
+            discovery::discover(client, &query).await.ok()?
+        }
+        Method::Providers => legacy::discover(client, &destination, &[ServiceKind::WEBRTC_TO_PSTN])
+            .await
+            .ok()?,
     };
-    let found = discovery::discover(client, &query).await.ok()?;
     let ranking = ranking::rank(
         &found.offers,
         &destination,
         &found.measurements,
         &History::new(),
-        &Policy::default(),
+        policy,
     );
     let latency = began.elapsed();
+    let after = truth.snapshot();
     let available: Vec<ProviderId> = ranking
         .candidates
         .iter()
@@ -144,7 +218,7 @@ pub async fn look_up(
         .iter()
         .map(|o| (o.provider(), o.seq()))
         .collect();
-    let sample = judge(
+    let mut sample = judge(
         caller,
         &destination,
         &available,
@@ -156,32 +230,186 @@ pub async fn look_up(
         found.stats.requests,
         found.stats.bytes,
     );
+    let best = best_n(
+        &found,
+        &destination,
+        policy,
+        usize::from(results),
+        &after,
+        began,
+        Instant::now(),
+    );
+    sample.best_found = Some(best.found);
+    sample.best_expected = best.expected;
+    sample.best_note = best.note;
+    sample.method = method.label();
+    sample.policy = policy.kind.to_string();
+    sample.rounds = found.stats.rounds;
+    sample.holders = found.stats.holders;
     if sample.outcome != Outcome::All {
-        let missing: Vec<String> = expected
-            .iter()
-            .filter(|(p, g)| {
-                g.routes.iter().any(|r| r.covers(&destination))
-                    && g.ended.is_none()
-                    && g.published_at.is_some()
-                    && !available.contains(p)
-            })
-            .map(|(p, g)| {
-                format!(
-                    "{} published {:?} ago",
-                    &p.to_string()[..8],
-                    g.published_at.map(|t| t.elapsed())
-                )
-            })
-            .collect();
         tracing::debug!(
             %destination,
-            providers = found.stats.providers,
-            without_offer = found.stats.without_offer,
-            ?missing,
+            held = found.stats.held,
+            holders = found.stats.holders,
+            found = available.len(),
+            expected = sample.expected,
             "lookup missed gateways"
         );
     }
     Some(sample)
+}
+
+/// A question asked again, answered from the caller's cache: how fast, how old, and
+/// whether what it showed had been replaced meanwhile.
+async fn look_up_cached(
+    client: &Client,
+    truth: &Truth,
+    destination: E164,
+    policy: Policy,
+    results: u16,
+) -> Option<CacheSample> {
+    let began = Instant::now();
+    let query = Query {
+        policy,
+        limit: Some(results),
+        cache: CacheUse::Prefer,
+        ..Query::new(destination, vec![ServiceKind::WEBRTC_TO_PSTN])
+    };
+    let found = discovery::discover(client, &query).await.ok()?;
+    let latency = began.elapsed();
+    let truth = truth.snapshot();
+    let superseded = found
+        .offers
+        .iter()
+        .filter(|offer| {
+            truth.get(&offer.provider()).is_some_and(|g| {
+                g.latest
+                    .is_some_and(|(seq, at)| at + SETTLE <= began && offer.seq() < seq)
+                    || g.ended.is_some_and(|(at, _)| at + SETTLE <= began)
+            })
+        })
+        .count();
+    Some(CacheSample {
+        at_ms: 0,
+        latency_ms: latency.as_secs_f64() * 1000.0,
+        from_cache: found.stats.cached.is_some(),
+        age_ms: found
+            .stats
+            .cached
+            .map_or(0.0, |age| age.as_secs_f64() * 1000.0),
+        offers: found.offers.len(),
+        superseded,
+    })
+}
+
+/// Whether a lookup got the true best `n` for its policy.
+struct Best {
+    found: bool,
+    /// How many the truth had (fewer than `n` when fewer cover the number).
+    expected: usize,
+    /// When it did not: the gateways it missed and those it showed instead, each with its
+    /// `seq` in the truth and how long before the lookup that was acknowledged.
+    note: String,
+}
+
+/// Compares the best `n` of what a lookup `found` with the best `n` of what was true: the
+/// offers acknowledged at least [`SETTLE`] before it began, `began`, of the gateways up
+/// then. A change acknowledged later, up to `ended`, was in flight: the truth takes the
+/// version the caller got if it is that one or newer, and the newest otherwise; a
+/// gateway that left in that time may be there or not.
+fn best_n(
+    found: &Discovery,
+    destination: &E164,
+    policy: &Policy,
+    n: usize,
+    truth: &HashMap<ProviderId, GatewayTruth>,
+    began: Instant,
+    ended: Instant,
+) -> Best {
+    let settled = |at: Instant| at + SETTLE <= began;
+    let shown: HashMap<ProviderId, &SignedOffer> =
+        found.offers.iter().map(|o| (o.provider(), o)).collect();
+    let mut true_offers: Vec<SignedOffer> = Vec::new();
+    for (provider, gateway) in truth {
+        if let Some((at, _)) = gateway.ended {
+            if settled(at) {
+                continue;
+            }
+            if at <= ended && !shown.contains_key(provider) {
+                continue;
+            }
+        }
+        let settled_version = gateway
+            .offers
+            .iter()
+            .filter(|(_, at)| settled(*at))
+            .map(|(offer, _)| offer)
+            .next_back();
+        let in_flight = gateway
+            .offers
+            .iter()
+            .filter(|(_, at)| !settled(*at) && *at <= ended)
+            .map(|(offer, _)| offer)
+            .next_back();
+        let version = match shown.get(provider) {
+            // What it was shown is the settled offer, or a newer one: a signed offer with
+            // a higher `seq` exists only once its gateway made it, so it was being
+            // published (its acknowledgement may come after the lookup).
+            Some(offer) if settled_version.is_none_or(|v| offer.seq() >= v.seq()) => Some(*offer),
+            // An older one (counted stale): the truth is the settled one.
+            Some(_) => settled_version,
+            // Not shown: it may have been left out for its newest price, in flight.
+            None => in_flight.or(settled_version),
+        };
+        if let Some(version) = version {
+            true_offers.push(version.clone());
+        }
+    }
+    let none = Measurements::new();
+    let history = History::new();
+    let top = |offers: &[SignedOffer]| -> Vec<ProviderId> {
+        let mut best: Vec<ProviderId> = ranking::rank(offers, destination, &none, &history, policy)
+            .candidates
+            .iter()
+            .take(n)
+            .map(|c| c.offer.provider())
+            .collect();
+        best.sort();
+        best
+    };
+    let truth_best = top(&true_offers);
+    let found_best = top(&found.offers);
+    let describe = |provider: &ProviderId| {
+        let gateway = truth.get(provider);
+        let latest = gateway.and_then(|g| g.offers.last());
+        format!(
+            "{}… seq {:?} acknowledged {:?} before, shown {:?}",
+            &provider.to_string()[..8],
+            latest.map(|(o, _)| o.seq()),
+            latest.map(|(_, at)| began.saturating_duration_since(*at)),
+            shown.get(provider).map(|o| o.seq()),
+        )
+    };
+    let note = if truth_best == found_best {
+        String::new()
+    } else {
+        let missed: Vec<String> = truth_best
+            .iter()
+            .filter(|p| !found_best.contains(p))
+            .map(describe)
+            .collect();
+        let instead: Vec<String> = found_best
+            .iter()
+            .filter(|p| !truth_best.contains(p))
+            .map(describe)
+            .collect();
+        format!("missed {missed:?}; instead {instead:?}")
+    };
+    Best {
+        found: truth_best == found_best,
+        expected: truth_best.len(),
+        note,
+    }
 }
 
 /// Compares what a lookup returned (the available offers after ranking, and the `seq` of
@@ -237,6 +465,8 @@ fn judge(
     };
     LookupSample {
         at_ms: 0,
+        method: "",
+        policy: String::new(),
         caller,
         destination: destination.to_string(),
         latency_ms: latency.as_secs_f64() * 1000.0,
@@ -250,6 +480,11 @@ fn judge(
         withdrawn_returned: ended_before(Ending::Withdrawn),
         expired_returned,
         crashed_returned: ended_before(Ending::Crashed),
+        best_found: None,
+        best_expected: 0,
+        best_note: String::new(),
+        rounds: 0,
+        holders: 0,
     }
 }
 
@@ -299,8 +534,16 @@ impl Publication {
     }
 }
 
-/// Looks for a gateway's publication until found; records how long after it began.
-pub async fn probe(client: Client, truth: Truth, publication: Publication, samples: Samples) {
+/// Looks for a gateway's publication until found (by `method`); records how long after
+/// it began in `found`, or counts it in `never`.
+pub async fn probe(
+    client: Client,
+    truth: Truth,
+    publication: Publication,
+    method: Method,
+    found: Arc<Mutex<Vec<f64>>>,
+    never: Arc<Mutex<usize>>,
+) {
     let provider = publication.provider;
     let Some(gateway) = truth.snapshot().get(&provider).cloned() else {
         return;
@@ -317,30 +560,54 @@ pub async fn probe(client: Client, truth: Truth, publication: Publication, sampl
         return;
     };
     let query = Query {
-        destination,
-        kinds: vec![ServiceKind::WEBRTC_TO_PSTN],
-        measure_rtt: false,
+        cache: CacheUse::Bypass,
+        only: Some(provider),
+        ..Query::new(destination, vec![ServiceKind::WEBRTC_TO_PSTN])
+    };
+    let newer = |offer: &SignedOffer| {
+        offer.provider() == provider
+            && offer.offer().seq > publication.after_seq
+            && offer.offer().status == OfferStatus::Available
     };
     while since.elapsed() < PROBE_DEADLINE {
-        if let Ok(found) = discovery::discover(&client, &query).await
-            && found.offers.iter().any(|o| {
-                o.provider() == provider
-                    && o.offer().seq > publication.after_seq
-                    && o.offer().status == OfferStatus::Available
-            })
-        {
-            push(
-                &samples.discoverable_ms,
-                since.elapsed().as_secs_f64() * 1000.0,
-            );
+        let seen = match method {
+            Method::Index => discovery::discover(&client, &query)
+                .await
+                .is_ok_and(|found| found.offers.iter().any(newer)),
+            // The first design finds a known provider's offer under its value key.
+            Method::Providers => match identity::peer_id(&provider) {
+                Some(peer) => client
+                    .get_offer(peer)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|offer| newer(&offer)),
+                None => false,
+            },
+        };
+        if seen {
+            push(&found, since.elapsed().as_secs_f64() * 1000.0);
             return;
         }
         tokio::time::sleep(PROBE_INTERVAL).await;
     }
-    *samples
-        .never_discovered
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) += 1;
+    *never.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+}
+
+/// A probe of a new gateway's first publication, into the discoverable samples.
+pub fn probe_new(
+    world: &World,
+    provider: ProviderId,
+    samples: &Samples,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(probe(
+        world.probe.client().clone(),
+        world.truth.clone(),
+        Publication::first(provider),
+        world.method,
+        Arc::clone(&samples.discoverable_ms),
+        Arc::clone(&samples.never_discovered),
+    ))
 }
 
 /// What the churn did.
@@ -349,18 +616,21 @@ pub struct ChurnCounts {
     pub joins: usize,
     pub clean_leaves: usize,
     pub crashes: usize,
+    pub reprices: usize,
 }
 
-/// Joins and leaves at the scenario's rates until `end`; new gateways get a probe.
+/// Joins, leaves and reprices at the scenario's rates until `end`; new gateways and new
+/// prices get a probe.
 pub async fn run_churn(world: &mut World, end: Instant, samples: &Samples) -> ChurnCounts {
     let mut counts = ChurnCounts::default();
     let churn = world.scenario.churn.clone();
-    let rate = (churn.joins_per_minute + churn.leaves_per_minute) / 60.0;
+    let reprices = world.scenario.reprices_per_minute;
+    let rate = (churn.joins_per_minute + churn.leaves_per_minute + reprices) / 60.0;
     if rate <= 0.0 {
         tokio::time::sleep_until(end.into()).await;
         return counts;
     }
-    let join_share = churn.joins_per_minute / (churn.joins_per_minute + churn.leaves_per_minute);
+    let total = churn.joins_per_minute + churn.leaves_per_minute + reprices;
     let mut rng = world.fork_rng();
     loop {
         let gap = -rng.random_range(f64::EPSILON..1.0f64).ln() / rate;
@@ -370,16 +640,28 @@ pub async fn run_churn(world: &mut World, end: Instant, samples: &Samples) -> Ch
             return counts;
         }
         tokio::time::sleep_until(at.into()).await;
-        if rng.random_bool(join_share) {
+        let draw = rng.random_range(0.0..total);
+        if draw < reprices {
+            if let Some((provider, seq, _)) = world.reprice_random() {
+                counts.reprices += 1;
+                tokio::spawn(probe(
+                    world.probe.client().clone(),
+                    world.truth.clone(),
+                    Publication {
+                        provider,
+                        since: Some(Instant::now()),
+                        after_seq: seq,
+                    },
+                    world.method,
+                    Arc::clone(&samples.visible_ms),
+                    Arc::clone(&samples.never_visible),
+                ));
+            }
+        } else if draw < reprices + churn.joins_per_minute {
             match world.add_random().await {
                 Ok(Some(provider)) => {
                     counts.joins += 1;
-                    tokio::spawn(probe(
-                        world.probe.client().clone(),
-                        world.truth.clone(),
-                        Publication::first(provider),
-                        samples.clone(),
-                    ));
+                    probe_new(world, provider, samples);
                 }
                 Ok(None) => counts.joins += 1,
                 Err(e) => tracing::warn!(error = %e, "a node could not join"),
@@ -427,6 +709,7 @@ mod tests {
             started_at: at,
             published_at: Some(at),
             latest: Some((latest, at)),
+            offers: Vec::new(),
             ended: ended.then_some((at, Ending::Withdrawn)),
         };
         (SecretKey::from_seed(&[7; 32]).provider_id(), truth)

@@ -11,7 +11,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use interlink_node::local_network::LocalTransport;
-use interlink_simulations::scenario::{NAMED, Scenario, Security};
+use interlink_simulations::scenario::{
+    DiscoveryChoice, LinkModelChoice, NAMED, Scenario, Security,
+};
 use interlink_simulations::{Phase, measure, report, run_scenario};
 
 /// Simulate an Interlink network: thousands of real nodes (the node's own libp2p
@@ -81,6 +83,18 @@ struct RunArgs {
     /// Also run every point with libp2p's default Kademlia settings.
     #[arg(long)]
     compare_default: bool,
+    /// How callers discover: index (one walk of the offer index), providers (the first
+    /// design: provider records, then one lookup per provider) or both (each in a run of
+    /// its own, compared).
+    #[arg(long, value_enum)]
+    discovery: Option<DiscoveryChoice>,
+    /// Round-trip times between nodes: none (in-memory, at once) or regions (six cloud
+    /// regions and a last mile per node, 6 to 260 ms).
+    #[arg(long, value_enum, value_name = "MODEL")]
+    links: Option<LinkModelChoice>,
+    /// The best offers each lookup asks for (1 to 256; 256 asks for every covering one).
+    #[arg(long, value_name = "N")]
+    results: Option<u16>,
     /// Where to write the report [default: sim-out/NAME].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -144,6 +158,15 @@ fn scenario(args: &RunArgs) -> anyhow::Result<Scenario> {
         scenario.security = security;
     }
     scenario.compare_default |= args.compare_default;
+    if let Some(discovery) = args.discovery {
+        scenario.discovery = discovery;
+    }
+    if let Some(model) = args.links {
+        scenario.links.model = model;
+    }
+    if let Some(results) = args.results {
+        scenario.results = results;
+    }
     scenario.validate()?;
     Ok(scenario)
 }
@@ -214,11 +237,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let plain = (!std::io::stderr().is_terminal()).then(|| Mutex::new((Instant::now(), None)));
     let progress = {
         let bar = bar.clone();
-        move |run: usize,
-              runs: usize,
-              settings: interlink_simulations::scenario::KadSettings,
-              phase: Phase| {
-            let prefix = format!("run {}/{runs} ({})", run + 1, settings.label());
+        move |run: usize, runs: usize, label: &str, phase: Phase| {
+            let prefix = format!("run {}/{runs} ({label})", run + 1);
             if let Some(plain) = &plain {
                 plain_progress(plain, &prefix, &phase);
             }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::scenario::KadSettings;
+use crate::scenario::{KadSettings, Method};
 
 /// How a lookup went against the truth: the gateways that were up, had published, and
 /// covered the destination when it began.
@@ -24,6 +24,10 @@ pub enum Outcome {
 pub struct LookupSample {
     /// Since the start of the measured period.
     pub at_ms: u64,
+    /// How it was looked up: `index` or `providers (before)`.
+    pub method: &'static str,
+    /// The caller's policy for it.
+    pub policy: String,
     pub caller: usize,
     pub destination: String,
     pub latency_ms: f64,
@@ -46,6 +50,34 @@ pub struct LookupSample {
     pub expired_returned: usize,
     /// Offers of gateways that had crashed: still valid until they expire.
     pub crashed_returned: usize,
+    /// Whether the best offers for its policy (as many as it asked for) were the true
+    /// best; `None` if not judged.
+    pub best_found: Option<bool>,
+    /// How many the truth's best held (fewer when fewer gateways cover the number).
+    pub best_expected: usize,
+    /// When the best were not found: which were missed and which shown instead.
+    pub best_note: String,
+    /// Round trips of the walk, one after another (the index only).
+    pub rounds: u32,
+    /// Holders whose answers the walk merged (the index only).
+    pub holders: usize,
+}
+
+/// A question asked again and answered from the caller's cache.
+#[derive(Clone, Debug, Serialize)]
+pub struct CacheSample {
+    pub at_ms: u64,
+    pub latency_ms: f64,
+    /// The answer came from the cache (rather than from a walk, when the cache had
+    /// dropped it).
+    pub from_cache: bool,
+    /// How old the answer was.
+    pub age_ms: f64,
+    /// Offers shown.
+    pub offers: usize,
+    /// Offers shown that their gateway had replaced or withdrawn (at least a second
+    /// before): what an answer of that age may show, refreshed meanwhile.
+    pub superseded: usize,
 }
 
 /// One call placed under load.
@@ -63,6 +95,10 @@ pub struct CallSample {
 #[derive(Clone, Debug, Serialize)]
 pub struct RunResult {
     pub settings: KadSettings,
+    /// How the callers discovered.
+    pub method: Method,
+    /// The median round trip between two nodes, when links have one.
+    pub median_rtt_ms: Option<f64>,
     /// DHT nodes the run started with (besides gateways, callers, bootstrap, probe).
     pub dht_nodes: usize,
     /// Every node started at first.
@@ -70,11 +106,25 @@ pub struct RunResult {
     pub churn_per_minute: f64,
     pub build_secs: f64,
     pub lookups: Vec<LookupSample>,
+    /// Questions asked again, answered from the cache.
+    pub cached: Vec<CacheSample>,
     pub calls: Vec<CallSample>,
     /// From a gateway's start to the first lookup that finds its offer.
     pub discoverable_ms: Vec<f64>,
     /// Gateways whose offer no probe found within the deadline.
     pub never_discovered: usize,
+    /// From a gateway's new prices to the first lookup that returns them.
+    pub visible_ms: Vec<f64>,
+    /// New prices no probe saw within the deadline.
+    pub never_visible: usize,
+    /// Gateways that published new prices during the load.
+    pub reprices: usize,
+    /// Gateways covering each country when the load began (live, published), as
+    /// (country code, gateways).
+    pub covering: Vec<(String, usize)>,
+    /// Lookups each server node answered as a holder during the load, busiest first
+    /// (nodes that answered none left out).
+    pub holder_answers: Vec<u64>,
     pub joins: usize,
     pub clean_leaves: usize,
     pub crashes: usize,
@@ -95,6 +145,7 @@ pub struct RunResult {
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub settings: KadSettings,
+    pub method: Method,
     pub total_nodes: usize,
     pub churn_per_minute: f64,
     pub lookups: usize,
@@ -107,6 +158,38 @@ pub struct Summary {
     pub none_found: f64,
     pub requests_per_lookup: f64,
     pub bytes_per_lookup: f64,
+    /// Medians of requests and bytes per lookup.
+    pub requests_p50: f64,
+    pub bytes_p50: f64,
+    /// Lookups judged on the true best offers for their policy, and the share that got
+    /// them.
+    pub best_judged: usize,
+    pub best_found: f64,
+    /// Round trips of the walks, one after another: median and 99th percentile.
+    pub rounds_p50: f64,
+    pub rounds_p99: f64,
+    /// Latency in median round trips between nodes (when links have one).
+    pub p50_rtts: Option<f64>,
+    pub p99_rtts: Option<f64>,
+    pub median_rtt_ms: Option<f64>,
+    /// Publish → visible for new prices: p50, p95, and those never seen.
+    pub visible_p50_ms: f64,
+    pub visible_p95_ms: f64,
+    pub visible: usize,
+    pub never_visible: usize,
+    /// Questions asked again: from the cache p50 and p95 latency, p50 age, the share of
+    /// answers from the cache, and of answers showing a replaced offer.
+    pub cached: usize,
+    pub cache_p50_ms: f64,
+    pub cache_p95_ms: f64,
+    pub cache_age_p50_ms: f64,
+    pub cache_hits: f64,
+    pub cache_superseded: f64,
+    /// Nodes that answered lookups as holders, all their answers, and the busiest one's
+    /// share of them.
+    pub holders_answering: usize,
+    pub holder_answers: u64,
+    pub busiest_holder_share: f64,
     pub discoverable_p50_ms: f64,
     pub discoverable_p95_ms: f64,
     /// Gateways whose offer a probe found, and those it never found within the deadline.
@@ -165,20 +248,68 @@ impl RunResult {
             )
         };
         let setups: Vec<f64> = self.calls.iter().filter_map(|c| c.setup_ms).collect();
+        let judged: Vec<bool> = self.lookups.iter().filter_map(|l| l.best_found).collect();
+        let requests: Vec<f64> = self.lookups.iter().map(|l| l.requests as f64).collect();
+        let bytes: Vec<f64> = self.lookups.iter().map(|l| l.bytes as f64).collect();
+        let rounds: Vec<f64> = self.lookups.iter().map(|l| f64::from(l.rounds)).collect();
+        let in_rtts = |ms: f64| {
+            self.median_rtt_ms
+                .filter(|rtt| *rtt > 0.0)
+                .map(|rtt| ms / rtt)
+        };
+        let hits: Vec<&CacheSample> = self.cached.iter().filter(|c| c.from_cache).collect();
+        let hit_latencies: Vec<f64> = hits.iter().map(|c| c.latency_ms).collect();
+        let ages: Vec<f64> = hits.iter().map(|c| c.age_ms).collect();
+        let p50_ms = percentile(&latencies, 50.0);
+        let p99_ms = percentile(&latencies, 99.0);
         Summary {
             settings: self.settings,
+            method: self.method,
             total_nodes: self.total_nodes,
             churn_per_minute: self.churn_per_minute,
             lookups: self.lookups.len(),
-            p50_ms: percentile(&latencies, 50.0),
+            p50_ms,
             p95_ms: percentile(&latencies, 95.0),
-            p99_ms: percentile(&latencies, 99.0),
+            p99_ms,
             max_ms: latencies.iter().copied().fold(0.0, f64::max),
             all_found: outcome(Outcome::All),
             some_found: outcome(Outcome::Some),
             none_found: outcome(Outcome::None),
             requests_per_lookup: mean(self.lookups.iter().map(|l| l.requests as f64)),
             bytes_per_lookup: mean(self.lookups.iter().map(|l| l.bytes as f64)),
+            requests_p50: percentile(&requests, 50.0),
+            bytes_p50: percentile(&bytes, 50.0),
+            best_judged: judged.len(),
+            best_found: share(judged.iter().filter(|b| **b).count(), judged.len()),
+            rounds_p50: percentile(&rounds, 50.0),
+            rounds_p99: percentile(&rounds, 99.0),
+            p50_rtts: in_rtts(p50_ms),
+            p99_rtts: in_rtts(p99_ms),
+            median_rtt_ms: self.median_rtt_ms,
+            visible_p50_ms: percentile(&self.visible_ms, 50.0),
+            visible_p95_ms: percentile(&self.visible_ms, 95.0),
+            visible: self.visible_ms.len(),
+            never_visible: self.never_visible,
+            cached: self.cached.len(),
+            cache_p50_ms: percentile(&hit_latencies, 50.0),
+            cache_p95_ms: percentile(&hit_latencies, 95.0),
+            cache_age_p50_ms: percentile(&ages, 50.0),
+            cache_hits: share(hits.len(), self.cached.len()),
+            cache_superseded: share(
+                self.cached.iter().filter(|c| c.superseded > 0).count(),
+                self.cached.len(),
+            ),
+            holders_answering: self.holder_answers.len(),
+            holder_answers: self.holder_answers.iter().sum(),
+            busiest_holder_share: {
+                let total: u64 = self.holder_answers.iter().sum();
+                let busiest = self.holder_answers.first().copied().unwrap_or(0);
+                if total == 0 {
+                    0.0
+                } else {
+                    busiest as f64 / total as f64
+                }
+            },
             discoverable_p50_ms: percentile(&self.discoverable_ms, 50.0),
             discoverable_p95_ms: percentile(&self.discoverable_ms, 95.0),
             gateways_discovered: self.discoverable_ms.len(),

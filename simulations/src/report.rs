@@ -8,8 +8,8 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 use plotters::prelude::*;
 
-use crate::measure::{RunResult, Summary};
-use crate::scenario::{KadSettings, Scenario};
+use crate::measure::{LookupSample, RunResult, Summary};
+use crate::scenario::{KadSettings, Method, Scenario};
 
 /// Why a report could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,14 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
     }
 }
 
+/// The label of a run: its discovery method, and its Kademlia settings when not ours.
+fn label(summary: &Summary) -> String {
+    match summary.settings {
+        KadSettings::Project => summary.method.label().to_owned(),
+        other => format!("{}, {}", summary.method.label(), other.label()),
+    }
+}
+
 /// The summary table.
 pub fn table(results: &[RunResult]) -> String {
     let mut table = Table::new();
@@ -42,96 +50,171 @@ pub fn table(results: &[RunResult]) -> String {
         .load_style(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header([
-            "settings",
+            "discovery",
             "nodes",
             "churn/min",
             "lookups",
-            "p50 ms",
-            "p95 ms",
-            "p99 ms",
-            "max ms",
-            "all found",
-            "≥1 found",
+            "p50 / p95 / p99 ms",
+            "in median RTTs p50 / p99",
+            "round trips p50",
+            "true best found",
+            "all covering found",
             "none",
-            "req/lookup",
-            "KiB/lookup",
-            "publish→found p50/p95 ms (gateways)",
+            "req/lookup p50 (mean)",
+            "KiB/lookup p50 (mean)",
+            "new gateway found p50/p95 ms",
+            "new price visible p50/p95 ms",
+            "cache p50 ms, age p50 s",
             "stale/withdrawn/expired returned",
             "RSS/node MiB",
+            "CPU s",
             "routing table (full)",
-            "conns/node",
         ]);
     for summary in results.iter().map(RunResult::summary) {
         let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
+        let rtts = match (summary.p50_rtts, summary.p99_rtts) {
+            (Some(p50), Some(p99)) => format!("{p50:.1} / {p99:.1}"),
+            _ => "–".to_owned(),
+        };
+        let best = if summary.best_judged == 0 {
+            "–".to_owned()
+        } else {
+            format!("{:.1} %", summary.best_found * 100.0)
+        };
+        let cache = if summary.cached == 0 {
+            "–".to_owned()
+        } else {
+            format!(
+                "{:.3}, {:.1}",
+                summary.cache_p50_ms,
+                summary.cache_age_p50_ms / 1000.0
+            )
+        };
+        let visible = if summary.visible + summary.never_visible == 0 {
+            "–".to_owned()
+        } else {
+            format!(
+                "{:.0} / {:.0} ({} never)",
+                summary.visible_p50_ms, summary.visible_p95_ms, summary.never_visible
+            )
+        };
         table.add_row(vec![
-            Cell::new(summary.settings.label()),
+            Cell::new(label(&summary)),
             right(summary.total_nodes.to_string()),
             right(format!("{:.0}", summary.churn_per_minute)),
             right(summary.lookups.to_string()),
-            right(format!("{:.1}", summary.p50_ms)),
-            right(format!("{:.1}", summary.p95_ms)),
-            right(format!("{:.1}", summary.p99_ms)),
-            right(format!("{:.1}", summary.max_ms)),
-            right(format!("{:.1} %", summary.all_found * 100.0)),
             right(format!(
-                "{:.1} %",
-                (summary.all_found + summary.some_found) * 100.0
+                "{:.1} / {:.1} / {:.1}",
+                summary.p50_ms, summary.p95_ms, summary.p99_ms
             )),
+            right(rtts),
+            right(format!("{:.0}", summary.rounds_p50)),
+            right(best),
+            right(format!("{:.1} %", summary.all_found * 100.0)),
             right(format!("{:.1} %", summary.none_found * 100.0)),
-            right(format!("{:.1}", summary.requests_per_lookup)),
-            right(format!("{:.1}", summary.bytes_per_lookup / 1024.0)),
             right(format!(
-                "{:.0} / {:.0} ({} found, {} never)",
+                "{:.0} ({:.1})",
+                summary.requests_p50, summary.requests_per_lookup
+            )),
+            right(format!(
+                "{:.1} ({:.1})",
+                summary.bytes_p50 / 1024.0,
+                summary.bytes_per_lookup / 1024.0
+            )),
+            right(format!(
+                "{:.0} / {:.0} ({} never)",
                 summary.discoverable_p50_ms,
                 summary.discoverable_p95_ms,
-                summary.gateways_discovered,
                 summary.gateways_never_discovered
             )),
+            right(visible),
+            right(cache),
             right(format!(
                 "{} / {} / {}",
                 summary.stale_returned, summary.withdrawn_returned, summary.expired_returned
             )),
             right(format!("{:.2}", summary.rss_per_node_mib)),
+            right(format!("{:.0}", summary.cpu_seconds)),
             right(format!(
                 "{:.0} ({:.0})",
                 summary.routing_table_mean, summary.routing_table_ideal
             )),
-            right(format!("{:.1}", summary.connections_mean)),
         ]);
     }
     table.to_string()
 }
 
-/// Interlink's settings against libp2p's defaults, point by point: ratios of latency and
-/// success (below 1 means Interlink's figure is lower).
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "–".to_owned()
+    }
+}
+
+/// Comparisons of the runs of each point: Interlink's settings against libp2p's defaults,
+/// and the offer index against provider records (ratios of the first's figure to the
+/// second's; below 1 means lower).
 pub fn comparison(results: &[RunResult]) -> Vec<String> {
     let mut lines = Vec::new();
-    for pair in results.windows(2) {
-        let (ours, theirs) = (pair[0].summary(), pair[1].summary());
-        if ours.settings != KadSettings::Project || theirs.settings != KadSettings::Libp2pDefault {
+    let summaries: Vec<Summary> = results.iter().map(RunResult::summary).collect();
+    for ours in summaries
+        .iter()
+        .filter(|s| s.settings == KadSettings::Project)
+    {
+        let same_point = |other: &&Summary| {
+            other.total_nodes == ours.total_nodes && other.churn_per_minute == ours.churn_per_minute
+        };
+        if let Some(theirs) = summaries
+            .iter()
+            .filter(same_point)
+            .find(|s| s.settings == KadSettings::Libp2pDefault && s.method == ours.method)
+        {
+            lines.push(format!(
+                "{} nodes, churn {:.0}/min, {}: Interlink's Kademlia settings against libp2p's defaults: \
+                 latency p50 ×{}, p95 ×{}; all found ×{} ({:.1} % vs {:.1} %); requests per lookup ×{}; \
+                 withdrawn returned {} vs {}",
+                ours.total_nodes,
+                ours.churn_per_minute,
+                ours.method.label(),
+                ratio(ours.p50_ms, theirs.p50_ms),
+                ratio(ours.p95_ms, theirs.p95_ms),
+                ratio(ours.all_found, theirs.all_found),
+                ours.all_found * 100.0,
+                theirs.all_found * 100.0,
+                ratio(ours.requests_per_lookup, theirs.requests_per_lookup),
+                ours.withdrawn_returned,
+                theirs.withdrawn_returned,
+            ));
+        }
+        if ours.method != Method::Index {
             continue;
         }
-        let ratio = |a: f64, b: f64| {
-            if b > 0.0 {
-                format!("{:.2}", a / b)
-            } else {
-                "–".to_owned()
-            }
-        };
-        lines.push(format!(
-            "{} nodes, churn {:.0}/min: latency p50 ×{}, p95 ×{}; all found ×{} ({:.1} % vs {:.1} %); \
-             requests per lookup ×{}; withdrawn returned {} vs {}",
-            ours.total_nodes,
-            ours.churn_per_minute,
-            ratio(ours.p50_ms, theirs.p50_ms),
-            ratio(ours.p95_ms, theirs.p95_ms),
-            ratio(ours.all_found, theirs.all_found),
-            ours.all_found * 100.0,
-            theirs.all_found * 100.0,
-            ratio(ours.requests_per_lookup, theirs.requests_per_lookup),
-            ours.withdrawn_returned,
-            theirs.withdrawn_returned,
-        ));
+        if let Some(before) = summaries
+            .iter()
+            .filter(same_point)
+            .find(|s| s.settings == ours.settings && s.method == Method::Providers)
+        {
+            lines.push(format!(
+                "{} nodes: the offer index against provider records (before): latency p50 ×{}, \
+                 p95 ×{}, p99 ×{}; requests per lookup (p50) ×{}; KiB per lookup (p50) ×{}; \
+                 true best found {:.1} % vs {:.1} %; all covering found {:.1} % vs {:.1} %; \
+                 new price visible p50 ×{}; memory per node ×{}; CPU ×{}",
+                ours.total_nodes,
+                ratio(ours.p50_ms, before.p50_ms),
+                ratio(ours.p95_ms, before.p95_ms),
+                ratio(ours.p99_ms, before.p99_ms),
+                ratio(ours.requests_p50, before.requests_p50),
+                ratio(ours.bytes_p50, before.bytes_p50),
+                ours.best_found * 100.0,
+                before.best_found * 100.0,
+                ours.all_found * 100.0,
+                before.all_found * 100.0,
+                ratio(ours.visible_p50_ms, before.visible_p50_ms),
+                ratio(ours.rss_per_node_mib, before.rss_per_node_mib),
+                ratio(ours.cpu_seconds, before.cpu_seconds),
+            ));
+        }
     }
     lines
 }
@@ -172,8 +255,42 @@ pub fn write(
     let summary_path = dir.join("summary.json");
     std::fs::write(&summary_path, json).map_err(io_error(&summary_path))?;
 
-    let mut plots = vec![("Lookup latency", "latency_cdf.svg")];
-    latency_cdf(&dir.join("latency_cdf.svg"), results)?;
+    let mut plots = vec![
+        ("Lookup latency", "latency_cdf.svg"),
+        ("Requests per lookup", "requests_cdf.svg"),
+        ("Bytes per lookup", "bytes_cdf.svg"),
+    ];
+    cdf(
+        &dir.join("latency_cdf.svg"),
+        results,
+        "Lookup latency (cumulative)",
+        "discovery + verification + ranking (ms)",
+        |l| l.latency_ms,
+    )?;
+    cdf(
+        &dir.join("requests_cdf.svg"),
+        results,
+        "Requests per lookup (cumulative)",
+        "requests the caller sent",
+        |l| l.requests as f64,
+    )?;
+    cdf(
+        &dir.join("bytes_cdf.svg"),
+        results,
+        "Bytes per lookup (cumulative)",
+        "KiB through the caller's connections",
+        |l| l.bytes as f64 / 1024.0,
+    )?;
+    if results.iter().any(|r| r.median_rtt_ms.is_some()) {
+        cdf(
+            &dir.join("round_trips_cdf.svg"),
+            results,
+            "Lookup latency in median round trips (cumulative)",
+            "latency / median round trip between two nodes",
+            |l| l.latency_ms,
+        )?;
+        plots.push(("Lookup latency in round trips", "round_trips_cdf.svg"));
+    }
     if !scenario.sweep.churn_per_minute.is_empty() {
         success_against_churn(&dir.join("success_vs_churn.svg"), results)?;
         plots.push(("Success against churn", "success_vs_churn.svg"));
@@ -192,9 +309,38 @@ pub fn write(
         machine()
     );
     text += &format!("```\n{}\n```\n\n", table(results));
+    for result in results {
+        let covering: Vec<String> = result
+            .covering
+            .iter()
+            .map(|(code, count)| format!("+{code} {count}"))
+            .collect();
+        if !covering.is_empty() {
+            text += &format!(
+                "Gateways covering each country when the load began ({}, {} nodes): {}.\n\n",
+                label(&result.summary()),
+                result.summary().total_nodes,
+                covering.join(", ")
+            );
+        }
+    }
+    for summary in results.iter().map(RunResult::summary) {
+        if summary.holder_answers > 0 {
+            text += &format!(
+                "Holders ({}, {} nodes): {} nodes answered {} lookups as holders of a key; the \
+                 busiest answered {:.1} % of them.\n\n",
+                label(&summary),
+                summary.total_nodes,
+                summary.holders_answering,
+                summary.holder_answers,
+                summary.busiest_holder_share * 100.0
+            );
+        }
+    }
     let comparisons = comparison(results);
     if !comparisons.is_empty() {
-        text += "Interlink's Kademlia settings against libp2p's defaults (ratio of Interlink's figure to the default's):\n\n";
+        text +=
+            "Comparisons (the ratio of the first figure to the second; below 1 means lower):\n\n";
         for line in comparisons {
             text += &format!("- {line}\n");
         }
@@ -214,6 +360,13 @@ pub fn write(
 #[derive(serde::Serialize)]
 struct LookupRow<'a> {
     settings: &'static str,
+    method: &'static str,
+    policy: &'a str,
+    best_found: Option<bool>,
+    best_expected: usize,
+    best_note: &'a str,
+    rounds: u32,
+    holders: usize,
     nodes: usize,
     churn_per_minute: f64,
     at_ms: u64,
@@ -236,6 +389,13 @@ impl<'a> LookupRow<'a> {
     fn new(result: &RunResult, l: &'a crate::measure::LookupSample) -> LookupRow<'a> {
         LookupRow {
             settings: result.settings.label(),
+            method: l.method,
+            policy: &l.policy,
+            best_found: l.best_found,
+            best_expected: l.best_expected,
+            best_note: &l.best_note,
+            rounds: l.rounds,
+            holders: l.holders,
             nodes: result.total_nodes,
             churn_per_minute: result.churn_per_minute,
             at_ms: l.at_ms,
@@ -312,24 +472,43 @@ fn plot_error(path: &Path) -> impl Fn(String) -> ReportError + '_ {
     }
 }
 
-/// The distribution of lookup latency, one line per run.
-fn latency_cdf(path: &Path, results: &[RunResult]) -> Result<(), ReportError> {
+/// The distribution of `value` over each run's lookups, one line per run. For the
+/// round-trip plot, a run's values are divided by its median round trip.
+fn cdf(
+    path: &Path,
+    results: &[RunResult],
+    title: &str,
+    x_desc: &str,
+    value: impl Fn(&LookupSample) -> f64,
+) -> Result<(), ReportError> {
     let fail = plot_error(path);
-    let max = results
+    let in_rtts = path
+        .file_name()
+        .is_some_and(|name| name.to_string_lossy().starts_with("round_trips"));
+    let values = |result: &RunResult| -> Vec<f64> {
+        let scale = if in_rtts {
+            result.median_rtt_ms.filter(|rtt| *rtt > 0.0).unwrap_or(1.0)
+        } else {
+            1.0
+        };
+        let mut values: Vec<f64> = result.lookups.iter().map(|l| value(l) / scale).collect();
+        values.sort_by(f64::total_cmp);
+        values
+    };
+    let all: Vec<Vec<f64>> = results.iter().map(values).collect();
+    let p99 = all
         .iter()
-        .flat_map(|r| r.lookups.iter().map(|l| l.latency_ms))
-        .fold(1.0f64, f64::max)
-        .min(
-            results
-                .iter()
-                .map(|r| r.summary().p99_ms)
-                .fold(1.0, f64::max)
-                * 1.5,
-        );
+        .map(|v| crate::measure::percentile(v, 99.0))
+        .fold(1e-9, f64::max);
+    let max = all
+        .iter()
+        .flat_map(|v| v.last().copied())
+        .fold(1e-9, f64::max)
+        .min(p99 * 1.5);
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Lookup latency (cumulative)", ("sans-serif", 22))
+        .caption(title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
@@ -337,25 +516,23 @@ fn latency_cdf(path: &Path, results: &[RunResult]) -> Result<(), ReportError> {
         .map_err(|e| fail(e.to_string()))?;
     chart
         .configure_mesh()
-        .x_desc("discovery + verification + ranking (ms)")
+        .x_desc(x_desc)
         .y_desc("fraction of lookups")
         .draw()
         .map_err(|e| fail(e.to_string()))?;
-    for (i, result) in results.iter().enumerate() {
-        let mut latencies: Vec<f64> = result.lookups.iter().map(|l| l.latency_ms).collect();
-        latencies.sort_by(f64::total_cmp);
-        let n = latencies.len().max(1) as f64;
-        let points: Vec<(f64, f64)> = latencies
+    for (i, (result, values)) in results.iter().zip(&all).enumerate() {
+        let n = values.len().max(1) as f64;
+        let points: Vec<(f64, f64)> = values
             .iter()
             .enumerate()
-            .map(|(k, &ms)| (ms.min(max), (k + 1) as f64 / n))
+            .map(|(k, &v)| (v.min(max), (k + 1) as f64 / n))
             .collect();
         let colour = COLOURS[i % COLOURS.len()];
         let label = format!(
             "{} nodes, churn {:.0}/min, {}",
             result.total_nodes,
             result.churn_per_minute,
-            result.settings.label()
+            label(&result.summary())
         );
         chart
             .draw_series(LineSeries::new(points, colour.stroke_width(2)))

@@ -55,7 +55,56 @@ pub struct Scenario {
     pub security: Security,
     /// Also run the scenario with libp2p's default Kademlia settings, for comparison.
     pub compare_default: bool,
+    /// How callers discover: the offer index, the first design's provider records, or
+    /// both, each in a run of its own.
+    pub discovery: DiscoveryChoice,
+    /// The best offers a lookup asks for; a lookup is judged on whether it got the true
+    /// best this many for its policy. 256 asks for every covering offer.
+    pub results: u16,
+    /// Policies callers draw from for each lookup: `cheapest`, `balanced`,
+    /// `best-quality`.
+    pub policies: Vec<String>,
+    /// The share of lookups that repeat one of the caller's recent questions, answered
+    /// from its cache (the index only); measured apart from the others.
+    pub repeat_share: f64,
+    /// Gateways that publish new prices, per minute across the market, while the load
+    /// runs.
+    pub reprices_per_minute: f64,
+    /// Round-trip times between nodes.
+    pub links: LinkSettings,
     pub sweep: Sweep,
+}
+
+/// How callers discover gateways in a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryChoice {
+    /// The offer index: one walk toward the country's key.
+    #[default]
+    Index,
+    /// The first design: provider records under the country's key, then one lookup per
+    /// provider (gateways announce themselves as providers too).
+    Providers,
+    /// Every point twice: with the index, then with provider records.
+    Both,
+}
+
+/// The network between the nodes.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkSettings {
+    /// `none` (in-memory connections deliver at once) or `regions` (each node in a cloud
+    /// region with a last mile of its own; see `links.rs`).
+    pub model: LinkModelChoice,
+}
+
+/// A model of round-trip times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkModelChoice {
+    #[default]
+    None,
+    Regions,
 }
 
 /// The security upgrade of the in-memory transport (TCP always uses noise).
@@ -90,6 +139,14 @@ pub struct RouteMix {
     pub currency: String,
     /// Price per minute in minor units, at least and at most (uniform).
     pub price_per_minute: [u64; 2],
+    /// How likely each of `countries` is for a route (empty: all alike).
+    pub country_weights: Vec<f64>,
+    /// Claimed quality, drawn uniformly: MOS at least and at most...
+    pub mos: [f64; 2],
+    /// ...answer-seizure ratio...
+    pub answer_seizure_ratio: [f64; 2],
+    /// ...and post-dial delay in ms.
+    pub post_dial_delay_ms: [u32; 2],
 }
 
 /// Nodes joining and leaving while the load runs.
@@ -137,6 +194,12 @@ impl Default for Scenario {
             bootstrap_interval_secs: 300,
             security: Security::Noise,
             compare_default: false,
+            discovery: DiscoveryChoice::Index,
+            results: 256,
+            policies: vec!["balanced".into()],
+            repeat_share: 0.0,
+            reprices_per_minute: 0.0,
+            links: LinkSettings::default(),
             sweep: Sweep::default(),
         }
     }
@@ -150,6 +213,10 @@ impl Default for RouteMix {
             extra_digits: [0, 2],
             currency: "GBP".into(),
             price_per_minute: [1, 10],
+            country_weights: Vec::new(),
+            mos: [4.0, 4.0],
+            answer_seizure_ratio: [0.5, 0.5],
+            post_dial_delay_ms: [3000, 3000],
         }
     }
 }
@@ -183,6 +250,7 @@ pub const NAMED: &[(&str, &str)] = &[
     ("country", include_str!("../scenarios/country.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
     ("scale", include_str!("../scenarios/scale.toml")),
+    ("market", include_str!("../scenarios/market.toml")),
 ];
 
 impl Scenario {
@@ -266,7 +334,70 @@ impl Scenario {
         if self.offer_ttl_secs < 10 {
             return invalid("offer_ttl_secs", "must be at least 10");
         }
+        if self.results == 0 || self.results > interlink_protocol::discovery::query::MAX_LIMIT {
+            return invalid("results", "must be between 1 and 256");
+        }
+        if self.policies.is_empty()
+            || self.policies.iter().any(|p| {
+                p.parse::<interlink_protocol::ranking::PolicyKind>()
+                    .is_err()
+            })
+        {
+            return invalid(
+                "policies",
+                "list one or more of cheapest, balanced, best-quality",
+            );
+        }
+        if !(0.0..=1.0).contains(&self.repeat_share) {
+            return invalid("repeat_share", "must be between 0 and 1");
+        }
+        if self.reprices_per_minute.is_nan() || self.reprices_per_minute < 0.0 {
+            return invalid("reprices_per_minute", "must be zero or more");
+        }
+        let mix = &self.routes;
+        if !mix.country_weights.is_empty()
+            && (mix.country_weights.len() != mix.countries.len()
+                || mix
+                    .country_weights
+                    .iter()
+                    .any(|w| !w.is_finite() || *w < 0.0)
+                || mix.country_weights.iter().sum::<f64>() <= 0.0)
+        {
+            return invalid(
+                "routes.country_weights",
+                "one non-negative weight per country, not all zero",
+            );
+        }
+        if !(1.0..=5.0).contains(&mix.mos[0]) || mix.mos[0] > mix.mos[1] || mix.mos[1] > 5.0 {
+            return invalid("routes.mos", "must be [least, most] within 1 to 5");
+        }
+        if !(0.0..=1.0).contains(&mix.answer_seizure_ratio[0])
+            || mix.answer_seizure_ratio[0] > mix.answer_seizure_ratio[1]
+            || mix.answer_seizure_ratio[1] > 1.0
+        {
+            return invalid(
+                "routes.answer_seizure_ratio",
+                "must be [least, most] within 0 to 1",
+            );
+        }
+        if mix.post_dial_delay_ms[0] > mix.post_dial_delay_ms[1]
+            || mix.post_dial_delay_ms[1] > interlink_protocol::offer::MAX_POST_DIAL_DELAY_MS
+        {
+            return invalid(
+                "routes.post_dial_delay_ms",
+                "must be [least, most] within 0 to 60000",
+            );
+        }
         Ok(())
+    }
+
+    /// The discovery methods the scenario's points run with, in order.
+    pub fn methods(&self) -> Vec<Method> {
+        match self.discovery {
+            DiscoveryChoice::Index => vec![Method::Index],
+            DiscoveryChoice::Providers => vec![Method::Providers],
+            DiscoveryChoice::Both => vec![Method::Index, Method::Providers],
+        }
     }
 
     /// The scenario's runs: one, or one per sweep point.
@@ -309,6 +440,26 @@ impl Scenario {
     /// How long to wait between starting two nodes.
     pub fn join_interval(&self) -> Duration {
         Duration::from_secs_f64(1.0 / self.join_rate)
+    }
+}
+
+/// How the callers of a run discover gateways.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The offer index.
+    Index,
+    /// Provider records and one lookup per provider: the first design.
+    Providers,
+}
+
+impl Method {
+    /// A short label for tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::Index => "index",
+            Method::Providers => "providers (before)",
+        }
     }
 }
 

@@ -17,8 +17,8 @@ use interlink_node::config::{DhtSection, GatewayPlan};
 use interlink_node::local_network::{caller_spec, local_spec};
 use interlink_node::network::Client;
 use interlink_node::node::{Node, NodeError, NodeSpec};
-use interlink_protocol::offer::{Route, Tariff};
-use interlink_protocol::{Currency, E164, Prefix, ProviderId};
+use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
+use interlink_protocol::{Currency, E164, Prefix, ProviderId, SignedOffer};
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use rand::rngs::StdRng;
@@ -26,7 +26,8 @@ use rand::{RngExt, SeedableRng};
 
 use crate::SimError;
 use crate::load::{self, Publication, Samples};
-use crate::scenario::Scenario;
+use crate::scenario::{LinkModelChoice, Method, Scenario};
+use crate::{legacy, links};
 
 /// What is known to be true about one gateway.
 #[derive(Clone, Debug)]
@@ -38,8 +39,13 @@ pub struct GatewayTruth {
     pub published_at: Option<Instant>,
     /// The newest offer other nodes acknowledged: its `seq`, and when.
     pub latest: Option<(u64, Instant)>,
+    /// The last few offers other nodes acknowledged, oldest first, with when.
+    pub offers: Vec<(SignedOffer, Instant)>,
     pub ended: Option<(Instant, Ending)>,
 }
+
+/// Offers kept per gateway in the truth: enough for a change in flight.
+const VERSIONS_KEPT: usize = 3;
 
 /// How a gateway left.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,16 +82,27 @@ impl Truth {
                 started_at: Instant::now(),
                 published_at: None,
                 latest: None,
+                offers: Vec::new(),
                 ended: None,
             },
         );
     }
 
-    fn published(&self, provider: ProviderId, seq: u64) {
-        if let Some(gateway) = self.lock().get_mut(&provider) {
+    fn published(&self, offer: &SignedOffer) {
+        if let Some(gateway) = self.lock().get_mut(&offer.provider()) {
             let now = Instant::now();
             gateway.published_at.get_or_insert(now);
-            gateway.latest = Some((seq, now));
+            gateway.latest = Some((offer.seq(), now));
+            gateway.routes = offer
+                .offer()
+                .routes
+                .iter()
+                .map(|r| r.prefix.clone())
+                .collect();
+            gateway.offers.push((offer.clone(), now));
+            if gateway.offers.len() > VERSIONS_KEPT {
+                gateway.offers.remove(0);
+            }
         }
     }
 
@@ -124,9 +141,13 @@ pub struct World {
     /// The caller that measures time to discoverable.
     pub probe: Node,
     pub truth: Truth,
+    /// How callers discover gateways in this run.
+    pub method: Method,
     currency: Currency,
     rng: StdRng,
     gateways_started: usize,
+    /// Numbers given to the nodes started, for their links.
+    nodes_started: u64,
 }
 
 impl World {
@@ -138,6 +159,7 @@ impl World {
     pub async fn build(
         scenario: &Scenario,
         mut dht: DhtSection,
+        method: Method,
         samples: &Samples,
         progress: &dyn Fn(usize, f64),
     ) -> Result<World, SimError> {
@@ -145,8 +167,11 @@ impl World {
             .map_err(|e| SimError::Scenario(format!("routes.currency: {e}")))?;
         dht.bootstrap_interval_secs = scenario.bootstrap_interval_secs;
         let mut rng = StdRng::seed_from_u64(scenario.seed);
-        let secured = |mut spec: NodeSpec| {
+        let mut numbers = 0u64;
+        let mut secured = |mut spec: NodeSpec| {
             spec.settings.memory_security = scenario.security.memory_security();
+            spec.settings.memory_links = linked(scenario, numbers);
+            numbers += 1;
             spec
         };
         let bootstrap = Node::start(
@@ -178,9 +203,11 @@ impl World {
             callers: Vec::with_capacity(scenario.callers),
             probe,
             truth: Truth::default(),
+            method,
             currency,
             rng,
             gateways_started: 0,
+            nodes_started: numbers,
         };
         let connections = world.grow_to(scenario.nodes, progress).await?;
         let mut started = world.node_count();
@@ -188,17 +215,12 @@ impl World {
         for _ in 0..scenario.gateways {
             pace.tick().await;
             let provider = world.start_gateway().await?;
-            tokio::spawn(load::probe(
-                world.probe.client().clone(),
-                world.truth.clone(),
-                Publication::first(provider),
-                samples.clone(),
-            ));
+            load::probe_new(&world, provider, samples);
             started += 1;
             progress(started, connections);
         }
         for _ in 0..scenario.callers {
-            let spec = secured(caller_spec(vec![world.bootstrap_addr.clone()], &world.dht));
+            let spec = world.linked(caller_spec(vec![world.bootstrap_addr.clone()], &world.dht));
             let node = Node::start(spec, keypair(&mut world.rng)).await?;
             world.callers.push(node);
             started += 1;
@@ -255,7 +277,9 @@ impl World {
                     since: Some(since),
                     after_seq: offer.seq,
                 },
-                samples.clone(),
+                self.method,
+                std::sync::Arc::clone(&samples.discoverable_ms),
+                std::sync::Arc::clone(&samples.never_discovered),
             )));
             republications.push(publisher.set_routes(offer.routes.clone()));
         }
@@ -270,6 +294,14 @@ impl World {
         futures::future::join_all(probes).await;
     }
 
+    /// `spec` secured as the scenario says, with the links of the next node's number.
+    fn linked(&mut self, mut spec: NodeSpec) -> NodeSpec {
+        spec.settings.memory_security = self.scenario.security.memory_security();
+        spec.settings.memory_links = linked(&self.scenario, self.nodes_started);
+        self.nodes_started += 1;
+        spec
+    }
+
     async fn server_spec(&mut self, gateway: Option<GatewayPlan>) -> NodeSpec {
         let mut spec = local_spec(
             self.scenario.transport,
@@ -279,7 +311,7 @@ impl World {
         );
         spec.settings.idle_connection_timeout =
             Duration::from_secs(self.scenario.idle_connection_timeout_secs);
-        spec.settings.memory_security = self.scenario.security.memory_security();
+        let mut spec = self.linked(spec);
         spec.settings.dht.bootstrap_interval_secs =
             spread_interval(self.scenario.bootstrap_interval_secs, &mut self.rng);
         let others = (self.scenario.bootstrap_peers - 1).min(self.nodes.len());
@@ -304,6 +336,7 @@ impl World {
         self.gateways_started += 1;
         let plan = GatewayPlan {
             offer_ttl: Duration::from_secs(self.scenario.offer_ttl_secs),
+            quality: self.random_quality(),
             ..GatewayPlan::new(
                 &format!("Gateway {}", self.gateways_started),
                 self.random_routes(),
@@ -320,19 +353,30 @@ impl World {
         if let Some(publisher) = node.publisher() {
             let mut published = publisher.subscribe();
             let truth = self.truth.clone();
+            // The first design found gateways by their provider records: announced when
+            // an offer is first acknowledged, and when its countries change.
+            let announcer = (self.method == Method::Providers).then(|| node.client().clone());
             tokio::spawn(async move {
                 let mut last_seq = None;
+                let mut announced = None;
                 loop {
                     let replicated = published
                         .borrow_and_update()
                         .as_ref()
                         .filter(|p| p.replicated)
-                        .map(|p| p.offer.seq());
-                    if let Some(seq) = replicated
-                        && last_seq != Some(seq)
+                        .map(|p| p.offer.clone());
+                    if let Some(offer) = replicated
+                        && last_seq != Some(offer.seq())
                     {
-                        last_seq = Some(seq);
-                        truth.published(provider, seq);
+                        last_seq = Some(offer.seq());
+                        if let Some(client) = &announcer {
+                            let countries = offer.offer().country_codes();
+                            if announced.as_ref() != Some(&countries) {
+                                legacy::announce(client, &offer).await;
+                                announced = Some(countries);
+                            }
+                        }
+                        truth.published(&offer);
                     }
                     if published.changed().await.is_err() {
                         return;
@@ -345,14 +389,14 @@ impl World {
     }
 
     fn random_routes(&mut self) -> Vec<Route> {
-        let mix = &self.scenario.routes;
+        let mix = self.scenario.routes.clone();
         let currency = self.currency;
         let count = self
             .rng
             .random_range(mix.routes_per_gateway[0]..=mix.routes_per_gateway[1]);
         let mut routes: Vec<Route> = Vec::with_capacity(count);
         while routes.len() < count {
-            let country = &mix.countries[self.rng.random_range(0..mix.countries.len())];
+            let country = mix.countries[self.random_country()].clone();
             let extra = self
                 .rng
                 .random_range(mix.extra_digits[0]..=mix.extra_digits[1]);
@@ -379,6 +423,84 @@ impl World {
             });
         }
         routes
+    }
+
+    /// A country of the route mix, by its weight.
+    fn random_country(&mut self) -> usize {
+        let mix = &self.scenario.routes;
+        if mix.country_weights.is_empty() {
+            return self.rng.random_range(0..mix.countries.len());
+        }
+        let total: f64 = mix.country_weights.iter().sum();
+        let mut draw = self.rng.random_range(0.0..total);
+        for (index, weight) in mix.country_weights.iter().enumerate() {
+            if draw < *weight {
+                return index;
+            }
+            draw -= weight;
+        }
+        mix.countries.len() - 1
+    }
+
+    /// A claimed quality drawn from the route mix's ranges.
+    fn random_quality(&mut self) -> ClaimedQuality {
+        let mix = &self.scenario.routes;
+        let between = |rng: &mut StdRng, [low, high]: [f64; 2]| {
+            if low < high {
+                rng.random_range(low..=high)
+            } else {
+                low
+            }
+        };
+        let mos = between(&mut self.rng, mix.mos);
+        let asr = between(&mut self.rng, mix.answer_seizure_ratio);
+        let [pdd_low, pdd_high] = mix.post_dial_delay_ms;
+        // Within 1-5 and 0-1 by the scenario's checks: the products fit a u16.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        ClaimedQuality {
+            mos: Mos((mos * 100.0).round() as u16),
+            answer_seizure_ratio: Permille((asr * 1000.0).round() as u16),
+            post_dial_delay_ms: self.rng.random_range(pdd_low..=pdd_high),
+        }
+    }
+
+    /// Has a random live gateway publish new prices (each route's within ±30 %, inside the
+    /// mix's range), at once, as an operator's reload does. Returns the gateway's identity
+    /// and the `seq` its prices replace.
+    pub fn reprice_random(&mut self) -> Option<(ProviderId, u64, tokio::task::JoinHandle<()>)> {
+        if self.gateways.is_empty() {
+            return None;
+        }
+        let index = self.rng.random_range(0..self.gateways.len());
+        let [low, high] = self.scenario.routes.price_per_minute;
+        let gateway = &self.gateways[index];
+        let publisher = gateway.node.publisher()?;
+        let latest = publisher.latest()?;
+        let routes: Vec<Route> = latest
+            .offer
+            .offer()
+            .routes
+            .iter()
+            .map(|route| {
+                let factor: f64 = self.rng.random_range(0.7..1.3);
+                let mut route = route.clone();
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let price = (route.tariff.per_minute as f64 * factor).round() as u64;
+                route.tariff.per_minute = price.clamp(low, high.max(low));
+                route
+            })
+            .collect();
+        let (provider, seq) = (gateway.provider, latest.offer.seq());
+        let client = gateway.node.client().clone();
+        let publisher_task = {
+            let published = publisher.set_routes(routes);
+            tokio::spawn(async move {
+                if let Err(e) = published.await {
+                    tracing::debug!(error = %e, peer = %client.local_peer_id(), "a reprice was not acknowledged");
+                }
+            })
+        };
+        Some((provider, seq, publisher_task))
     }
 
     /// Removes a random node: a DHT node or, with the scenario's gateway fraction, a
@@ -495,7 +617,14 @@ pub fn random_destination(truth: &Truth, rng: &mut StdRng) -> Option<E164> {
     E164::parse(&format!("+{}{digits}", prefix.digits())).ok()
 }
 
-/// A node identity drawn from the scenario's generator.
+/// The links of node number `number`, if the scenario models them.
+fn linked(scenario: &Scenario, number: u64) -> Option<interlink_node::network::Links> {
+    match scenario.links.model {
+        LinkModelChoice::None => None,
+        LinkModelChoice::Regions => Some(links::links(scenario.seed, number)),
+    }
+}
+
 /// A node's routing-table refresh interval: drawn between half and one and a half times the
 /// scenario's. A real network's nodes start at unrelated times, so their refreshes are spread
 /// out; here hundreds start within minutes, and with one shared interval they would refresh
@@ -504,6 +633,7 @@ fn spread_interval(secs: u64, rng: &mut StdRng) -> u64 {
     rng.random_range(secs / 2..=secs + secs / 2).max(1)
 }
 
+/// A node identity drawn from the scenario's generator.
 fn keypair(rng: &mut StdRng) -> Keypair {
     let mut seed: [u8; 32] = rng.random();
     Keypair::ed25519_from_bytes(&mut seed).unwrap_or_else(|_| Keypair::generate_ed25519())

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use interlink_simulations::run_growing;
-use interlink_simulations::scenario::{KadSettings, Scenario};
+use interlink_simulations::scenario::{KadSettings, Method, Scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_growing_network_is_measured_at_each_size_and_finds_its_gateways() {
@@ -15,9 +15,13 @@ async fn a_growing_network_is_measured_at_each_size_and_finds_its_gateways() {
     scenario.sweep.nodes = vec![60, 20];
 
     let mut results = Vec::new();
-    run_growing(&scenario, KadSettings::Project, &|_| {}, &mut |result| {
-        results.push(result)
-    })
+    run_growing(
+        &scenario,
+        KadSettings::Project,
+        Method::Index,
+        &|_| {},
+        &mut |result| results.push(result),
+    )
     .await
     .unwrap_or_else(|e| panic!("the simulation failed: {e}"));
 

@@ -5,14 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use interlink_simulations::run_point;
-use interlink_simulations::scenario::{KadSettings, Scenario};
+use interlink_simulations::scenario::{KadSettings, Method, Scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_churning_network_finds_its_gateways_and_never_a_withdrawn_offer() {
     let scenario = Scenario::named("small").unwrap();
     assert_eq!((scenario.nodes, scenario.duration_secs), (50, 30));
 
-    let result = run_point(&scenario, KadSettings::Project, &|_| {})
+    let result = run_point(&scenario, KadSettings::Project, Method::Index, &|_| {})
         .await
         .unwrap_or_else(|e| panic!("the simulation failed: {e}"));
     let summary = result.summary();

@@ -218,10 +218,11 @@ impl CallEntry {
         &self.id
     }
 
-    /// The call's snapshot now, with the cost so far.
+    /// The call's snapshot now, with the cost so far: from the answer, once media flows
+    /// (a call whose media never flows is not charged).
     pub fn view(&self) -> CallView {
         let mut view = self.view.borrow().clone();
-        if view.ended.is_none()
+        if view.state == CallState::Active
             && let (Some(tariff), Some(answered)) = (&view.tariff, view.answered_at_ms)
         {
             let elapsed = Duration::from_millis(clock::unix_millis().saturating_sub(answered));

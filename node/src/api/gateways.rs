@@ -34,6 +34,13 @@ pub(super) struct GatewaysAnswer {
     policy: String,
     lookup_ms: f64,
     offers_found: usize,
+    /// Offers that can carry the call within the policy's limits at the best-informed
+    /// holder: more than `offers_found` means the list holds the best of them only.
+    offers_matching: usize,
+    /// The list holds only the best of `offers_matching`.
+    cut: bool,
+    /// How old the answer is, when it came from this node's cache (a refresh runs).
+    cached_age_ms: Option<f64>,
     /// Best first; the first is the recommendation.
     gateways: Vec<GatewayRow>,
     recommended: Recommendation,
@@ -59,7 +66,7 @@ pub(super) async fn list(
     let destination = parse_destination(query.destination.as_deref())?;
     let policy = state.policy(query.policy.as_deref())?;
     let started = Instant::now();
-    let found = discover(&state, &destination).await?;
+    let found = discover(&state, &destination, &policy).await?;
     let history = state.caller.store.history().await.unwrap_or_default();
     let ranking = ranking::rank(
         &found.offers,
@@ -85,6 +92,9 @@ pub(super) async fn list(
         policy: policy.kind.to_string(),
         lookup_ms: started.elapsed().as_secs_f64() * 1000.0,
         offers_found: found.offers.len(),
+        offers_matching: found.stats.matching.max(found.offers.len()),
+        cut: found.stats.cut(found.offers.len()),
+        cached_age_ms: found.stats.cached.map(|age| age.as_secs_f64() * 1000.0),
         gateways,
         recommended,
         excluded,
@@ -128,13 +138,19 @@ pub(super) fn not_covered(destination: &E164, offers: usize, excluded: &[Exclude
     )
 }
 
-/// Discovers the offers for `destination`, joining the network again first if the node
-/// has no connection left (idle connections close; the node stays a member).
-pub(super) async fn discover(state: &ApiState, destination: &E164) -> Result<Discovery, ApiError> {
+/// Discovers the best offers for `destination` under `policy`, from the node's cache if
+/// it asked lately (the list the page shows, and then calls from), joining the network
+/// again first if the node has no connection left (idle connections close; the node
+/// stays a member).
+pub(super) async fn discover(
+    state: &ApiState,
+    destination: &E164,
+    policy: &Policy,
+) -> Result<Discovery, ApiError> {
     let query = Query {
-        destination: destination.clone(),
-        kinds: state.settings.kinds.clone(),
+        policy: policy.clone(),
         measure_rtt: true,
+        ..Query::new(destination.clone(), state.settings.kinds.clone())
     };
     let client = &state.caller.client;
     let lookup = async {

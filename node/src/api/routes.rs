@@ -111,7 +111,7 @@ pub(super) async fn start_call(
         timers: state.settings.timers,
         ..CallOptions::new(destination.clone())
     };
-    let found = gateways::discover(&state, &destination).await?;
+    let found = gateways::discover(&state, &destination, &options.policy).await?;
     let mut plan = match caller::plan_found(&state.caller, &options, &found, started).await {
         Ok(plan) => plan,
         Err(CallError::NotCovered { offers, .. }) => {

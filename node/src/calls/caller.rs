@@ -35,6 +35,7 @@ use crate::calls::{instant_of, sleep_until};
 use crate::clock;
 use crate::discovery::{self, Discovery, DiscoveryError, Query};
 use crate::identity;
+use crate::network::CacheUse;
 use crate::network::Client;
 use crate::store::{ReceiptStatus, Role, Store, StoreError};
 
@@ -73,6 +74,9 @@ pub struct CallOptions {
     pub timers: Timers,
     /// The frequency of the tone the caller sends.
     pub tone_hz: f64,
+    /// Turns true when the user hangs up early (Ctrl-C): before the answer nobody else is
+    /// tried; after it the call ends as any hang-up does, receipt and all.
+    pub hang_up: Option<watch::Receiver<bool>>,
 }
 
 impl CallOptions {
@@ -87,6 +91,7 @@ impl CallOptions {
             setup_deadline: Duration::from_secs(30),
             timers: Timers::default(),
             tone_hz: 440.0,
+            hang_up: None,
         }
     }
 }
@@ -116,6 +121,14 @@ impl ExternalMedia {
     /// Whether its user has hung up (or whoever held the sender is gone).
     fn hung_up(&self) -> bool {
         *self.hang_up.borrow() || self.hang_up.has_changed().is_err()
+    }
+}
+
+impl CallerMedia {
+    /// Whether the user hung up, on the endpoint or through [`CallOptions::hang_up`].
+    fn hung_up(&self, options: &CallOptions) -> bool {
+        let by_options = options.hang_up.as_ref().is_some_and(|h| *h.borrow());
+        by_options || matches!(self, CallerMedia::External(external) if external.hung_up())
     }
 }
 
@@ -192,6 +205,9 @@ pub struct ReceiptSummary {
     pub amount_minor: Option<u64>,
     pub currency: Option<String>,
     pub dispute: Option<String>,
+    /// Set when the call is not charged because media never flowed both ways: how it
+    /// ended.
+    pub not_charged: Option<String>,
 }
 
 /// Everything about a call that was answered.
@@ -281,10 +297,13 @@ pub async fn plan_call(
     options: &CallOptions,
 ) -> Result<CallPlan, CallError> {
     let started = Instant::now();
+    // A call asks the network, not the cache: the offers it will invite at are current.
     let query = Query {
-        destination: options.destination.clone(),
-        kinds: options.kinds.clone(),
+        policy: options.policy.clone(),
         measure_rtt: true,
+        cache: CacheUse::Bypass,
+        only: options.via.as_ref().and_then(identity::provider_id),
+        ..Query::new(options.destination.clone(), options.kinds.clone())
     };
     let found = discovery::discover(&context.client, &query).await?;
     plan_found(context, options, &found, started).await
@@ -411,6 +430,9 @@ async fn try_candidates(
         let mut repriced = false;
         let mut invited_again = false;
         loop {
+            if media.hung_up(options) {
+                return Err(CallError::Cancelled { attempts });
+            }
             if Instant::now() >= deadline {
                 attempts.push(Attempt {
                     gateway: name.clone(),
@@ -441,9 +463,7 @@ async fn try_candidates(
                     unheard,
                 } => (call_id, failure, unheard),
             };
-            if let CallerMedia::External(external) = media
-                && external.hung_up()
-            {
+            if media.hung_up(options) {
                 // The user's choice, not the gateway's failure: kept out of the history.
                 attempts.push(Attempt {
                     gateway: name.clone(),
@@ -508,6 +528,9 @@ fn acceptable(policy: &Policy, tariff: &Tariff) -> bool {
 fn describe(failure: &Failure) -> String {
     match failure {
         Failure::Rejected(reason) => reason.to_string(),
+        Failure::Timeout(interlink_protocol::call::Phase::Silence) => {
+            "the gateway fell silent while ringing".into()
+        }
         Failure::Timeout(phase) => format!("timed out waiting for {phase:?}").to_lowercase(),
         Failure::EndedByGateway(cause) => format!("ended by the gateway: {cause}"),
         Failure::ConnectionLost => "connection lost".into(),
@@ -581,10 +604,11 @@ async fn attempt(
     };
 
     let _active = context.client.metrics().call_started(Role::Caller);
+    let mut user_hang_up = options.hang_up.clone();
     let (mut tone, sdp_offer, mut external_started, mut external_hang_up) = match media {
         CallerMedia::Tone => {
             let (tone, sdp) = ToneCall::offer(&context.media, options.tone_hz).await?;
-            (Some(tone), sdp, None, None)
+            (Some(tone), sdp, None, user_hang_up.as_mut())
         }
         CallerMedia::External(external) => (
             None,
@@ -798,6 +822,9 @@ async fn finish(
                 .await?;
             metrics.receipt_written(Role::Caller, "settled");
             let r = settled.receipt();
+            if r.without_media.is_some() {
+                metrics.call_not_charged(Role::Caller);
+            }
             ReceiptSummary {
                 status: "settled".into(),
                 billed_seconds: Some(r.billed_seconds),
@@ -805,6 +832,7 @@ async fn finish(
                 amount_minor: Some(r.amount.minor_units),
                 currency: Some(r.amount.currency.to_string()),
                 dispute: None,
+                not_charged: r.without_media.map(|cause| cause.to_string()),
             }
         }
         ReceiptOutcome::Refused { receipt, dispute } => {
@@ -831,6 +859,10 @@ async fn finish(
                     .as_ref()
                     .map(|r| r.receipt().amount.currency.to_string()),
                 dispute: Some(dispute.to_string()),
+                not_charged: receipt
+                    .as_ref()
+                    .and_then(|r| r.receipt().without_media)
+                    .map(|cause| cause.to_string()),
             }
         }
         ReceiptOutcome::Missing => ReceiptSummary {
@@ -840,6 +872,7 @@ async fn finish(
             amount_minor: None,
             currency: None,
             dispute: None,
+            not_charged: None,
         },
     };
     let ended_by = match end.ended_by {

@@ -1,6 +1,6 @@
 //! The gateway side of calls: accept call streams, admit or refuse, drive each call.
 //!
-//! Every inbound `/interlink/call/1` stream is one call. Its first frame must be a signed
+//! Every inbound `/interlink/call/2` stream is one call. Its first frame must be a signed
 //! invite, read within a deadline. Admission checks, in order: the invite is signed by
 //! the peer on the other end of the stream (unauthorised otherwise); the gateway's current
 //! offer covers the destination (no route); the accepted tariff is the current price of
@@ -585,7 +585,16 @@ async fn store_outcome(
             if let Some(status) = receipt_status(&outcome) {
                 metrics.receipt_written(Role::Gateway, status);
             }
-            tracing::info!(call = %call_id, outcome = ?outcome_name(&outcome), "call over");
+            match receipt_of(&outcome).and_then(|r| r.without_media) {
+                Some(cause) => {
+                    metrics.call_not_charged(Role::Gateway);
+                    tracing::warn!(call = %call_id, outcome = ?outcome_name(&outcome), %cause,
+                        "call over, not charged: media never flowed both ways");
+                }
+                None => {
+                    tracing::info!(call = %call_id, outcome = ?outcome_name(&outcome), "call over")
+                }
+            }
         }
         Err(e) => tracing::error!(call = %call_id, error = %e, "cannot store the receipt"),
     }

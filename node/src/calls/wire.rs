@@ -11,7 +11,7 @@ use crate::framing::{self, Frames, WireFrame};
 pub use crate::framing::{FRAME_BODY_DEADLINE, WireError};
 
 /// The protocol of call streams.
-pub const CALL_PROTOCOL: StreamProtocol = StreamProtocol::new("/interlink/call/1");
+pub const CALL_PROTOCOL: StreamProtocol = StreamProtocol::new("/interlink/call/2");
 
 impl WireFrame for Frame {
     const MAX_BYTES: usize = MAX_FRAME_BYTES;

@@ -14,7 +14,9 @@ use interlink_node::node::{Node, NodeError};
 use libp2p::PeerId;
 
 use super::choice::{CallerArgs, Choice};
-use super::{EXIT_FAILURE, EXIT_NO_ANSWER, EXIT_NOT_COVERED, EXIT_UNREACHABLE, Failure};
+use super::{
+    EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_NOT_COVERED, EXIT_UNREACHABLE, Failure,
+};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -62,6 +64,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     }
     spec.timers = config.calls.timers();
     let options = CallOptions {
+        hang_up: Some(hang_up_on_signal()?),
         kinds,
         policy,
         via: args.via,
@@ -88,6 +91,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             Failure::new(EXIT_NOT_COVERED, e)
         }
         CallError::NoAnswer { .. } => Failure::new(EXIT_NO_ANSWER, e),
+        CallError::Cancelled { .. } => Failure::new(EXIT_INTERRUPTED, e),
         other => Failure::new(EXIT_FAILURE, other),
     })?;
     if args.json {
@@ -97,6 +101,39 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         print_report(&report);
     }
     Ok(())
+}
+
+/// Turns true on the first SIGINT (Ctrl-C) or SIGTERM: the call hangs up as a user would,
+/// `Bye`, receipt, countersignature and report, so that both sides hold the same record.
+/// A second signal exits at once.
+fn hang_up_on_signal() -> Result<tokio::sync::watch::Receiver<bool>, Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let watch = |kind| {
+        signal(kind).map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot watch signals: {e}")))
+    };
+    let (mut interrupt, mut terminate) = (
+        watch(SignalKind::interrupt())?,
+        watch(SignalKind::terminate())?,
+    );
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        for time in 0.. {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            if time > 0 {
+                let _ = writeln!(std::io::stderr(), "interrupted again: exiting now");
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "hanging up: waiting for the receipt (Ctrl-C again to exit at once)"
+            );
+            tx.send_replace(true);
+        }
+    });
+    Ok(rx)
 }
 
 /// Progress lines on stderr, as the call goes.
@@ -205,6 +242,10 @@ pub(crate) fn print_report(report: &CallReport) {
         &receipt.amount,
         receipt.billed_seconds,
     ) {
+        ("settled", _, _) if receipt.not_charged.is_some() => println!(
+            "  receipt            settled: not charged, media never flowed both ways ({}), signed by both sides",
+            receipt.not_charged.as_deref().unwrap_or_default()
+        ),
         ("settled", Some(amount), Some(seconds)) => {
             println!(
                 "  receipt            settled: {seconds} s billed, {amount}, signed by both sides"

@@ -24,6 +24,7 @@ use interlink_node::config::{BackendSpec, ConferenceBackend, DhtSection, Gateway
 use interlink_node::discovery::{self, Discovery, Query};
 use interlink_node::listing;
 use interlink_node::local_network::LocalNetwork;
+use interlink_node::network::CacheUse;
 use interlink_protocol::call::Timers;
 use interlink_protocol::conference::{ConferenceTariff, ConferenceTerms, Region};
 use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
@@ -59,6 +60,14 @@ struct DemoGateway {
     mos: u16,
     asr: u16,
     pdd_ms: u32,
+}
+
+impl DemoGateway {
+    fn prefixes(&self) -> impl Iterator<Item = Prefix> + '_ {
+        self.routes
+            .iter()
+            .filter_map(|(prefix, _)| Prefix::new(prefix).ok())
+    }
 }
 
 const GATEWAYS: &[DemoGateway] = &[
@@ -213,12 +222,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let bob = E164::parse(BOB)?;
     let expected = GATEWAYS
         .iter()
-        .filter(|g| g.routes.iter().any(|(p, _)| p.starts_with("+44")))
+        .filter(|g| g.prefixes().any(|p| p.covers(&bob)))
         .count();
     let query = Query {
-        destination: bob.clone(),
-        kinds: vec![ServiceKind::WEBRTC_TO_PSTN],
         measure_rtt: true,
+        cache: CacheUse::Bypass,
+        ..Query::new(bob.clone(), vec![ServiceKind::WEBRTC_TO_PSTN])
     };
     let found = find_all(&caller, &query, expected).await?;
 
@@ -251,11 +260,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     for gateway in GATEWAYS.iter().filter(|g| !found_names.contains(&g.name)) {
         let prefixes: Vec<&str> = gateway.routes.iter().map(|(p, _)| *p).collect();
-        println!(
-            "Not found: {}, which serves {} only, is announced under another country's key.",
-            gateway.name,
-            prefixes.join(", ")
-        );
+        let prefixes = prefixes.join(", ");
+        let same_country = gateway
+            .prefixes()
+            .any(|p| p.country_code() == Some(bob.country_code()));
+        if same_country {
+            println!(
+                "Left out: {}: no route covers the destination ({prefixes} only; the index's holders return only offers that cover the number).",
+                gateway.name
+            );
+        } else {
+            println!(
+                "Not found: {}, which serves {prefixes} only, is indexed under another country's key.",
+                gateway.name
+            );
+        }
     }
     let Some(best) = rows.first() else {
         anyhow::bail!("no gateway covers Bob's number");

@@ -9,6 +9,7 @@ use interlink_node::local_network::caller_spec;
 use interlink_node::network::NetworkError;
 use interlink_node::node::{Node, NodeError};
 use interlink_protocol::E164;
+use interlink_protocol::discovery::query::MAX_LIMIT;
 use interlink_protocol::ranking::{self, History, PolicyKind};
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
@@ -29,6 +30,13 @@ pub(crate) struct Args {
     /// Skip measuring the round trip to each gateway.
     #[arg(long)]
     no_rtt: bool,
+    /// Ask for the best N offers (and as many long-standing ones) [default: the config's
+    /// discovery.results, 10].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    limit: Option<u16>,
+    /// Ask for every offer that covers the number (up to 256).
+    #[arg(long, conflicts_with = "limit")]
+    all: bool,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
@@ -40,9 +48,14 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         bootstrap,
     } = args.caller.resolve()?;
     let query = Query {
-        destination: destination.clone(),
-        kinds,
+        policy: policy.clone(),
+        limit: if args.all {
+            Some(MAX_LIMIT)
+        } else {
+            args.limit
+        },
         measure_rtt: !args.no_rtt,
+        ..Query::new(destination.clone(), kinds)
     };
     let started = Instant::now();
     let deadline = Duration::from_secs(args.timeout);
@@ -76,9 +89,16 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             started.elapsed(),
         );
     }
+    if !rows.is_empty() && found.stats.cut(rows.len()) {
+        eprintln!(
+            "These are the best {} of {} offers that can carry the call; --limit N or --all for more.",
+            rows.len(),
+            found.stats.matching
+        );
+    }
     if rows.is_empty() {
         let country = destination.country_code();
-        let detail = match found.offers.len() {
+        let detail = match found.stats.held {
             0 => format!("no offers are published under +{country}"),
             n => format!("{n} offers under +{country}, none covers it within the limits"),
         };

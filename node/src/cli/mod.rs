@@ -27,6 +27,9 @@ pub(crate) const EXIT_NOT_COVERED: u8 = 4;
 pub(crate) const EXIT_UNREACHABLE: u8 = 5;
 /// Exit status: no gateway answered the call.
 pub(crate) const EXIT_NO_ANSWER: u8 = 6;
+/// Exit status: the user interrupted the command (Ctrl-C) before it was done, as shells
+/// report a process ended by SIGINT.
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 const AFTER_HELP: &str = "\
 Exit status: 0 success; 1 error; 2 bad arguments; 3 invalid destination;

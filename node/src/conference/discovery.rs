@@ -1,35 +1,31 @@
-//! Finding conference bridges: providers announced under a region, their verified offers,
-//! and optionally the round trip to each.
+//! Finding conference bridges: the offer index under a region's key, and optionally the
+//! round trip to each bridge.
 
+use interlink_protocol::SignedOffer;
 use interlink_protocol::conference::Region;
-use interlink_protocol::ranking::Measurements;
-use interlink_protocol::{DhtKey, ServiceKind, SignedOffer};
+use interlink_protocol::discovery::OfferQuery;
+use interlink_protocol::ranking::{Measurements, Policy};
 
 use crate::discovery::{self, DiscoveryError};
-use crate::network::Client;
+use crate::network::{CacheUse, Client};
 
-/// The verified conference offers of the bridges announced in `region`, by provider, and
-/// the round trips measured if `measure_rtt`.
+/// Bridges asked for: a region has few, and the organiser ranks them all under its own
+/// policy and room size, so that it can say why it left one out.
+const BRIDGES: u16 = 64;
+
+/// The verified conference offers of the bridges in `region` (up to 64), and the round
+/// trips measured if `measure_rtt`.
 pub async fn discover_bridges(
     client: &Client,
     region: Region,
     measure_rtt: bool,
 ) -> Result<(Vec<SignedOffer>, Measurements), DiscoveryError> {
-    if client.status().await?.connected_peers == 0 {
+    let status = client.status().await?;
+    if status.connected_peers == 0 && status.routing_table_size == 0 {
         return Err(DiscoveryError::NoPeers);
     }
-    let key = DhtKey::RegionProviders {
-        kind: ServiceKind::Conference,
-        region,
-    };
-    let providers = client.get_providers(key).await?;
-    let offers: Vec<SignedOffer> = discovery::fetch_offers(client, providers)
-        .await
-        .into_iter()
-        .filter(|o| {
-            o.offer().kind == ServiceKind::Conference && o.offer().region == region.as_str()
-        })
-        .collect();
+    let query = OfferQuery::region(region, 1, Policy::default(), BRIDGES);
+    let offers = client.find_offers(query, CacheUse::Bypass).await?.offers;
     let measurements = if measure_rtt {
         discovery::measure_rtts(client, offers.iter()).await
     } else {

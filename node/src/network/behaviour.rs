@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::kad::store::MemoryStoreConfig;
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, connection_limits, identify, kad, ping};
 
 use super::dht_rate_limit;
+use super::index::codec::{Codec as IndexCodec, PROTOCOL as INDEX_PROTOCOL};
 use super::store::Store;
 use crate::config::{DhtSection, LimitsSection};
 use crate::metrics::Metrics;
@@ -19,12 +21,20 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/interlink/kad/1.0
 /// What identify announces as the protocol family.
 const IDENTIFY_PROTOCOL_VERSION: &str = "/interlink/1.0.0";
 
-/// Kademlia for offers and provider records, identify to learn listen addresses, ping to
-/// measure round trips and keep connections honest, streams of our own protocols (calls),
-/// and connection limits. Kademlia sits behind a per-peer limit on inbound requests.
+/// How long a peer has to answer one request of the offer index; a lookup moves on much
+/// sooner (`discovery.request_timeout_ms`) but still takes a late answer until this.
+const INDEX_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Index requests in flight on one connection, both ways.
+const INDEX_STREAMS_PER_CONNECTION: usize = 64;
+
+/// Kademlia for routing and offer records, the offer index (`/interlink/index/1`),
+/// identify to learn listen addresses, ping to measure round trips and keep connections
+/// honest, streams of our own protocols (calls), and connection limits. Kademlia sits
+/// behind a per-peer limit on inbound requests.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub kad: dht_rate_limit::Behaviour,
+    pub index: request_response::Behaviour<IndexCodec>,
     pub stream: libp2p_stream::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -99,8 +109,16 @@ impl Behaviour {
                 .with_max_pending_incoming(Some(limits.max_pending_incoming))
                 .with_max_pending_outgoing(Some(limits.max_pending_outgoing)),
         );
+        let index = request_response::Behaviour::with_codec(
+            IndexCodec,
+            [(INDEX_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(INDEX_REQUEST_TIMEOUT)
+                .with_max_concurrent_streams(INDEX_STREAMS_PER_CONNECTION),
+        );
         Behaviour {
             kad,
+            index,
             stream: libp2p_stream::Behaviour::new(),
             identify,
             ping,

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::copies::CopyHolders;
+use super::index::IndexService;
 use super::{Command, NetworkError, RefusalCounts, Settings, Status};
 use crate::clock::unix_now;
 
@@ -92,6 +93,8 @@ pub(super) struct EventLoop {
     /// Which provider records each provider has here, within `provider_records_per_peer`.
     provider_quota: PeerQuota<(RecordKey, PeerId)>,
     refusal_log: RefusalLog,
+    /// The offer index: held for others, looked up, published.
+    index: IndexService,
     metrics: Metrics,
 }
 
@@ -106,6 +109,7 @@ impl EventLoop {
         metrics: Metrics,
     ) -> EventLoop {
         let (dht, limits) = (&settings.dht, &settings.limits);
+        let index = IndexService::new(*swarm.local_peer_id(), settings, metrics.clone());
         EventLoop {
             swarm,
             commands,
@@ -134,6 +138,7 @@ impl EventLoop {
                 2 * dht.max_records.max(dht.max_providers_per_key),
             ),
             refusal_log: RefusalLog::new(limits.refusal_log_interval()),
+            index,
             metrics,
         }
     }
@@ -147,6 +152,7 @@ impl EventLoop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = gauges.tick() => self.update_gauges(),
+                timer = self.index.timer() => self.index.on_timer(&mut self.swarm, timer),
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
@@ -229,6 +235,14 @@ impl EventLoop {
                     },
                 );
             }
+            Command::FindOffers {
+                query,
+                cache,
+                reply,
+            } => self.index.find(&mut self.swarm, query, cache, reply),
+            Command::IndexOffer { offer, key, reply } => {
+                self.index.publish(&mut self.swarm, offer, key, reply)
+            }
             Command::MeasureRtt {
                 peer,
                 addresses,
@@ -260,6 +274,7 @@ impl EventLoop {
     }
 
     fn update_gauges(&mut self) {
+        self.index.expire();
         let status = self.status();
         self.metrics.set_network(
             status.connected_peers,
@@ -320,6 +335,9 @@ impl EventLoop {
             refusals: self.refusals.clone(),
             traffic: self.traffic.snapshot(),
             query_requests: self.query_requests,
+            index_offers: self.index.held().0,
+            index_bytes: self.index.held().1,
+            index_answers: self.index.answered(),
         }
     }
 
@@ -532,6 +550,9 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Index(event)) => {
+                self.index.on_event(&mut self.swarm, event)
+            }
             _ => {}
         }
     }
@@ -553,7 +574,12 @@ impl EventLoop {
                 }
                 self.on_query_progress(id, result, step.last);
             }
-            kad::Event::RoutingUpdated { .. } => {
+            kad::Event::RoutingUpdated {
+                peer, is_new_peer, ..
+            } => {
+                if is_new_peer {
+                    self.index.on_new_peer(&mut self.swarm, peer);
+                }
                 let status = self.status();
                 self.metrics.set_network(
                     status.connected_peers,
@@ -698,11 +724,13 @@ impl EventLoop {
                 }
             }
             QueryResult::GetClosestPeers(result) if last => {
-                if let Some(publication) = self.finding_holders.remove(&id) {
-                    let closest = match result {
-                        Ok(ok) => ok.peers,
-                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
-                    };
+                let closest = match result {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                if self.index.owns_query(&id) {
+                    self.index.on_closest_peers(&mut self.swarm, id, closest);
+                } else if let Some(publication) = self.finding_holders.remove(&id) {
                     self.store_publication(publication, closest);
                 }
             }

@@ -10,6 +10,8 @@ mod behaviour;
 mod copies;
 pub mod dht_rate_limit;
 mod event_loop;
+pub mod index;
+pub mod links;
 pub mod records;
 mod store;
 pub mod traffic;
@@ -18,6 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use interlink_protocol::discovery::{IndexKey, OfferQuery};
 use interlink_protocol::{DhtKey, SignedOffer};
 use libp2p::core::ConnectedPoint;
 use libp2p::core::muxing::StreamMuxerBox;
@@ -28,10 +31,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use behaviour::{Behaviour, KAD_PROTOCOL};
+pub use index::{CacheUse, Found, Indexed};
+pub use links::{LinkModel, Links};
 pub use traffic::Traffic;
 use traffic::{Counted, TrafficCounters};
 
-use crate::config::{Config, DhtSection, LimitsSection, peer_id_of};
+use crate::config::{Config, DhtSection, DiscoverySection, LimitsSection, peer_id_of};
 use crate::metrics::Metrics;
 
 /// Commands queued for the event loop before senders wait.
@@ -46,11 +51,16 @@ pub struct Settings {
     pub bootstrap: Vec<Multiaddr>,
     pub idle_connection_timeout: Duration,
     pub dht: DhtSection,
+    /// The offer index: lookups, the cache, what is held for others.
+    pub discovery: DiscoverySection,
     /// Serve the DHT to others (a reachable node) or only query it (a short-lived client).
     pub server_mode: bool,
     /// How connections over the in-memory transport are secured; TCP and QUIC always use
     /// noise (or QUIC's TLS).
     pub memory_security: MemorySecurity,
+    /// Round-trip times of in-memory connections (simulations of the internet); `None`:
+    /// none.
+    pub memory_links: Option<Links>,
     /// What one peer may ask of this node.
     pub limits: LimitsSection,
 }
@@ -78,8 +88,10 @@ impl Settings {
                 config.network.idle_connection_timeout_secs,
             ),
             dht: config.dht.clone(),
+            discovery: config.discovery.clone(),
             server_mode: true,
             memory_security: MemorySecurity::Noise,
+            memory_links: None,
             limits: config.limits.clone(),
         }
     }
@@ -109,6 +121,8 @@ pub enum NetworkError {
     NotReplicated { acknowledged: usize },
     #[error("cannot build the transport: {0}")]
     Transport(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
 }
 
 /// Records and provider records refused, by reason.
@@ -139,6 +153,11 @@ pub struct Status {
     pub traffic: Traffic,
     /// Requests sent by the node's own Kademlia queries so far.
     pub query_requests: u64,
+    /// Offers this node holds in the offer index for others, and their bytes.
+    pub index_offers: usize,
+    pub index_bytes: usize,
+    /// Lookups of other peers this node answered as a holder of their key.
+    pub index_answers: u64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
@@ -175,6 +194,16 @@ pub(crate) enum Command {
         provider: PeerId,
         reply: Reply<Option<SignedOffer>>,
     },
+    FindOffers {
+        query: OfferQuery,
+        cache: CacheUse,
+        reply: Reply<Found>,
+    },
+    IndexOffer {
+        offer: SignedOffer,
+        key: IndexKey,
+        reply: Reply<Indexed>,
+    },
     MeasureRtt {
         peer: PeerId,
         addresses: Vec<Multiaddr>,
@@ -203,6 +232,8 @@ impl Command {
                 | Command::StartProviding { .. }
                 | Command::GetProviders { .. }
                 | Command::GetOffer { .. }
+                | Command::FindOffers { .. }
+                | Command::IndexOffer { .. }
                 | Command::MeasureRtt { .. }
         )
     }
@@ -222,6 +253,12 @@ impl Command {
                 let _ = reply.send(Err(error));
             }
             Command::GetOffer { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::FindOffers { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::IndexOffer { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
             Command::MeasureRtt { reply, .. } => {
@@ -244,6 +281,8 @@ pub struct Client {
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
     streams: libp2p_stream::Control,
     metrics: Metrics,
+    /// How many offers a lookup asks for unless told: `[discovery] results`.
+    results: u16,
 }
 
 impl std::fmt::Debug for Client {
@@ -333,6 +372,7 @@ pub fn start(
     let traffic = Arc::new(TrafficCounters::default());
     let counters = Arc::clone(&traffic);
     let memory_security = settings.memory_security;
+    let memory_links = settings.memory_links.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_quic_config(|mut config| {
@@ -351,6 +391,9 @@ pub fn start(
                 .multiplex(multiplexer(max_streams))
                 .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
             let memory = MemoryTransport::default()
+                .and_then(move |connection, endpoint| {
+                    links::connect(connection, endpoint, memory_links.clone())
+                })
                 .map(counting(&counters))
                 .upgrade(upgrade::Version::V1Lazy);
             let memory = match memory_security {
@@ -375,7 +418,13 @@ pub fn start(
         .map_err(|e| transport_error(&e))?
         .with_behaviour(|key| Behaviour::new(key, &dht, &limits, metrics.clone()))
         .map_err(|e| transport_error(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(settings.idle_connection_timeout))
+        // A stream's protocol is proposed with its first bytes instead of a round trip
+        // before them (multistream-select's "V1Lazy"): every stream opened names exactly
+        // one protocol, so nothing is lost but the wait.
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(settings.idle_connection_timeout)
+                .with_substream_upgrade_protocol_override(upgrade::Version::V1Lazy)
+        })
         .with_connection_timeout(Duration::from_secs(settings.limits.handshake_timeout_secs))
         .build();
 
@@ -423,6 +472,7 @@ pub fn start(
         listen_addrs: listen_rx,
         streams,
         metrics,
+        results: settings.discovery.results,
     };
     Ok((
         client,
@@ -437,6 +487,11 @@ impl Client {
     /// This node's peer id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
+    }
+
+    /// How many of the best offers a lookup asks for unless told (`[discovery] results`).
+    pub fn results(&self) -> u16 {
+        self.results
     }
 
     /// The node's metrics.
@@ -573,6 +628,31 @@ impl Client {
     /// The newest valid offer of `provider` in the DHT, if any.
     pub async fn get_offer(&self, provider: PeerId) -> Result<Option<SignedOffer>, NetworkError> {
         self.ask(|reply| Command::GetOffer { provider, reply })
+            .await
+    }
+
+    /// The offers that answer `query`, from the offer index: from the cache if `cache`
+    /// allows and holds it, else by a walk toward the query's key.
+    pub async fn find_offers(
+        &self,
+        query: OfferQuery,
+        cache: CacheUse,
+    ) -> Result<Found, NetworkError> {
+        self.ask(|reply| Command::FindOffers {
+            query,
+            cache,
+            reply,
+        })
+        .await
+    }
+
+    /// Stores this node's `offer` at the nodes closest to `key` of the offer index.
+    pub async fn index_offer(
+        &self,
+        offer: SignedOffer,
+        key: IndexKey,
+    ) -> Result<Indexed, NetworkError> {
+        self.ask(|reply| Command::IndexOffer { offer, key, reply })
             .await
     }
 

@@ -29,7 +29,19 @@ impl NodeProcess {
 
     /// `interlink node --config CONFIG` with `args` after it.
     pub fn start_with(name: &str, config: &Path, args: &[&str]) -> NodeProcess {
-        let mut child = Command::new(BIN)
+        NodeProcess::spawn(name, Command::new(BIN), config, args)
+    }
+
+    /// `interlink node --config CONFIG` with `env` added to its environment
+    /// (`LD_PRELOAD` of libfaketime, say).
+    pub fn start_with_env(name: &str, config: &Path, env: &[(&str, &str)]) -> NodeProcess {
+        let mut command = Command::new(BIN);
+        command.envs(env.iter().copied());
+        NodeProcess::spawn(name, command, config, &["--api-listen", "127.0.0.1:0"])
+    }
+
+    fn spawn(name: &str, mut command: Command, config: &Path, args: &[&str]) -> NodeProcess {
+        let mut child = command
             .args(["--log-format", "json", "node", "--config"])
             .arg(config)
             .args(args)
@@ -232,4 +244,16 @@ pub fn start_bootstrap(config: &Path) -> (NodeProcess, String) {
         listening["peer_id"].as_str().unwrap()
     );
     (boot, address)
+}
+
+/// Runs `command` (the `interlink` binary with its arguments), asserts that it succeeded
+/// and reads its standard output as JSON.
+pub fn json_output(command: &mut Command) -> Value {
+    let output = command.output().expect("run interlink");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
 }

@@ -14,6 +14,10 @@
 //!                                                   countersign or refuse ──► Ended
 //! ```
 //!
+//! On its first media packet the caller tells the gateway (`MediaReceived`): a call is
+//! charged only if media flowed both ways, and the caller refuses a receipt that charges
+//! for media it never heard.
+//!
 //! Frames are handled leniently where the meaning is clear and strictly where it is not:
 //! a duplicate is ignored, a late `Trying` or `Ringing` is ignored, an `Answer` before
 //! `Trying` implies it; a receipt before the call ended, or an invite sent to the caller,
@@ -119,7 +123,11 @@ pub struct CallerCall {
     timers: Timers,
     state: CallerState,
     deadline: Option<Timestamp>,
+    /// While the callee rings: when the gateway, silent since, is given up.
+    silence_at: Option<Timestamp>,
     answered_at: Option<Timestamp>,
+    /// Whether the gateway's media reached the caller (and the gateway was told).
+    heard_media: bool,
     end: Option<(ByeCause, Party, Timestamp)>,
     transmit: VecDeque<Frame>,
     events: VecDeque<CallerEvent>,
@@ -140,7 +148,9 @@ impl CallerCall {
             timers,
             state: CallerState::Inviting,
             deadline: Some(now.plus(timers.trying)),
+            silence_at: None,
             answered_at: None,
+            heard_media: false,
             end: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -163,8 +173,17 @@ impl CallerCall {
     /// A frame from the gateway.
     pub fn handle_frame(&mut self, frame: Frame, now: Timestamp) {
         use CallerState::*;
+        if matches!(self.state, Inviting | Proceeding | Ringing) {
+            self.silence_at = Some(now.plus(self.timers.silence));
+        }
         match (self.state, frame) {
             (Done, _) => {}
+            // The gateway is alive; what it is doing the other frames say.
+            (Proceeding | Ringing, Frame::KeepAlive) => {}
+            (Inviting, Frame::KeepAlive) => {
+                self.protocol_error("KeepAlive before Trying".to_owned(), now)
+            }
+            (Answered | Active | Ending, Frame::KeepAlive) => {}
             (Inviting, Frame::Trying) => {
                 self.state = Proceeding;
                 self.deadline = Some(now.plus(self.timers.answer));
@@ -204,11 +223,13 @@ impl CallerCall {
         }
     }
 
-    /// The first media packet arrived.
+    /// The first media packet arrived: the gateway is told, so that it may charge the call.
     pub fn media_started(&mut self, _now: Timestamp) {
         if self.state == CallerState::Answered {
             self.state = CallerState::Active;
             self.deadline = None;
+            self.heard_media = true;
+            self.transmit.push_back(Frame::MediaReceived);
         }
     }
 
@@ -244,6 +265,13 @@ impl CallerCall {
 
     /// Call when [`CallerCall::poll_timeout`]'s deadline has passed.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        if let Some(at) = self.silence_at()
+            && now >= at
+        {
+            self.transmit.push_back(Frame::Bye(ByeCause::Cancelled));
+            self.fail(Failure::Timeout(Phase::Silence));
+            return;
+        }
         if self.deadline.is_none_or(|deadline| now < deadline) {
             return;
         }
@@ -277,7 +305,17 @@ impl CallerCall {
 
     /// When [`CallerCall::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.deadline
+        match (self.deadline, self.silence_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When a silent gateway is given up: only once it said `Trying` (and so sends
+    /// keep-alives) and until the answer.
+    fn silence_at(&self) -> Option<Timestamp> {
+        self.silence_at
+            .filter(|_| matches!(self.state, CallerState::Proceeding | CallerState::Ringing))
     }
 
     /// Over, with nothing left to send.
@@ -307,19 +345,24 @@ impl CallerCall {
                 receipt: None,
                 dispute: ReceiptDispute::Unreadable,
             },
-            Ok(signed) => match signed.receipt().check(self.invite.invite(), observed) {
-                Err(dispute) => ReceiptOutcome::Refused {
-                    receipt: Some(signed),
-                    dispute,
-                },
-                Ok(()) => match signed.countersign(&self.key) {
-                    Ok(settled) => ReceiptOutcome::Settled(settled),
-                    Err(_) => ReceiptOutcome::Refused {
+            Ok(signed) => {
+                match signed
+                    .receipt()
+                    .check(self.invite.invite(), observed, self.heard_media)
+                {
+                    Err(dispute) => ReceiptOutcome::Refused {
                         receipt: Some(signed),
-                        dispute: ReceiptDispute::WrongCall,
+                        dispute,
                     },
-                },
-            },
+                    Ok(()) => match signed.countersign(&self.key) {
+                        Ok(settled) => ReceiptOutcome::Settled(settled),
+                        Err(_) => ReceiptOutcome::Refused {
+                            receipt: Some(signed),
+                            dispute: ReceiptDispute::WrongCall,
+                        },
+                    },
+                }
+            }
         };
         match &outcome {
             ReceiptOutcome::Settled(settled) => self

@@ -8,13 +8,19 @@
 //!
 //! ```text
 //! Admitting ──admit──► Trying ──ringing──► Ringing ──answered──► Answered ──media──► Active
-//!     │                  │                    │                      │                  │
+//!     │                  │                    │                      │   both ways      │
 //!  reject            far-end failure, no answer in time:           Bye (either side),
 //!     ▼              Reject; caller's Bye: Cancelled                media timeout, lost
 //!   Done                                                               ▼
 //!                                        Ending: receipt sent, wait for the countersignature
 //!                                        ──► Done (settled, disputed or unacknowledged)
 //! ```
+//!
+//! Media flows both ways when the caller's media reaches the gateway's leg
+//! ([`GatewayCall::media_started`]) and the caller says it hears the gateway's
+//! (`MediaReceived`). A call that ends before then (DTLS failed, a one-way path, a hang-up
+//! before anything was heard) gets a receipt at no charge that names how it ended; one
+//! that ends after is charged by the tariff from its answer.
 
 use std::collections::VecDeque;
 
@@ -81,7 +87,13 @@ pub struct GatewayCall {
     timers: Timers,
     state: GatewayState,
     deadline: Option<Timestamp>,
+    /// When the next `KeepAlive` goes out, while the callee rings.
+    keepalive_at: Option<Timestamp>,
     answered_at: Option<Timestamp>,
+    /// The caller's media reached the gateway's leg.
+    media_in: bool,
+    /// The caller said it hears the gateway's media (`MediaReceived`).
+    media_heard: bool,
     receipt: Option<SignedReceipt>,
     transmit: VecDeque<Frame>,
     events: VecDeque<GatewayEvent>,
@@ -96,7 +108,10 @@ impl GatewayCall {
             timers,
             state: GatewayState::Admitting,
             deadline: None,
+            keepalive_at: None,
             answered_at: None,
+            media_in: false,
+            media_heard: false,
             receipt: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -119,6 +134,7 @@ impl GatewayCall {
             self.transmit.push_back(Frame::Trying);
             self.state = GatewayState::Trying;
             self.deadline = Some(now.plus(self.timers.answer));
+            self.keepalive_at = Some(now.plus(self.timers.keepalive));
         }
     }
 
@@ -163,7 +179,14 @@ impl GatewayCall {
 
     /// Media from the caller arrived.
     pub fn media_started(&mut self, _now: Timestamp) {
-        if self.state == GatewayState::Answered {
+        self.media_in = true;
+        self.activate_when_both_ways();
+    }
+
+    /// Media flows both ways once the caller's reaches the gateway and the gateway's
+    /// reaches the caller (it says so): only from then is the call charged.
+    fn activate_when_both_ways(&mut self) {
+        if self.state == GatewayState::Answered && self.media_in && self.media_heard {
             self.state = GatewayState::Active;
             self.deadline = None;
         }
@@ -236,6 +259,12 @@ impl GatewayCall {
                 };
                 self.finish(outcome);
             }
+            (Answered | Active, Frame::MediaReceived) => {
+                self.media_heard = true;
+                self.activate_when_both_ways();
+            }
+            // A straggler sent before the caller saw the end.
+            (Ending, Frame::MediaReceived) => {}
             (Ending, Frame::ReceiptRefused(dispute)) => {
                 if let Some(receipt) = self.receipt.take() {
                     self.finish(GatewayOutcome::Disputed { receipt, dispute });
@@ -269,18 +298,27 @@ impl GatewayCall {
 
     /// Call when [`GatewayCall::poll_timeout`]'s deadline has passed.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        if self.deadline.is_none_or(|deadline| now < deadline) {
-            return;
-        }
-        match self.state {
-            GatewayState::Trying | GatewayState::Ringing => self.reject(RejectReason::Timeout, now),
-            GatewayState::Answered => {
-                self.events
-                    .push_back(GatewayEvent::HangUpFarLeg(ByeCause::MediaTimeout));
-                self.end(ByeCause::MediaTimeout, true, now);
+        if self.deadline.is_some_and(|deadline| now >= deadline) {
+            match self.state {
+                GatewayState::Trying | GatewayState::Ringing => {
+                    self.reject(RejectReason::Timeout, now)
+                }
+                GatewayState::Answered => {
+                    self.events
+                        .push_back(GatewayEvent::HangUpFarLeg(ByeCause::MediaTimeout));
+                    self.end(ByeCause::MediaTimeout, true, now);
+                }
+                GatewayState::Ending => self.unacknowledged(),
+                _ => {}
             }
-            GatewayState::Ending => self.unacknowledged(),
-            _ => {}
+        }
+        if self.keepalive_at.is_some_and(|at| now >= at) {
+            if matches!(self.state, GatewayState::Trying | GatewayState::Ringing) {
+                self.transmit.push_back(Frame::KeepAlive);
+                self.keepalive_at = Some(now.plus(self.timers.keepalive));
+            } else {
+                self.keepalive_at = None;
+            }
         }
     }
 
@@ -296,7 +334,13 @@ impl GatewayCall {
 
     /// When [`GatewayCall::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.deadline
+        let keepalive = self
+            .keepalive_at
+            .filter(|_| matches!(self.state, GatewayState::Trying | GatewayState::Ringing));
+        match (self.deadline, keepalive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Over, with nothing left to send.
@@ -320,7 +364,12 @@ impl GatewayCall {
             self.transmit.push_back(Frame::Bye(cause));
         }
         let answered_at = self.answered_at.unwrap_or(now);
-        let receipt = UsageReceipt::for_call(self.invite.invite(), answered_at, now);
+        let invite = self.invite.invite();
+        let receipt = if self.state == GatewayState::Active {
+            UsageReceipt::for_call(invite, answered_at, now)
+        } else {
+            UsageReceipt::without_media(invite, answered_at, now, cause)
+        };
         match SignedReceipt::sign(receipt, &self.key) {
             Ok(signed) => {
                 self.transmit

@@ -318,6 +318,13 @@ pub enum Frame {
     ReceiptAccepted(Vec<u8>),
     /// The caller refuses the receipt, and why.
     ReceiptRefused(crate::call::receipt::ReceiptDispute),
+    /// The caller hears the gateway's media (caller → gateway, once). With the caller's
+    /// media arriving at the gateway, media flows both ways: only then is the call
+    /// charged, from its answer.
+    MediaReceived,
+    /// The gateway is alive and still working on the call (gateway → caller, every
+    /// [`Timers::keepalive`](crate::call::Timers) until the answer).
+    KeepAlive,
 }
 
 impl Frame {
@@ -343,6 +350,8 @@ impl Frame {
             Frame::Receipt(_) => "Receipt",
             Frame::ReceiptAccepted(_) => "ReceiptAccepted",
             Frame::ReceiptRefused(_) => "ReceiptRefused",
+            Frame::MediaReceived => "MediaReceived",
+            Frame::KeepAlive => "KeepAlive",
         }
     }
 }

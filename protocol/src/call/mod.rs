@@ -33,6 +33,8 @@ pub enum Phase {
     Media,
     /// From the end of the call to the receipt (caller) or countersignature (gateway).
     Receipt,
+    /// From the gateway's last frame while the callee rings (caller).
+    Silence,
 }
 
 /// The side of a call.
@@ -49,18 +51,29 @@ pub struct Timers {
     pub answer: Duration,
     pub media: Duration,
     pub receipt: Duration,
+    /// While the callee rings, the gateway sends `KeepAlive` this often...
+    pub keepalive: Duration,
+    /// ...and the caller gives a gateway up (and tries the next) after this long without
+    /// a frame from it: a gateway that died, or whose host or path did, is noticed in well
+    /// under a second instead of the transport's idle timeout.
+    pub silence: Duration,
 }
 
 impl Default for Timers {
     /// Trying in 5 s (a gateway that does not acknowledge by then is down); 60 s of
     /// ringing, as telephone networks allow; media within 10 s of the answer (ICE and DTLS
     /// take well under a second on a sound path); the receipt within 5 s of the end.
+    /// While ringing, a keep-alive every 250 ms and 750 ms of silence tolerated: two lost
+    /// in a row, each resent by the transport within a round trip or two, do not end a
+    /// call.
     fn default() -> Self {
         Timers {
             trying: Duration::from_secs(5),
             answer: Duration::from_secs(60),
             media: Duration::from_secs(10),
             receipt: Duration::from_secs(5),
+            keepalive: Duration::from_millis(250),
+            silence: Duration::from_millis(750),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::call::messages::{CallId, Invite, OfferRef};
+use crate::call::messages::{ByeCause, CallId, Invite, OfferRef};
 use crate::codec::{self, CodecError};
 use crate::destination::{E164, Prefix};
 use crate::envelope::{self, Envelope};
@@ -48,9 +48,12 @@ pub struct UsageReceipt {
     pub tariff: Tariff,
     pub answered_at: Timestamp,
     pub ended_at: Timestamp,
-    /// Answered time rounded up to the tariff's billing increment.
+    /// Answered time rounded up to the tariff's billing increment; 0 when not charged.
     pub billed_seconds: u64,
     pub amount: Money,
+    /// Set when media never flowed both ways before the call ended: the call is not
+    /// charged (no setup fee either), and this is how it ended.
+    pub without_media: Option<ByeCause>,
 }
 
 /// Why a caller refuses a receipt. Sent to the gateway in `ReceiptRefused`.
@@ -69,6 +72,8 @@ pub enum ReceiptDispute {
     WrongBilledSeconds { claimed: u64, expected: u64 },
     #[error("an amount of {claimed} minor units, the tariff gives {expected}")]
     WrongAmount { claimed: u64, expected: u64 },
+    #[error("the call is charged, but the caller never heard its media")]
+    ChargedWithoutMedia,
 }
 
 /// Why receipt bytes are not a valid signed or settled receipt.
@@ -101,9 +106,33 @@ impl From<CodecError> for ReceiptError {
 }
 
 impl UsageReceipt {
-    /// The receipt of the call `invite` placed, answered and ended at these times.
+    /// The receipt of the call `invite` placed, answered and ended at these times, media
+    /// having flowed both ways: charged by the tariff from the answer.
     pub fn for_call(invite: &Invite, answered_at: Timestamp, ended_at: Timestamp) -> UsageReceipt {
         let billed_seconds = invite.tariff.billed_seconds(ended_at.since(answered_at));
+        UsageReceipt {
+            billed_seconds,
+            amount: invite.tariff.charge(billed_seconds),
+            ..UsageReceipt::terms(invite, answered_at, ended_at)
+        }
+    }
+
+    /// The receipt of an answered call through which media never flowed both ways: not
+    /// charged, and ended by `cause`.
+    pub fn without_media(
+        invite: &Invite,
+        answered_at: Timestamp,
+        ended_at: Timestamp,
+        cause: ByeCause,
+    ) -> UsageReceipt {
+        UsageReceipt {
+            without_media: Some(cause),
+            ..UsageReceipt::terms(invite, answered_at, ended_at)
+        }
+    }
+
+    /// The call's terms and times, nothing billed yet.
+    fn terms(invite: &Invite, answered_at: Timestamp, ended_at: Timestamp) -> UsageReceipt {
         UsageReceipt {
             call_id: invite.call_id,
             offer: invite.offer,
@@ -113,9 +142,15 @@ impl UsageReceipt {
             tariff: invite.tariff,
             answered_at,
             ended_at,
-            billed_seconds,
-            amount: invite.tariff.charge(billed_seconds),
+            billed_seconds: 0,
+            amount: Money::new(invite.tariff.currency, 0),
+            without_media: None,
         }
+    }
+
+    /// Whether the call is charged at all.
+    pub fn is_charged(&self) -> bool {
+        self.without_media.is_none()
     }
 
     /// The answered time the receipt claims.
@@ -123,9 +158,14 @@ impl UsageReceipt {
         self.ended_at.since(self.answered_at)
     }
 
-    /// Checks the receipt against the invite the caller signed and the answered time it
-    /// observed itself.
-    pub fn check(&self, invite: &Invite, observed: Duration) -> Result<(), ReceiptDispute> {
+    /// Checks the receipt against the invite the caller signed, the answered time it
+    /// observed itself and whether it heard the call's media (and told the gateway so).
+    pub fn check(
+        &self,
+        invite: &Invite,
+        observed: Duration,
+        heard_media: bool,
+    ) -> Result<(), ReceiptDispute> {
         if self.call_id != invite.call_id
             || self.offer != invite.offer
             || self.caller != invite.caller
@@ -145,14 +185,25 @@ impl UsageReceipt {
                 observed_ms: millis(observed),
             });
         }
-        let expected = self.tariff.billed_seconds(self.duration());
+        if self.is_charged() && !heard_media {
+            return Err(ReceiptDispute::ChargedWithoutMedia);
+        }
+        let expected = if self.is_charged() {
+            self.tariff.billed_seconds(self.duration())
+        } else {
+            0
+        };
         if self.billed_seconds != expected {
             return Err(ReceiptDispute::WrongBilledSeconds {
                 claimed: self.billed_seconds,
                 expected,
             });
         }
-        let amount = self.tariff.charge(expected);
+        let amount = if self.is_charged() {
+            self.tariff.charge(expected)
+        } else {
+            Money::new(self.tariff.currency, 0)
+        };
         if self.amount != amount {
             return Err(ReceiptDispute::WrongAmount {
                 claimed: self.amount.minor_units,
@@ -325,7 +376,44 @@ pub(crate) mod tests {
         let receipt = UsageReceipt::for_call(&invite, Timestamp(2_000_000), Timestamp(2_061_000));
         assert_eq!(receipt.billed_seconds, 90);
         assert_eq!(receipt.amount.minor_units, 10);
-        assert_eq!(receipt.check(&invite, Duration::from_secs(61)), Ok(()));
+        assert_eq!(
+            receipt.check(&invite, Duration::from_secs(61), true),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_call_without_media_is_not_charged_and_a_charge_needs_the_callers_ear() {
+        let (caller, gateway) = keys();
+        let invite = invite(&caller, &gateway);
+        let observed = Duration::from_secs(10);
+        let (answered, ended) = (Timestamp(2_000_000), Timestamp(2_010_000));
+        let silent = UsageReceipt::without_media(&invite, answered, ended, ByeCause::MediaTimeout);
+        assert!(!silent.is_charged());
+        assert_eq!((silent.billed_seconds, silent.amount.minor_units), (0, 0));
+        // Nothing to pay is agreeable whatever the caller heard.
+        assert_eq!(silent.check(&invite, observed, false), Ok(()));
+        assert_eq!(silent.check(&invite, observed, true), Ok(()));
+        // Not charged means not charged: no seconds, no setup fee.
+        let mut fee = silent.clone();
+        fee.amount.minor_units = invite.tariff.setup_fee;
+        assert!(matches!(
+            fee.check(&invite, observed, false),
+            Err(ReceiptDispute::WrongAmount { .. })
+        ));
+        let mut seconds = silent;
+        seconds.billed_seconds = 30;
+        assert!(matches!(
+            seconds.check(&invite, observed, false),
+            Err(ReceiptDispute::WrongBilledSeconds { .. })
+        ));
+        // A charge for a call whose media the caller never heard is refused.
+        let charged = UsageReceipt::for_call(&invite, answered, ended);
+        assert_eq!(
+            charged.check(&invite, observed, false),
+            Err(ReceiptDispute::ChargedWithoutMedia)
+        );
+        assert_eq!(charged.check(&invite, observed, true), Ok(()));
     }
 
     #[test]
@@ -360,34 +448,34 @@ pub(crate) mod tests {
         let mut overcharged = honest.clone();
         overcharged.amount.minor_units += 1;
         assert!(matches!(
-            overcharged.check(&invite, observed),
+            overcharged.check(&invite, observed, true),
             Err(ReceiptDispute::WrongAmount { .. })
         ));
 
         let mut padded = honest.clone();
         padded.billed_seconds = 60;
         assert!(matches!(
-            padded.check(&invite, observed),
+            padded.check(&invite, observed, true),
             Err(ReceiptDispute::WrongBilledSeconds { .. })
         ));
 
         let longer = UsageReceipt::for_call(&invite, Timestamp(2_000_000), Timestamp(2_020_000));
         assert!(matches!(
-            longer.check(&invite, observed),
+            longer.check(&invite, observed, true),
             Err(ReceiptDispute::DurationTooLong { .. })
         ));
 
         let mut repriced = honest.clone();
         repriced.tariff.per_minute = 4;
         assert_eq!(
-            repriced.check(&invite, observed),
+            repriced.check(&invite, observed, true),
             Err(ReceiptDispute::WrongTerms)
         );
 
         let mut other_call = honest;
         other_call.call_id = CallId::from_bytes([1; 16]);
         assert_eq!(
-            other_call.check(&invite, observed),
+            other_call.check(&invite, observed, true),
             Err(ReceiptDispute::WrongCall)
         );
 

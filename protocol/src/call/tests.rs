@@ -62,6 +62,7 @@ impl Pair {
         pair.flush();
         pair.caller.media_started(pair.now);
         pair.on_gateway(|g, now| g.media_started(now));
+        pair.flush();
         pair
     }
 
@@ -114,9 +115,29 @@ impl Pair {
         }
     }
 
-    /// Moves time on by `step`, firing the deadlines that pass, and delivers frames.
+    /// Moves time on by `step`, firing each deadline that passes at its time, in order,
+    /// and delivering frames.
     fn advance(&mut self, step: Duration) {
-        self.now = self.now.plus(step);
+        let until = self.now.plus(step);
+        for _ in 0..1_000_000 {
+            let next = [
+                self.caller.poll_timeout(),
+                self.gateway.as_ref().and_then(GatewayCall::poll_timeout),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(at) if at <= until => self.fire(self.now.max(at)),
+                _ => break,
+            }
+        }
+        self.fire(until);
+    }
+
+    /// Sets the time to `now`, fires what is due and delivers frames.
+    fn fire(&mut self, now: Timestamp) {
+        self.now = now;
         self.caller.handle_timeout(self.now);
         if let Some(gateway) = &mut self.gateway {
             gateway.handle_timeout(self.now);
@@ -186,7 +207,9 @@ fn a_call_from_invite_to_settled_receipt() {
     }));
     pair.caller.media_started(pair.now);
     pair.on_gateway(|g, now| g.media_started(now));
+    pair.flush();
     assert_eq!(pair.caller.state(), CallerState::Active);
+    assert_eq!(pair.gateway().state(), GatewayState::Active);
     assert_eq!(
         pair.caller.poll_timeout(),
         None,
@@ -198,7 +221,11 @@ fn a_call_from_invite_to_settled_receipt() {
     pair.flush();
 
     let events: Vec<&str> = pair.to_caller.iter().map(Frame::name).collect();
+    let (keepalives, events): (Vec<&str>, Vec<&str>) =
+        events.into_iter().partition(|name| *name == "KeepAlive");
     assert_eq!(events, ["Trying", "Ringing", "Answer", "Receipt"]);
+    // Every 250 ms while it rang for 3 s.
+    assert_eq!(keepalives.len(), 12);
     let end = pair.caller_end().clone();
     assert_eq!(
         (end.cause, end.ended_by),
@@ -216,6 +243,175 @@ fn a_call_from_invite_to_settled_receipt() {
         "both hold the same bytes"
     );
     assert!(pair.caller.is_done() && pair.gateway().is_done());
+}
+
+/// An answered call whose media goes as `caller_hears` and `gateway_hears` say, ended by
+/// whichever deadline or hang-up comes first after `talk`; the receipt both sides hold.
+fn settle_with_media(caller_hears: bool, gateway_hears: bool, talk: Duration) -> (Pair, CallEnd) {
+    let mut pair = Pair::new();
+    pair.on_gateway(|g, now| g.admit(now));
+    pair.on_gateway(|g, now| g.answered("v=0 answer".into(), now));
+    pair.flush();
+    if caller_hears {
+        pair.caller.media_started(pair.now);
+    }
+    if gateway_hears {
+        pair.on_gateway(|g, now| g.media_started(now));
+    }
+    pair.flush();
+    pair.advance(talk);
+    pair.caller.hang_up(pair.now);
+    pair.flush();
+    let end = pair.caller_end().clone();
+    (pair, end)
+}
+
+fn settled_receipt(pair: &Pair, end: &CallEnd) -> UsageReceipt {
+    let ReceiptOutcome::Settled(settled) = &end.receipt else {
+        panic!("not settled: {:?}", end.receipt)
+    };
+    assert_eq!(
+        pair.gateway_outcome(),
+        Some(&GatewayOutcome::Settled(settled.clone())),
+        "both sides hold the same settled receipt"
+    );
+    settled.receipt().clone()
+}
+
+#[test]
+fn a_call_through_which_no_media_ever_flowed_is_settled_at_no_charge() {
+    // DTLS never completes: neither side hears anything; the gateway's media deadline
+    // (10 s after its answer) ends the call.
+    let (pair, end) = settle_with_media(false, false, Duration::from_secs(61));
+    assert_eq!(end.cause, ByeCause::MediaTimeout);
+    let receipt = settled_receipt(&pair, &end);
+    assert_eq!(receipt.without_media, Some(ByeCause::MediaTimeout));
+    assert_eq!((receipt.billed_seconds, receipt.amount.minor_units), (0, 0));
+}
+
+#[test]
+fn media_one_way_is_not_charged_whichever_way_it_fails() {
+    for (caller_hears, gateway_hears) in [(true, false), (false, true)] {
+        let (pair, end) = settle_with_media(caller_hears, gateway_hears, Duration::from_secs(61));
+        let receipt = settled_receipt(&pair, &end);
+        assert_eq!(
+            (receipt.billed_seconds, receipt.amount.minor_units),
+            (0, 0),
+            "caller hears {caller_hears}, gateway hears {gateway_hears}"
+        );
+        assert_eq!(receipt.without_media, Some(ByeCause::MediaTimeout));
+    }
+}
+
+#[test]
+fn a_hang_up_before_any_media_is_not_charged_and_says_why() {
+    let (pair, end) = settle_with_media(false, false, Duration::from_secs(2));
+    assert_eq!(end.cause, ByeCause::CallerHangUp);
+    let receipt = settled_receipt(&pair, &end);
+    assert_eq!(receipt.without_media, Some(ByeCause::CallerHangUp));
+    assert!(!receipt.is_charged());
+}
+
+#[test]
+fn media_both_ways_is_charged_from_the_answer() {
+    let (pair, end) = settle_with_media(true, true, Duration::from_secs(61));
+    let receipt = settled_receipt(&pair, &end);
+    assert!(receipt.is_charged());
+    assert_eq!(receipt.answered_at, T0);
+    // 61 s in 30 s increments: 90 s; 3 per minute → 4.5 → 5; plus 5 setup.
+    assert_eq!(
+        (receipt.billed_seconds, receipt.amount.minor_units),
+        (90, 10)
+    );
+}
+
+#[test]
+fn a_gateway_that_charges_for_media_the_caller_never_heard_is_refused() {
+    let mut pair = Pair::new();
+    pair.on_gateway(|g, now| g.admit(now));
+    pair.on_gateway(|g, now| g.answered("v=0 answer".into(), now));
+    pair.flush();
+    pair.advance(Duration::from_secs(5));
+    pair.caller.hang_up(pair.now);
+    // The gateway signs a charged receipt although the caller never said it heard.
+    let charged = UsageReceipt::for_call(&invite(), T0, pair.now);
+    let signed = SignedReceipt::sign(charged, &gateway_key()).unwrap_or_else(|e| panic!("{e}"));
+    pair.caller
+        .handle_frame(Frame::Receipt(signed.as_bytes().to_vec()), pair.now);
+    while let Some(event) = pair.caller.poll_event() {
+        pair.caller_events.push(event);
+    }
+    assert!(matches!(
+        pair.caller_end().receipt,
+        ReceiptOutcome::Refused {
+            dispute: ReceiptDispute::ChargedWithoutMedia,
+            ..
+        }
+    ));
+    assert_eq!(
+        pair.caller.poll_transmit(),
+        Some(Frame::Bye(ByeCause::CallerHangUp))
+    );
+    assert_eq!(
+        pair.caller.poll_transmit(),
+        Some(Frame::ReceiptRefused(ReceiptDispute::ChargedWithoutMedia))
+    );
+}
+
+#[test]
+fn a_gateway_that_falls_silent_while_ringing_is_given_up_within_the_silence_timer() {
+    let timers = Timers::default();
+    let mut pair = Pair::new();
+    pair.on_gateway(|g, now| g.admit(now));
+    pair.on_gateway(|g, now| g.ringing(now));
+    pair.flush();
+    // Keep-alives hold the call for as long as the callee rings.
+    pair.advance(Duration::from_secs(5));
+    assert_eq!(pair.caller.state(), CallerState::Ringing);
+    // The gateway dies (kill -9; its host gone): nothing more arrives, nor a close.
+    let last_heard = pair.now;
+    pair.gateway = None;
+    pair.advance(timers.silence - Duration::from_millis(1));
+    assert_eq!(
+        pair.caller.state(),
+        CallerState::Ringing,
+        "not before the timer"
+    );
+    pair.advance(Duration::from_millis(1));
+    assert_eq!(
+        pair.caller_failure(),
+        Some(&Failure::Timeout(Phase::Silence))
+    );
+    assert!(pair.now.since(last_heard) <= timers.silence);
+    // It says goodbye, in case the gateway was only slow: its callee stops ringing.
+    assert_eq!(
+        pair.to_gateway.last(),
+        Some(&Frame::Bye(ByeCause::Cancelled))
+    );
+}
+
+#[test]
+fn keepalives_late_by_less_than_the_silence_timer_keep_the_call() {
+    let timers = Timers::default();
+    let mut caller =
+        CallerCall::new(invite(), caller_key(), timers, T0).unwrap_or_else(|e| panic!("{e}"));
+    caller.handle_frame(Frame::Trying, T0);
+    caller.handle_frame(Frame::Ringing, T0);
+    let mut now = T0;
+    for _ in 0..20 {
+        // Each one a little under the limit after the last, as after a lost packet resent.
+        now = now.plus(timers.silence - Duration::from_millis(10));
+        caller.handle_timeout(now);
+        caller.handle_frame(Frame::KeepAlive, now);
+    }
+    assert_eq!(caller.state(), CallerState::Ringing);
+    // And nothing is expected before Trying: a gateway that never acknowledges is the
+    // trying timer's business.
+    let mut fresh =
+        CallerCall::new(invite(), caller_key(), timers, T0).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fresh.poll_timeout(), Some(T0.plus(timers.trying)));
+    fresh.handle_timeout(T0.plus(timers.silence));
+    assert_eq!(fresh.state(), CallerState::Inviting);
 }
 
 #[test]
@@ -422,6 +618,7 @@ fn pair_in(state: CallerState) -> Pair {
     if state == CallerState::Active {
         pair.caller.media_started(pair.now);
         pair.on_gateway(|g, now| g.media_started(now));
+        pair.flush();
     }
     if state == CallerState::Ending {
         // The caller hangs up; the receipt is in flight, not yet delivered.

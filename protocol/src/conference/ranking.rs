@@ -11,10 +11,12 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::conference::terms::ConferenceTerms;
+use crate::identity::ProviderId;
 use crate::money::{Currency, Money};
 use crate::offer::{Codec, OfferStatus, ServiceKind};
 use crate::ranking::{
-    History, Measurements, Policy, PolicyMismatch, Score, compare, newer_seq, score, within_policy,
+    History, Measurements, Policy, PolicyMismatch, Score, compare, newer_seq, newest_seqs, score,
+    within_policy,
 };
 use crate::signed::SignedOffer;
 
@@ -95,10 +97,7 @@ impl ConferenceCandidate<'_> {
                 self.score.reference_cost, self.score.cost_ratio
             )
         };
-        let latency = match self.score.rtt {
-            Some(rtt) => format!("round trip {:.1} ms", rtt.as_secs_f64() * 1000.0),
-            None => "round trip not measured".to_owned(),
-        };
+        let latency = self.score.latency_reason();
         vec![
             price,
             format!(
@@ -122,16 +121,18 @@ pub fn reference_cost(terms: &ConferenceTerms, participants: u32) -> Money {
 
 /// Ranks conference `offers` for a room of `participants` under `policy`.
 pub fn rank_conferences<'a>(
-    offers: &'a [SignedOffer],
+    offers: impl IntoIterator<Item = &'a SignedOffer>,
     participants: u32,
     measurements: &Measurements,
     history: &History,
     policy: &Policy,
 ) -> ConferenceRanking<'a> {
+    let offers: Vec<&'a SignedOffer> = offers.into_iter().collect();
+    let newest = newest_seqs(&offers);
     let mut excluded = Vec::new();
     let mut eligible = Vec::new();
     for offer in offers {
-        match eligibility(offer, offers, participants, policy) {
+        match eligibility(offer, &newest, participants, policy) {
             Ok(terms) => eligible.push((offer, terms)),
             Err(reason) => excluded.push((offer, reason)),
         }
@@ -181,14 +182,14 @@ impl From<PolicyMismatch> for ConferenceExclusion {
 
 fn eligibility(
     offer: &SignedOffer,
-    all: &[SignedOffer],
+    newest: &BTreeMap<ProviderId, u64>,
     participants: u32,
     policy: &Policy,
 ) -> Result<ConferenceTerms, ConferenceExclusion> {
     if offer.offer().kind != ServiceKind::Conference {
         return Err(ConferenceExclusion::NotConference);
     }
-    if let Some(newer) = newer_seq(offer, all) {
+    if let Some(newer) = newer_seq(offer, newest) {
         return Err(ConferenceExclusion::Superseded { by_seq: newer });
     }
     let terms = match (offer.offer().status, offer.offer().conference) {

@@ -18,7 +18,8 @@ pub const MAX_ROOMS: u32 = 100_000;
 
 /// A region name as used in DHT keys: 1 to 32 bytes of lowercase ASCII letters, digits
 /// and inner hyphens, such as `eu-west`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Region {
     bytes: [u8; MAX_REGION_BYTES],
     len: u8,
@@ -65,6 +66,19 @@ impl fmt::Display for Region {
 impl fmt::Debug for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Region({})", self.as_str())
+    }
+}
+
+impl TryFrom<String> for Region {
+    type Error = InvalidRegion;
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        Region::new(&name)
+    }
+}
+
+impl From<Region> for String {
+    fn from(region: Region) -> String {
+        region.as_str().to_owned()
     }
 }
 

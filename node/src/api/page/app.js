@@ -166,8 +166,17 @@ async function findServices(event) {
 }
 
 function showServices(found) {
+  // The network answers with the best offers for the policy: say so when there were more,
+  // and how old the answer is when it came from this node's cache (a refresh is running).
+  const shown = found.gateways.length;
+  const count = found.cut
+    ? `The best ${shown} of ${found.offers_matching} services that`
+    : `${shown} service(s)`;
+  const age = found.cached_age_ms == null
+    ? ''
+    : `, as of ${Math.round(found.cached_age_ms / 1000)} s ago`;
   ui.choiceTitle.textContent =
-    `${found.gateways.length} service(s) can reach ${found.destination} (${found.country})`;
+    `${count} can reach ${found.destination} (${found.country}${age})`;
   const best = found.recommended;
   ui.recommendation.replaceChildren(
     element('strong', { text: `Recommended: ${best.name}` }),
