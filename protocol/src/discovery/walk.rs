@@ -602,16 +602,34 @@ impl<P: Clone + Eq + Hash> Walk<P> {
                     // very closest nodes, which joined since. Look twice as wide, once.
                     self.window *= 2;
                     if self.pick().is_none() {
-                        self.confirm(Ending::Converged, now);
+                        if !self.waits_for_the_slow() {
+                            self.confirm(Ending::Converged, now);
+                        }
                         return;
                     }
                 }
                 None => {
-                    self.confirm(Ending::Converged, now);
+                    if !self.waits_for_the_slow() {
+                        self.confirm(Ending::Converged, now);
+                    }
                     return;
                 }
             }
         }
+    }
+
+    /// Whether the walk, with nobody left to ask, should still wait for requests past
+    /// their timeout. Only while no holder has answered: a slow peer then no longer holds
+    /// up a walk that has offers to show, but a walk over a lossy or far link, where every
+    /// answer comes late (a lost segment costs TCP a second), does not end empty while
+    /// answers are on their way. The walk's deadline, and the requests' own failures,
+    /// still end it.
+    fn waits_for_the_slow(&self) -> bool {
+        self.holders.is_empty()
+            && self
+                .candidates
+                .values()
+                .any(|c| matches!(c.ask, Ask::Waiting { slow: true, .. }))
     }
 
     /// The next peer to ask: the closest fresh one among the `window` closest known, or,

@@ -26,6 +26,8 @@ enum Behaviour {
     Omits(usize),
     /// Answers with an offer whose signature does not verify.
     Forges,
+    /// Answers honestly, this long after the request (a far or lossy link).
+    Slow(Duration),
 }
 
 struct Peer {
@@ -219,7 +221,11 @@ fn run(net: &Net, start: u32, query: OfferQuery, config: WalkConfig, seed: u64) 
                     if let Some(response) = response {
                         sequence += 1;
                         responses.insert(sequence, response);
-                        events.push(Reverse((now + RTT, sequence, peer)));
+                        let delay = match net.peers[peer as usize].behaviour {
+                            Behaviour::Slow(delay) => delay,
+                            _ => RTT,
+                        };
+                        events.push(Reverse((now + delay, sequence, peer)));
                     }
                 }
                 Output::Repair { peer, offers, .. } => repairs.push((peer, offers)),
@@ -435,6 +441,21 @@ fn dead_peers_cost_a_timeout_each_not_the_walk() {
     assert_eq!(result.ending, Ending::Enough);
     // Each dead peer on the way costs at most one request timeout.
     assert!(outcome.took < Duration::from_secs(4), "{:?}", outcome.took);
+}
+
+#[test]
+fn answers_that_all_come_late_are_still_waited_for() {
+    // A small network on a lossy link: every answer takes longer than the request timeout.
+    let offers = market(5);
+    let mut net = Net::new(4, 4, &offers);
+    for peer in &mut net.peers {
+        peer.behaviour = Behaviour::Slow(Duration::from_millis(1_500));
+    }
+    let config = WalkConfig::default();
+    assert!(config.request_timeout < Duration::from_millis(1_500));
+    let outcome = run(&net, 0, query(10), config, 4);
+    assert_eq!(top(&outcome.result, 5), cheapest(&offers, 5));
+    assert!(outcome.took < config.deadline, "{:?}", outcome.took);
 }
 
 #[test]
