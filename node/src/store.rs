@@ -239,13 +239,16 @@ impl Store {
             source,
         })?;
         let connection = Connection::open(&path).map_err(open_error)?;
+        // Before anything else: switching a new database to WAL takes it exclusively, and
+        // two commands started together on one home (two `interlink call`s) would
+        // otherwise fail at once with "database is locked".
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_error)?;
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
             )
-            .map_err(open_error)?;
-        connection
-            .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_error)?;
         let version: i64 = connection
             .query_row("PRAGMA user_version", [], |row| row.get(0))
@@ -583,6 +586,33 @@ mod tests {
     use interlink_protocol::call::{CallId, Invite, OfferRef};
     use interlink_protocol::offer::Tariff;
     use interlink_protocol::{Currency, E164, Prefix, SecretKey};
+
+    #[test]
+    fn commands_started_together_on_one_new_home_all_open_it() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let start = std::sync::Barrier::new(6);
+            let opened: Vec<Result<Store, StoreError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..6)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            Store::open(dir.path())
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| panic!("open panicked")))
+                    .collect()
+            });
+            for result in opened {
+                if let Err(e) = result {
+                    panic!("{e}");
+                }
+            }
+        }
+    }
 
     fn receipt(call: u8) -> UsageReceipt {
         let invite = Invite {
