@@ -25,6 +25,12 @@ missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 # A gateway restarted with its clock moved back (node/tests/processes.rs) runs under faketime.
 ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || missing+=(faketime)
+# The multi-host tests (node/tests/hosts.rs) build a small internet of network namespaces:
+# ip for namespaces and links, iptables for the home routers' NAT, python3 for the links
+# with delay and loss (this kernel has no netem).
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+[ -x /usr/bin/python3 ] || missing+=(python3)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)

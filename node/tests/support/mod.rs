@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod conference;
 pub mod http;
+pub mod lab;
 pub mod node_process;
 pub mod scrape;
 pub mod sipp;

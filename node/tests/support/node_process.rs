@@ -32,6 +32,16 @@ impl NodeProcess {
         NodeProcess::spawn(name, Command::new(BIN), config, args)
     }
 
+    /// `interlink node --config CONFIG` on `host` of a [`super::lab::Lab`].
+    pub fn start_on(host: &super::lab::Host, name: &str, config: &Path) -> NodeProcess {
+        NodeProcess::spawn(
+            name,
+            host.command(BIN),
+            config,
+            &["--api-listen", "127.0.0.1:0"],
+        )
+    }
+
     /// `interlink node --config CONFIG` with `env` added to its environment
     /// (`LD_PRELOAD` of libfaketime, say).
     pub fn start_with_env(name: &str, config: &Path, env: &[(&str, &str)]) -> NodeProcess {
