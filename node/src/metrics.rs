@@ -166,6 +166,7 @@ struct Inner {
     index_offers: Gauge,
     index_bytes: Gauge,
     index_requests: Family<KindLabel, Counter>,
+    index_requests_failed: Counter,
     index_stores: Family<OutcomeLabel, Counter>,
     index_publications: Family<OutcomeLabel, Counter>,
     index_replicated: Counter,
@@ -345,6 +346,13 @@ impl Metrics {
             "Offer index requests from other peers: find, store, or refused by the rate limit",
             index_requests.clone(),
         );
+        let index_requests_failed = Counter::default();
+        r.register(
+            "index_requests_failed",
+            "Offer index requests this node sent that failed: the peer could not be dialled, \
+             did not answer in time, closed the connection, or answered unreadably",
+            index_requests_failed.clone(),
+        );
         let index_stores = Family::default();
         r.register(
             "index_stores",
@@ -428,6 +436,7 @@ impl Metrics {
                 index_offers,
                 index_bytes,
                 index_requests,
+                index_requests_failed,
                 index_stores,
                 index_publications,
                 index_replicated,
@@ -574,6 +583,11 @@ impl Metrics {
             .index_requests
             .get_or_create(&KindLabel { kind })
             .inc();
+    }
+
+    /// An offer index request this node sent failed (no answer, or none it could read).
+    pub(crate) fn index_request_failed(&self) {
+        self.inner.index_requests_failed.inc();
     }
 
     /// What became of an offer another peer asked this node to hold.

@@ -1,7 +1,7 @@
 //! The offer index between real nodes on libp2p's in-memory transport (or 127.0.0.1): a
 //! market larger than any cap of the first design, a deep prefix beside a country-wide
-//! route, a holder that lies, prices and withdrawals that must never be shown stale, and a
-//! flood of validly signed offers from a thousand fresh keys.
+//! route, a holder that lies, prices and withdrawals that must never be shown stale, a
+//! flood of validly signed offers from a thousand fresh keys, and holders that died.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -34,7 +34,7 @@ use libp2p::kad::{self, KBucketKey};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, identify, plaintext, yamux};
-use support::{plan, route, uk_mobile, wait_for};
+use support::{plan, route, scrape, uk_mobile, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -690,6 +690,93 @@ async fn a_flood_of_a_thousand_fresh_keys_leaves_the_honest_gateways_in_callers_
     }
     assert!(shown.iter().any(|name| name.starts_with("Spam")));
     assert!(found.offers.len() <= 20, "{} offers", found.offers.len());
+    caller.kill().await;
+    network.stop().await;
+}
+
+// ---- The dead and the unreachable ----------------------------------------------------
+
+/// Offer index requests `node` sent that failed (no dial, no answer), so far.
+fn failed_requests(node: &Node) -> f64 {
+    scrape::count(
+        &node.metrics().encode(),
+        "interlink_index_requests_failed_total",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_that_died_are_asked_once_and_then_left_out_of_lookups() {
+    let mut network = Network::start(10, DhtSection::default(), DiscoverySection::default()).await;
+    network
+        .add_gateways(
+            (1..=3u64)
+                .map(|i| plan(&format!("UK {i}"), &[("+44", i)], 400, 500))
+                .collect(),
+            3,
+        )
+        .await;
+    let caller = network.caller().await;
+    // The caller knows every node, so that the ones about to die are among the first its
+    // walks would ask, as in a routing table filled before they died.
+    let others = network.all_nodes().count();
+    wait_for(
+        "every node in the caller's routing table",
+        DEADLINE,
+        || async {
+            let status = caller.client().status().await.ok()?;
+            (status.routing_table_size >= others).then_some(())
+        },
+    )
+    .await;
+    // Every node holds the three offers. The caller looks nothing up before the deaths,
+    // so that none of its requests is in flight to a node when it dies.
+    wait_for("the three offers at every node", DEADLINE, || async {
+        for node in network.all_nodes() {
+            if node.client().status().await.ok()?.index_offers < 3 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+
+    // The four nodes closest to +44's key (the bootstrap node aside; gateways are holders
+    // too) die as in a crash. Every routing table keeps them, and a walk asks the three
+    // closest peers it knows first: without a memory of failures, each lookup would ask
+    // at least two of them again.
+    let key = KBucketKey::new(IndexKey::of_number(&uk_mobile()).to_bytes());
+    let mut holders: Vec<Node> = network
+        .nodes
+        .drain(..)
+        .chain(network.gateways.drain(..))
+        .collect();
+    holders.sort_by_key(|node| KBucketKey::from(node.peer_id()).distance(&key));
+    let dead: Vec<Node> = holders.drain(..4).collect();
+    let dead_count = dead.len() as f64;
+    network.nodes = holders;
+    futures::future::join_all(dead.into_iter().map(Node::kill)).await;
+
+    // Lookups in a row: the dead are asked at most once in all, the last lookups do not
+    // ask them at all, and every lookup still finds the offers from the live holders
+    // (a killed gateway's offer stays held until it expires).
+    let everyone = ["UK 1", "UK 2", "UK 3"];
+    let mut failed = Vec::new();
+    for _ in 0..5 {
+        let before = failed_requests(&caller);
+        let found = ask(&caller, &uk_mobile(), PolicyKind::Cheapest, 10).await;
+        assert_eq!(names(&found), everyone, "{:?}", found.stats);
+        failed.push(failed_requests(&caller) - before);
+    }
+    let total: f64 = failed.iter().sum();
+    assert!(
+        total >= 1.0,
+        "the dead were among the first asked: {failed:?}"
+    );
+    assert!(
+        total <= dead_count,
+        "each dead holder asked at most once: {failed:?}"
+    );
+    assert_eq!(failed[3..], [0.0, 0.0], "{failed:?}");
     caller.kill().await;
     network.stop().await;
 }

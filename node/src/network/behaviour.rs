@@ -22,8 +22,10 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/interlink/kad/1.0
 const IDENTIFY_PROTOCOL_VERSION: &str = "/interlink/1.0.0";
 
 /// How long a peer has to answer one request of the offer index; a lookup moves on much
-/// sooner (`discovery.request_timeout_ms`) but still takes a late answer until this.
-const INDEX_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// sooner (`discovery.request_timeout_ms`) but still takes a late answer until this. An
+/// answer is at most 256 KiB, about 2 s at 1 Mbit/s plus a round trip or two to open the
+/// stream; past this the peer is taken as unreachable for a while (`index/unreachable.rs`).
+const INDEX_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Index requests in flight on one connection, both ways.
 const INDEX_STREAMS_PER_CONNECTION: usize = 64;
 

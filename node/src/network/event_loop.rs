@@ -483,6 +483,7 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 self.metrics
                     .set_peers(self.swarm.network_info().num_peers());
+                self.index.on_connected(&peer_id);
                 for reply in self.dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(()));
                 }

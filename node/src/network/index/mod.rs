@@ -6,9 +6,11 @@
 //! which owns the swarm: it turns `/interlink/index/1` requests and responses
 //! (libp2p `request-response`, framed by [`codec`]) into calls on them and their outputs
 //! into requests, and Kademlia's routing table into the peers a walk starts from and the
-//! closer peers a holder names.
+//! closer peers a holder names. Peers whose requests failed lately (`unreachable.rs`) are
+//! left out of both, so that lookups do not wait on the dead or the unreachable.
 
 pub mod codec;
+mod unreachable;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -40,6 +42,7 @@ use crate::clock::unix_now;
 use crate::identity;
 use crate::limits::PeerRates;
 use crate::metrics::Metrics;
+use unreachable::Unreachable;
 
 type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
 
@@ -148,6 +151,9 @@ pub(super) struct IndexService {
     sync: Option<tokio::time::Interval>,
     timer: Pin<Box<Sleep>>,
     timer_armed: bool,
+    /// Peers whose requests failed lately: walks neither start from them nor take them
+    /// from answers, and anti-entropy does not pick them.
+    unreachable: Unreachable<PeerId>,
     metrics: Metrics,
 }
 
@@ -184,6 +190,7 @@ impl IndexService {
             }),
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             timer_armed: false,
+            unreachable: Unreachable::default(),
             metrics,
         }
     }
@@ -269,10 +276,12 @@ impl IndexService {
         let now = Instant::now();
         let key = query.key();
         let target = KBucketKey::new(key.to_bytes());
+        let unreachable = &self.unreachable;
         let seeds: Vec<(PeerId, Position)> = swarm
             .behaviour_mut()
             .kad
             .get_closest_local_peers(&target)
+            .filter(|peer| !unreachable.contains(peer.preimage(), now))
             .take(2 * self.walk_config.closest)
             .filter_map(|peer| Some((*peer.preimage(), position(peer.hashed_bytes())?)))
             .collect();
@@ -652,12 +661,14 @@ impl IndexService {
                 continue;
             }
             let target = KBucketKey::new(key.to_bytes());
+            let now = Instant::now();
             let closest: Vec<PeerId> = swarm
                 .behaviour_mut()
                 .kad
                 .get_closest_local_peers(&target)
                 .take(self.replicas.get())
                 .map(|peer| *peer.preimage())
+                .filter(|peer| !self.unreachable.contains(peer, now))
                 .collect();
             if closest.is_empty() {
                 continue;
@@ -702,6 +713,11 @@ impl IndexService {
 
     // ---- The protocol's events ------------------------------------------------------
 
+    /// A connection to `peer` was established (either way): it is no longer unreachable.
+    pub(super) fn on_connected(&mut self, peer: &PeerId) {
+        self.unreachable.forget(peer);
+    }
+
     pub(super) fn on_event(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
@@ -711,13 +727,38 @@ impl IndexService {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
                     request, channel, ..
-                } => self.on_request(swarm, peer, request, channel),
+                } => {
+                    // It reached this node: it can be reached over that connection.
+                    self.unreachable.forget(&peer);
+                    self.on_request(swarm, peer, request, channel)
+                }
                 request_response::Message::Response {
                     request_id,
                     response,
-                } => self.on_response(swarm, request_id, Some(response)),
+                } => {
+                    self.unreachable.forget(&peer);
+                    self.on_response(swarm, request_id, Some(response))
+                }
             },
-            request_response::Event::OutboundFailure { request_id, .. } => {
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, %error, "an offer index request failed");
+                self.metrics.index_request_failed();
+                // A failed dial to a peer connected meanwhile lost a race with another
+                // dial (request-response fails its pending requests on any failed dial
+                // to the peer, even one of Kademlia's to a stale address): the peer is
+                // reachable. Any other failure (dial, timeout, connection closed,
+                // protocol unsupported, answer unreadable) would most likely happen again:
+                // lookups leave the peer out for a while.
+                let raced = matches!(error, request_response::OutboundFailure::DialFailure)
+                    && swarm.is_connected(&peer);
+                if !raced {
+                    self.unreachable.failed(peer, Instant::now());
+                }
                 self.on_response(swarm, request_id, None)
             }
             request_response::Event::InboundFailure { .. }
@@ -736,7 +777,7 @@ impl IndexService {
                 let now = Instant::now();
                 let (closer, answer) = match response {
                     Some(Response::Found(found)) => {
-                        (Some(self.closer_peers(found.closer)), found.answer)
+                        (Some(self.closer_peers(found.closer, now)), found.answer)
                     }
                     _ => (None, None),
                 };
@@ -764,13 +805,18 @@ impl IndexService {
         }
     }
 
-    /// The peers a response named, with their positions; this node left out.
-    fn closer_peers(&self, records: Vec<PeerRecord>) -> Vec<(PeerId, Position, Vec<Multiaddr>)> {
+    /// The peers a response named, with their positions; this node, and the peers whose
+    /// requests failed lately (others' routing tables keep them long after), left out.
+    fn closer_peers(
+        &self,
+        records: Vec<PeerRecord>,
+        now: Instant,
+    ) -> Vec<(PeerId, Position, Vec<Multiaddr>)> {
         records
             .into_iter()
             .filter_map(|record| {
                 let peer = PeerId::from_bytes(&record.peer).ok()?;
-                if peer == self.local {
+                if peer == self.local || self.unreachable.contains(&peer, now) {
                     return None;
                 }
                 let position = position(KBucketKey::from(peer).hashed_bytes())?;
@@ -912,6 +958,7 @@ impl std::fmt::Debug for IndexService {
         f.debug_struct("IndexService")
             .field("held", &self.index.len())
             .field("lookups", &self.lookups.len())
+            .field("unreachable", &self.unreachable.len())
             .finish_non_exhaustive()
     }
 }
