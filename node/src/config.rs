@@ -28,6 +28,8 @@ use serde::Deserialize;
 
 pub use crate::limits::LimitsSection;
 pub use crate::metrics::MetricsSection;
+pub use crate::network::reachability::Scope;
+use crate::network::reachability::is_public;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,19 @@ pub struct NetworkSection {
     pub bootstrap: Vec<Multiaddr>,
     /// Close a connection after this long without use.
     pub idle_connection_timeout_secs: u64,
+    /// Where the network lives: `local` (one machine or LAN: listen addresses are
+    /// advertised as they are) or `internet` (only addresses confirmed reachable, and
+    /// public). Unset: local when every listen and bootstrap address is loopback or
+    /// private, the internet otherwise.
+    pub scope: Option<Scope>,
+}
+
+impl NetworkSection {
+    /// The scope set, or the one the addresses in use imply.
+    pub fn scope(&self) -> Scope {
+        self.scope
+            .unwrap_or_else(|| Scope::of(self.listen.iter().chain(&self.bootstrap)))
+    }
 }
 
 impl Default for NetworkSection {
@@ -116,6 +131,7 @@ impl Default for NetworkSection {
             external_addresses: Vec::new(),
             bootstrap: Vec::new(),
             idle_connection_timeout_secs: 60,
+            scope: None,
         }
     }
 }
@@ -740,6 +756,20 @@ impl Config {
                 ));
             }
         }
+        if self.network.scope() == Scope::Internet {
+            for (i, addr) in self.network.external_addresses.iter().enumerate() {
+                if !is_public(addr) {
+                    return Err(invalid(
+                        format!("network.external_addresses[{i}]"),
+                        format!(
+                            "{addr} is not a public address: nobody on the internet could \
+                             dial it (set network.scope = \"local\" for a network on one \
+                             machine or LAN)"
+                        ),
+                    ));
+                }
+            }
+        }
         self.dht.validate()?;
         self.discovery.validate()?;
         self.calls.validate()?;
@@ -1013,6 +1043,12 @@ data_dir = "."
 # Nodes to join the network through; each ends in /p2p/PEER_ID.
 # bootstrap = ["/ip4/203.0.113.1/tcp/4001/p2p/12D3KooW..."]
 # idle_connection_timeout_secs = 60
+# Where the network lives. "internet": the node advertises (and a gateway publishes) only
+# external_addresses above or addresses a peer confirmed by dialling back (AutoNAT), and
+# serves the DHT only once it has one; a gateway nobody can reach says so and publishes
+# nothing. "local" (one machine or LAN): listen addresses are advertised as they are.
+# Default: local when every listen and bootstrap address is loopback or private.
+# scope = "internet"
 
 [dht]
 # replication_factor = 20        # nodes that store each record (Kademlia's k)
@@ -1085,7 +1121,7 @@ data_dir = "."
 [limits]
 # What one peer may ask of this node; each refusal is counted in the metrics
 # (interlink_limit_refusals_total) and logged once per peer and interval.
-# max_connections_per_peer = 2
+# max_connections_per_peer = 6
 # max_incoming_connections = 4096
 # max_pending_incoming = 256     # inbound handshakes in progress
 # max_pending_outgoing = 512

@@ -35,7 +35,9 @@ const MIN_CALL_FRAME_LIMIT: usize = MAX_SDP_BYTES + 8192;
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
-    /// Connections to one peer (2 lets two nodes dial each other at once).
+    /// Connections to one peer: two nodes dialling each other at once, and AutoNAT's
+    /// dial-backs, are each a connection of their own (a limit of 2 refused the second
+    /// probe, which read as "not reachable").
     pub max_connections_per_peer: u32,
     /// Established inbound connections in all.
     pub max_incoming_connections: u32,
@@ -82,7 +84,7 @@ pub struct LimitsSection {
 impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
-            max_connections_per_peer: 2,
+            max_connections_per_peer: 6,
             max_incoming_connections: 4096,
             max_pending_incoming: 256,
             max_pending_outgoing: 512,

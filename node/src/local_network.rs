@@ -12,7 +12,7 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 
 use crate::config::{DhtSection, DiscoverySection, GatewayPlan, LimitsSection};
-use crate::network::{MemorySecurity, NetworkError, Settings};
+use crate::network::{MemorySecurity, NetworkError, Scope, Settings};
 use crate::node::{Node, NodeError, NodeSpec};
 use crate::publisher::PublishError;
 
@@ -65,6 +65,7 @@ pub fn local_spec(
             dht: dht.clone(),
             discovery: DiscoverySection::default(),
             server_mode: true,
+            scope: Scope::Local,
             memory_security: MemorySecurity::Noise,
             memory_links: None,
             limits: LimitsSection::default(),
@@ -82,6 +83,7 @@ pub fn caller_spec(bootstrap: Vec<Multiaddr>, dht: &DhtSection) -> NodeSpec {
         settings: Settings {
             listen: Vec::new(),
             external_addresses: Vec::new(),
+            scope: Scope::of(&bootstrap),
             bootstrap,
             idle_connection_timeout: Duration::from_secs(60),
             dht: dht.clone(),

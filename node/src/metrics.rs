@@ -146,6 +146,7 @@ struct Inner {
     registry: Registry,
     libp2p: libp2p::metrics::Metrics,
     peers_connected: Gauge,
+    reachable: Gauge,
     routing_table_peers: Gauge,
     stored_records: Gauge,
     dht_queries: Family<QueryLabels, Counter>,
@@ -226,6 +227,13 @@ impl Metrics {
             "peers_connected",
             "Peers with at least one open connection",
             peers_connected.clone(),
+        );
+        let reachable = Gauge::default();
+        r.register(
+            "reachable",
+            "1 while an address of this node is confirmed reachable by others (configured, \
+             dialled back by a peer, or a listen address of a local network), else 0",
+            reachable.clone(),
         );
         let routing_table_peers = Gauge::default();
         r.register(
@@ -416,6 +424,7 @@ impl Metrics {
                 registry,
                 libp2p,
                 peers_connected,
+                reachable,
                 routing_table_peers,
                 stored_records,
                 dht_queries,
@@ -470,6 +479,10 @@ impl Metrics {
         self.set_peers(peers);
         self.inner.routing_table_peers.set(gauge(routing_table));
         self.inner.stored_records.set(gauge(records));
+    }
+
+    pub(crate) fn set_reachable(&self, reachable: bool) {
+        self.inner.reachable.set(i64::from(reachable));
     }
 
     pub(crate) fn set_peers(&self, peers: usize) {

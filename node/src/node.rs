@@ -21,6 +21,7 @@ use interlink_protocol::call::Timers;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::calls::caller::CallerContext;
@@ -29,7 +30,7 @@ use crate::conference::bridge::{BridgeContext, ConferenceService};
 use crate::config::{BackendSpec, Config, ConfigError, GatewayPlan};
 use crate::identity;
 use crate::metrics::Metrics;
-use crate::network::{self, Client, NetworkError, NetworkTask, Settings};
+use crate::network::{self, Client, NetworkError, NetworkTask, Scope, Settings};
 use crate::publisher::{PublishError, Publisher};
 use crate::store::{Role, Store, StoreError};
 
@@ -149,10 +150,18 @@ impl Node {
             }
         }
         let (mut publisher, mut calls, mut conferences) = (None, None, None);
-        let addresses = if spec.settings.external_addresses.is_empty() {
-            offer_addresses(&listen_addrs)
-        } else {
-            spec.settings.external_addresses.clone()
+        // On the internet an offer carries the addresses confirmed reachable, as they
+        // come; on a local network, the configured or listen addresses, fixed.
+        let addresses = match spec.settings.scope {
+            Scope::Internet => client.external_addrs(),
+            Scope::Local => {
+                let fixed = if spec.settings.external_addresses.is_empty() {
+                    offer_addresses(&listen_addrs)
+                } else {
+                    spec.settings.external_addresses.clone()
+                };
+                watch::channel(fixed).1
+            }
         };
         if let Some(plan) = spec.gateway.clone()
             && let BackendSpec::Conference(settings) = &plan.backend

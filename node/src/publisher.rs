@@ -20,6 +20,12 @@
 //! published before. A holder that refuses an offer as stale names the `seq` it holds; if
 //! that is ours and higher (a database lost, a clock that ran fast), the publisher
 //! republishes above it at once, and says so.
+//!
+//! The offer carries the addresses others can reach the gateway at, as the network layer
+//! confirms them (`network/reachability.rs`): on the internet, configured ones or ones a
+//! peer dialled back; on a local network, its listen addresses. Until one is confirmed
+//! nothing is published, and after [`UNREACHABLE_WARNING`] the gateway says loudly that
+//! nobody can reach it. A change of addresses republishes at once.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -40,6 +46,8 @@ use crate::network::{Client, NetworkError};
 use crate::store::Store;
 use interlink_gateway_plugin::Capabilities;
 
+/// How long a gateway waits for a confirmed address before it says it has none.
+const UNREACHABLE_WARNING: Duration = Duration::from_secs(20);
 /// How long to wait before retrying a publication no peer acknowledged.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
 /// Deadline for storing and announcing one offer.
@@ -68,6 +76,10 @@ pub enum PublishError {
     Network(#[from] NetworkError),
     #[error("the publisher has stopped")]
     Stopped,
+    #[error(
+        "no address of this gateway is confirmed reachable (none configured in network.external_addresses, none dialled back by a peer), so nothing is published"
+    )]
+    Unreachable,
 }
 
 enum Request {
@@ -90,24 +102,24 @@ pub struct Publisher {
 
 impl Publisher {
     /// Starts publishing `plan`, run by a back-end with `capabilities`, reachable at
-    /// `addresses`, signed with `key`.
+    /// `addresses` as they are confirmed, signed with `key`.
     pub fn spawn(
         client: Client,
         key: SecretKey,
         plan: GatewayPlan,
         capabilities: Capabilities,
-        addresses: Vec<Multiaddr>,
+        addresses: watch::Receiver<Vec<Multiaddr>>,
         store: Store,
     ) -> Publisher {
         let (requests_tx, requests_rx) = mpsc::channel(8);
         let (published_tx, published_rx) = watch::channel(None);
-        let addresses = addresses.into_iter().take(MAX_ADDRESSES).collect();
         let state = State {
             client,
             key,
             plan,
             capabilities,
-            addresses,
+            addresses: Vec::new(),
+            reachable: Some(addresses),
             store,
             seq: 0,
             indexed: BTreeSet::new(),
@@ -184,7 +196,11 @@ struct State {
     key: SecretKey,
     plan: GatewayPlan,
     capabilities: Capabilities,
+    /// The addresses the next offer carries: the latest confirmed.
     addresses: Vec<Multiaddr>,
+    /// Where confirmed addresses come from; `None` once its sender is gone (the set
+    /// no longer changes).
+    reachable: Option<watch::Receiver<Vec<Multiaddr>>>,
     store: Store,
     /// The `seq` of the last offer signed.
     seq: u64,
@@ -195,16 +211,57 @@ struct State {
 
 impl State {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        let mut next = self.publish_logged(OfferStatus::Available).await;
+        self.take_addresses();
+        if self.addresses.is_empty() {
+            tracing::info!(
+                "waiting for a peer to confirm that this gateway can be reached before publishing its offer"
+            );
+        }
+        let mut next = self.publish_if_reachable().await;
+        let mut warned = false;
+        let warn_at = tokio::time::Instant::now() + UNREACHABLE_WARNING;
         loop {
+            let changed = async {
+                match self.reachable.as_mut() {
+                    Some(reachable) => reachable.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep(next) => {
-                    next = self.publish_logged(OfferStatus::Available).await;
+                    next = self.publish_if_reachable().await;
+                }
+                () = tokio::time::sleep_until(warn_at), if !warned => {
+                    warned = true;
+                    if self.addresses.is_empty() {
+                        tracing::warn!(
+                            "this gateway is not reachable: no peer could dial it back within {}s and network.external_addresses is empty; its offer is NOT published and callers cannot find it (forward a port to it and set network.external_addresses, or set network.scope = \"local\" on a LAN)",
+                            UNREACHABLE_WARNING.as_secs()
+                        );
+                    }
+                }
+                open = changed => {
+                    if !open {
+                        self.reachable = None;
+                        continue;
+                    }
+                    let before = std::mem::take(&mut self.addresses);
+                    self.take_addresses();
+                    if self.addresses != before {
+                        if self.addresses.is_empty() {
+                            tracing::warn!("no address of this gateway is confirmed reachable any more; the offer is not republished and lapses when it expires");
+                        }
+                        next = self.publish_if_reachable().await;
+                    }
                 }
                 request = requests.recv() => match request {
                     Some(Request::SetRoutes { routes, reply }) => {
                         self.plan.routes = routes;
-                        let result = self.publish_above_holders(OfferStatus::Available).await;
+                        let result = if self.addresses.is_empty() {
+                            Err(PublishError::Unreachable)
+                        } else {
+                            self.publish_above_holders(OfferStatus::Available).await
+                        };
                         next = self.next_republish(&result);
                         let _ = reply.send(result);
                     }
@@ -216,6 +273,27 @@ impl State {
                 }
             }
         }
+    }
+
+    /// The latest confirmed addresses, at most as many as an offer carries.
+    fn take_addresses(&mut self) {
+        if let Some(reachable) = self.reachable.as_mut() {
+            self.addresses = reachable
+                .borrow_and_update()
+                .iter()
+                .take(MAX_ADDRESSES)
+                .cloned()
+                .collect();
+        }
+    }
+
+    /// Publishes if an address is confirmed; when to try next.
+    async fn publish_if_reachable(&mut self) -> Duration {
+        if self.addresses.is_empty() {
+            // Nothing to do until an address is confirmed (the `changed` branch).
+            return Duration::from_secs(24 * 3600);
+        }
+        self.publish_logged(OfferStatus::Available).await
     }
 
     async fn publish_logged(&mut self, status: OfferStatus) -> Duration {

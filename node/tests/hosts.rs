@@ -5,6 +5,7 @@
 //!
 //! Every call here dials +447700900123 through echo gateways, so that media received by
 //! the caller is its own, sent to the gateway and back: both directions at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -30,17 +31,19 @@ const HOME_LINK: Link = Link {
 /// joined through `bootstrap`, with `extra` after it.
 fn config(dir: &Path, host: &Host, bootstrap: Option<&str>, extra: &str) -> PathBuf {
     let ip = host.ip;
-    let listen = if bootstrap.is_some() {
-        format!("\"/ip4/{ip}/tcp/0\", \"/ip4/{ip}/udp/0/quic-v1\"")
-    } else {
-        format!("\"/ip4/{ip}/tcp/0\"")
+    // The bootstrap node is on the internet at a known address, as its operator says;
+    // the others learn whether they can be reached (AutoNAT).
+    let network = match bootstrap {
+        Some(b) => format!(
+            "listen = [\"/ip4/{ip}/tcp/0\", \"/ip4/{ip}/udp/0/quic-v1\"]\nbootstrap = [\"{b}\"]\n"
+        ),
+        None => format!(
+            "listen = [\"/ip4/{ip}/tcp/4001\"]\nexternal_addresses = [\"/ip4/{ip}/tcp/4001\"]\n"
+        ),
     };
-    let bootstrap = bootstrap
-        .map(|b| format!("bootstrap = [\"{b}\"]\n"))
-        .unwrap_or_default();
     node_process::init_node(
         dir,
-        &format!("[network]\nlisten = [{listen}]\n{bootstrap}[media]\nip = \"{ip}\"\n{extra}"),
+        &format!("[network]\n{network}[media]\nip = \"{ip}\"\n{extra}"),
     )
 }
 
@@ -68,8 +71,8 @@ struct Scene {
     alice_home: PathBuf,
     // Dropped before the lab, which takes their namespaces away.
     gateways: Vec<Gateway>,
-    _lab: Lab,
-    _root: tempfile::TempDir,
+    lab: Lab,
+    root: tempfile::TempDir,
 }
 
 impl Scene {
@@ -91,8 +94,8 @@ impl Scene {
             (boot, address)
         };
         let mut started = Vec::new();
-        for (i, &(name, price, ring_ms)) in gateways.iter().enumerate() {
-            let host = lab.public(name, 11 + i as u8, Link::DIRECT);
+        for (last, &(name, price, ring_ms)) in (11u8..).zip(gateways) {
+            let host = lab.public(name, last, Link::DIRECT);
             let dir = root.path().join(name.to_lowercase());
             let config = config(
                 &dir,
@@ -125,8 +128,8 @@ impl Scene {
             alice,
             alice_home,
             gateways: started,
-            _lab: lab,
-            _root: root,
+            lab,
+            root,
         })
     }
 
@@ -421,4 +424,70 @@ fn ctrl_c_during_a_call_80_ms_away_leaves_the_same_settled_receipt_on_both_sides
     assert_eq!(report["ended_by"], "caller", "{report}");
     assert_media_both_ways(&report);
     assert_both_sides_agree(&scene, "Far", &report);
+}
+
+#[test]
+fn a_gateway_behind_a_nat_publishes_nothing_says_so_and_slows_no_lookup() {
+    let Some(mut scene) = Scene::new(&[("Far", "0.02", 0)], HOME_LINK, Firewall::Open) else {
+        return;
+    };
+    // Cheaper, but at home behind its router, with nothing forwarded to it.
+    let host = scene
+        .lab
+        .at_home("hidden", 30, Link::DIRECT, Firewall::Open);
+    let dir = scene.root.path().join("hidden");
+    let config = config(
+        &dir,
+        &host,
+        Some(&scene.bootstrap),
+        &(echo_gateway("Hidden", "0.01", 0)
+            + "[metrics]\nenabled = true\nlisten = \"127.0.0.1:9464\"\n"),
+    );
+    let hidden = NodeProcess::start_on(&host, "Hidden", &config);
+    hidden.wait_log("waiting for a peer to confirm");
+    for _ in 0..3 {
+        let started = Instant::now();
+        let output = scene
+            .alice
+            .command(BIN)
+            .args([
+                "gateways",
+                "--bootstrap",
+                &scene.bootstrap,
+                "--json",
+                NUMBER,
+            ])
+            .env("INTERLINK_HOME", &scene.alice_home)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let rows: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+            panic!("{}", String::from_utf8_lossy(&output.stderr));
+        });
+        let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            ["Far"],
+            "only the gateway others can reach is offered"
+        );
+        // A dial into the hole of a private address would cost 10 s.
+        assert!(took < Duration::from_secs(5), "the lookup took {took:?}");
+        eprintln!("lookup with a gateway behind NAT in the network: {took:?}");
+    }
+    let warning = hidden.wait_log("this gateway is not reachable");
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    // And its metrics say so.
+    let scrape = host
+        .command("python3")
+        .args([
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9464/metrics').read().decode())",
+        ])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&scrape.stdout);
+    assert!(
+        metrics.lines().any(|l| l == "interlink_reachable 0"),
+        "{metrics}"
+    );
 }

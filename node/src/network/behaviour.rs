@@ -7,7 +7,8 @@ use libp2p::identity::Keypair;
 use libp2p::kad::store::MemoryStoreConfig;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, connection_limits, identify, kad, ping};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{StreamProtocol, autonat, connection_limits, identify, kad, ping};
 
 use super::dht_rate_limit;
 use super::index::codec::{Codec as IndexCodec, PROTOCOL as INDEX_PROTOCOL};
@@ -31,7 +32,8 @@ const INDEX_STREAMS_PER_CONNECTION: usize = 64;
 
 /// Kademlia for routing and offer records, the offer index (`/interlink/index/1`),
 /// identify to learn listen addresses, ping to measure round trips and keep connections
-/// honest, streams of our own protocols (calls), and connection limits. Kademlia sits
+/// honest, streams of our own protocols (calls), connection limits, and AutoNAT to learn
+/// whether others can reach this node. Kademlia sits
 /// behind a per-peer limit on inbound requests.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -41,6 +43,8 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub limits: connection_limits::Behaviour,
+    /// AutoNAT on nodes that serve over the internet (`reachability.rs`); off elsewhere.
+    pub autonat: Toggle<autonat::v1::Behaviour>,
 }
 
 impl Behaviour {
@@ -49,6 +53,7 @@ impl Behaviour {
         keypair: &Keypair,
         dht: &DhtSection,
         limits: &LimitsSection,
+        reachability: bool,
         metrics: Metrics,
     ) -> Behaviour {
         let peer_id = keypair.public().to_peer_id();
@@ -125,6 +130,9 @@ impl Behaviour {
             identify,
             ping,
             limits,
+            autonat: Toggle::from(reachability.then(|| {
+                autonat::v1::Behaviour::new(peer_id, super::reachability::autonat_config())
+            })),
         }
     }
 }

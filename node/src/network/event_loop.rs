@@ -19,12 +19,13 @@ use libp2p::kad::{
 };
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionDenied, DialError, ListenError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, connection_limits, identify, ping};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, connection_limits, identify, ping};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::copies::CopyHolders;
 use super::index::IndexService;
+use super::reachability::{self, Scope};
 use super::{Command, NetworkError, RefusalCounts, Settings, Status};
 use crate::clock::unix_now;
 
@@ -64,6 +65,9 @@ pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
+    /// The addresses confirmed reachable, for the publisher (see `reachability.rs`).
+    external_addrs: watch::Sender<Vec<Multiaddr>>,
+    scope: Scope,
     record_quorum: usize,
     /// The longest a stored offer is kept.
     record_ttl: Duration,
@@ -72,6 +76,8 @@ pub(super) struct EventLoop {
     traffic: Arc<TrafficCounters>,
     /// Whether listen addresses become external addresses (none were configured).
     confirm_listen_addrs: bool,
+    /// The external addresses the operator configured.
+    configured_external: Vec<Multiaddr>,
     /// Requests sent by this node's finished Kademlia queries.
     query_requests: u64,
     offer_lookups: HashMap<QueryId, OfferLookup>,
@@ -103,23 +109,31 @@ impl EventLoop {
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
         listen_addrs: watch::Sender<Vec<Multiaddr>>,
+        external_addrs: watch::Sender<Vec<Multiaddr>>,
         settings: &Settings,
         traffic: Arc<TrafficCounters>,
-        confirm_listen_addrs: bool,
         metrics: Metrics,
     ) -> EventLoop {
+        // On a local network a server's listen addresses are its external addresses,
+        // unless some were configured; on the internet only confirmed ones are.
+        let confirm_listen_addrs = settings.server_mode
+            && settings.external_addresses.is_empty()
+            && settings.scope == Scope::Local;
         let (dht, limits) = (&settings.dht, &settings.limits);
         let index = IndexService::new(*swarm.local_peer_id(), settings, metrics.clone());
         EventLoop {
             swarm,
             commands,
             listen_addrs,
+            external_addrs,
+            scope: settings.scope,
             record_quorum: dht.record_quorum.max(1),
             record_ttl: Duration::from_secs(dht.record_ttl_secs),
             replication_factor: NonZeroUsize::new(dht.replication_factor)
                 .unwrap_or(NonZeroUsize::MIN),
             traffic,
             confirm_listen_addrs,
+            configured_external: settings.external_addresses.clone(),
             query_requests: 0,
             offer_lookups: HashMap::new(),
             provider_lookups: HashMap::new(),
@@ -457,6 +471,49 @@ impl EventLoop {
         });
     }
 
+    /// An address of this node was confirmed reachable: configured, dialled back by a
+    /// peer (AutoNAT), or a listen address of a local network. On the internet a private
+    /// one is taken back at once: Kademlia would otherwise serve and advertise it.
+    fn on_external_confirmed(&mut self, address: Multiaddr) {
+        if self.scope == Scope::Internet && !reachability::is_public(&address) {
+            tracing::debug!(%address, "not advertising a private address on the internet");
+            self.swarm.remove_external_address(&address);
+            return;
+        }
+        tracing::info!(%address, "reachable at {address}");
+        self.external_addrs.send_if_modified(|addrs| {
+            let new = !addrs.contains(&address);
+            if new {
+                addrs.push(address);
+            }
+            new
+        });
+        self.metrics.set_reachable(true);
+    }
+
+    /// AutoNAT's view changed. Once peers could no longer dial this node back, the
+    /// addresses they had confirmed are withdrawn (configured ones stay: the operator's
+    /// word), so that Kademlia stops serving and the gateway stops publishing them.
+    fn on_nat_status(&mut self, old: autonat::NatStatus, new: autonat::NatStatus) {
+        tracing::info!(?old, ?new, "reachability from the internet changed");
+        if let autonat::NatStatus::Private = new {
+            let confirmed: Vec<Multiaddr> = self
+                .swarm
+                .external_addresses()
+                .filter(|a| !self.configured_external.contains(a))
+                .cloned()
+                .collect();
+            for address in confirmed {
+                self.swarm.remove_external_address(&address);
+            }
+            if self.external_addrs.borrow().is_empty() {
+                tracing::warn!(
+                    "peers cannot dial this node back: it is behind a NAT or firewall; set network.external_addresses to an address forwarded to it"
+                );
+            }
+        }
+    }
+
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         self.metrics.record(&event);
         match &event {
@@ -535,11 +592,25 @@ impl EventLoop {
                 info,
                 ..
             })) if info.protocols.contains(&KAD_PROTOCOL) => {
-                // Kademlia learns addresses only from connections it dialled itself.
+                // Kademlia learns addresses only from connections it dialled itself. On the
+                // internet, private and loopback ones would only send dials into a hole.
                 for address in info.listen_addrs {
-                    self.kad().add_address(&peer_id, address);
+                    if self.scope == Scope::Local || reachability::is_public(&address) {
+                        self.kad().add_address(&peer_id, address);
+                    }
                 }
             }
+            SwarmEvent::ExternalAddrConfirmed { address } => self.on_external_confirmed(address),
+            SwarmEvent::ExternalAddrExpired { address } => {
+                self.external_addrs
+                    .send_if_modified(|addrs| remove(addrs, &address));
+                self.metrics
+                    .set_reachable(!self.external_addrs.borrow().is_empty());
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged {
+                old,
+                new,
+            })) => self.on_nat_status(old, new),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(rtt),
@@ -835,4 +906,11 @@ fn query_outcome(result: &QueryResult) -> (&'static str, bool) {
         QueryResult::PutRecord(r) => ("put_record", r.is_ok()),
         QueryResult::RepublishRecord(r) => ("republish_record", r.is_ok()),
     }
+}
+
+/// Removes `address` from `addrs`; whether it was there.
+fn remove(addrs: &mut Vec<Multiaddr>, address: &Multiaddr) -> bool {
+    let before = addrs.len();
+    addrs.retain(|a| a != address);
+    addrs.len() != before
 }

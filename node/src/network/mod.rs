@@ -12,6 +12,7 @@ pub mod dht_rate_limit;
 mod event_loop;
 pub mod index;
 pub mod links;
+pub mod reachability;
 pub mod records;
 mod store;
 pub mod traffic;
@@ -33,6 +34,7 @@ use tokio::task::JoinHandle;
 pub use behaviour::{Behaviour, KAD_PROTOCOL};
 pub use index::{CacheUse, Found, Indexed};
 pub use links::{LinkModel, Links};
+pub use reachability::Scope;
 pub use traffic::Traffic;
 use traffic::{Counted, TrafficCounters};
 
@@ -54,7 +56,10 @@ pub struct Settings {
     /// The offer index: lookups, the cache, what is held for others.
     pub discovery: DiscoverySection,
     /// Serve the DHT to others (a reachable node) or only query it (a short-lived client).
+    /// On the internet a server serves only while others can reach it (`reachability.rs`).
     pub server_mode: bool,
+    /// Where the network lives: what this node may advertise.
+    pub scope: Scope,
     /// How connections over the in-memory transport are secured; TCP and QUIC always use
     /// noise (or QUIC's TLS).
     pub memory_security: MemorySecurity,
@@ -90,6 +95,7 @@ impl Settings {
             dht: config.dht.clone(),
             discovery: config.discovery.clone(),
             server_mode: true,
+            scope: config.network.scope(),
             memory_security: MemorySecurity::Noise,
             memory_links: None,
             limits: config.limits.clone(),
@@ -279,6 +285,8 @@ pub struct Client {
     commands: mpsc::Sender<Command>,
     local_peer_id: PeerId,
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
+    /// The addresses others can reach this node at, as confirmed (see `reachability.rs`).
+    external_addrs: watch::Receiver<Vec<Multiaddr>>,
     streams: libp2p_stream::Control,
     metrics: Metrics,
     /// How many offers a lookup asks for unless told: `[discovery] results`.
@@ -368,6 +376,8 @@ pub fn start(
     let transport_error = |e: &dyn std::fmt::Display| NetworkError::Transport(e.to_string());
     let dht = settings.dht.clone();
     let limits = settings.limits.clone();
+    // A node that others should reach over the internet finds out whether they can.
+    let reachability = settings.server_mode && settings.scope == Scope::Internet;
     let max_streams = limits.max_streams_per_connection;
     let traffic = Arc::new(TrafficCounters::default());
     let counters = Arc::clone(&traffic);
@@ -416,7 +426,7 @@ pub fn start(
         .map_err(|e| transport_error(&e))?
         .with_dns()
         .map_err(|e| transport_error(&e))?
-        .with_behaviour(|key| Behaviour::new(key, &dht, &limits, metrics.clone()))
+        .with_behaviour(|key| Behaviour::new(key, &dht, &limits, reachability, metrics.clone()))
         .map_err(|e| transport_error(&e))?
         // A stream's protocol is proposed with its first bytes instead of a round trip
         // before them (multistream-select's "V1Lazy"): every stream opened names exactly
@@ -428,12 +438,14 @@ pub fn start(
         .with_connection_timeout(Duration::from_secs(settings.limits.handshake_timeout_secs))
         .build();
 
-    let mode = if settings.server_mode {
-        kad::Mode::Server
-    } else {
-        kad::Mode::Client
+    let mode = match (settings.server_mode, settings.scope) {
+        (true, Scope::Local) => Some(kad::Mode::Server),
+        // libp2p-kad's automatic mode: a server only while an external address is
+        // confirmed (configured, or dialled back by a peer through AutoNAT).
+        (true, Scope::Internet) => None,
+        (false, _) => Some(kad::Mode::Client),
     };
-    swarm.behaviour_mut().kad.set_mode(Some(mode));
+    swarm.behaviour_mut().kad.set_mode(mode);
     // Provider records carry the provider's confirmed external addresses; without any,
     // libp2p-kad answers a provider lookup with that provider only if the answering node
     // has it in its routing table, so gateways went missing. A server confirms the
@@ -441,7 +453,6 @@ pub fn start(
     for address in &settings.external_addresses {
         swarm.add_external_address(address.clone());
     }
-    let confirm_listen_addrs = settings.server_mode && settings.external_addresses.is_empty();
     for address in &settings.listen {
         swarm
             .listen_on(address.clone())
@@ -455,14 +466,15 @@ pub fn start(
     let streams = swarm.behaviour().stream.new_control();
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let (listen_tx, listen_rx) = watch::channel(Vec::new());
+    let (external_tx, external_rx) = watch::channel(Vec::new());
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
     let event_loop = event_loop::EventLoop::new(
         swarm,
         commands_rx,
         listen_tx,
+        external_tx,
         settings,
         traffic,
-        confirm_listen_addrs,
         metrics.clone(),
     );
     let handle = tokio::spawn(event_loop.run(shutdown_rx));
@@ -470,6 +482,7 @@ pub fn start(
         commands: commands_tx,
         local_peer_id,
         listen_addrs: listen_rx,
+        external_addrs: external_rx,
         streams,
         metrics,
         results: settings.discovery.results,
@@ -702,6 +715,12 @@ impl Client {
             .await
             .map_err(|_| NetworkError::Stopped)?;
         response.await.map_err(|_| NetworkError::Stopped)
+    }
+
+    /// The addresses others can reach this node at, confirmed (configured, dialled back
+    /// by a peer, or on a local network its listen addresses), as they change.
+    pub fn external_addrs(&self) -> watch::Receiver<Vec<Multiaddr>> {
+        self.external_addrs.clone()
     }
 
     /// The addresses the node listens on, once at least `count` are bound.
