@@ -5,13 +5,15 @@
 //! chosen DTLS handshake flight the first two times it is sent, and logs every DTLS datagram.
 //!
 //! webrtc-rs's answerer takes the DTLS client role (`a=setup:active`): the gateway sends flights
-//! 1, 3 and 5 (ClientHello, ClientHello with the cookie, Certificate to Finished), the caller
-//! flights 2, 4 and 6 (HelloVerifyRequest, ServerHello to ServerHelloDone, ChangeCipherSpec and
-//! Finished). RFC 6347 4.2.4 keeps a flight's retransmission timer until the flight is answered
-//! and answers a repeated flight at once. The release of webrtc-rs 0.21.1's DTLS (`rtc-dtls`)
-//! cleared the timer on any handshake record, so with flight 4 or flight 5 lost twice the call
-//! never connected; vendor/README.md has the patch. Losing flight 6 twice the release survives:
-//! that test guards the last-flight path the patch also touches.
+//! 1 and 5 (ClientHello, Certificate to Finished), the caller flights 4 and 6 (ServerHello to
+//! ServerHelloDone, ChangeCipherSpec and Finished). The vendored `rtc-dtls` is patched to skip
+//! the cookie exchange (flight 2, HelloVerifyRequest, and flight 3, ClientHello with the cookie),
+//! so no HelloVerifyRequest may cross the relay. RFC 6347 4.2.4 keeps a flight's retransmission
+//! timer until the flight is answered and answers a repeated flight at once. The release of
+//! webrtc-rs 0.21.1's DTLS (`rtc-dtls`) cleared the timer on any handshake record, so with
+//! flight 4 or flight 5 lost twice the call never connected; vendor/README.md has the patch.
+//! Losing flight 6 twice the release survives: that test guards the last-flight path the patch
+//! also touches.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,6 +37,7 @@ const CHANGE_CIPHER_SPEC: u8 = 20;
 const HANDSHAKE: u8 = 22;
 const CLIENT_HELLO: u8 = 1;
 const SERVER_HELLO: u8 = 2;
+const HELLO_VERIFY_REQUEST: u8 = 3;
 const CERTIFICATE: u8 = 11;
 const SERVER_KEY_EXCHANGE: u8 = 12;
 const CERTIFICATE_REQUEST: u8 = 13;
@@ -106,6 +109,8 @@ struct RelayLog {
     dtls_client: Option<Side>,
     /// Transmissions of the chosen flight dropped so far.
     dropped_flights: usize,
+    /// HelloVerifyRequest records seen, dropped or not.
+    hello_verify_requests: usize,
     /// Every DTLS datagram: when, from whom, its records and whether it was dropped.
     lines: Vec<String>,
 }
@@ -161,6 +166,10 @@ impl RelayLog {
         {
             self.dtls_client = Some(from);
         }
+        self.hello_verify_requests += records
+            .iter()
+            .filter(|r| r.handshake_type == Some(HELLO_VERIFY_REQUEST))
+            .count();
         let (in_flight, ends_flight) = self.matches(flight, from, records);
         let dropped = in_flight && self.dropped_flights < LOSSES;
         if dropped && ends_flight {
@@ -287,6 +296,7 @@ struct Outcome {
     media: Option<Duration>,
     dtls_client: Option<Side>,
     dropped_flights: usize,
+    hello_verify_requests: usize,
 }
 
 /// Sets up a call between a caller leg and a gateway leg through a relay that drops `flight`.
@@ -356,14 +366,17 @@ async fn call_through_relay(flight: Flight) -> Outcome {
         media,
         dtls_client: log.dtls_client,
         dropped_flights: log.dropped_flights,
+        hello_verify_requests: log.hello_verify_requests,
     }
 }
 
-/// Asserts that the call connected and carried media although `flight` was lost twice.
+/// Asserts that the call connected and carried media although `flight` was lost twice, and
+/// that the caller never asked for a cookie.
 fn assert_survived(outcome: &Outcome, flight: Flight) {
     assert!(outcome.connected.is_ok(), "{flight:?} lost: {outcome:?}");
     assert!(outcome.media.is_some(), "{flight:?} lost: {outcome:?}");
     assert_eq!(outcome.dtls_client, Some(Side::Gateway), "{outcome:?}");
+    assert_eq!(outcome.hello_verify_requests, 0, "{outcome:?}");
     let losses = if flight == Flight::None { 0 } else { LOSSES };
     assert_eq!(outcome.dropped_flights, losses, "{outcome:?}");
 }

@@ -1,4 +1,5 @@
 use super::flight2::*;
+use super::flight4::*; // interlink patch
 use super::*;
 use crate::config::*;
 use crate::conn::*;
@@ -168,6 +169,12 @@ impl Flight for Flight0 {
                 };
             }
 
+            // interlink patch: straight to flight 4 (ServerHello) without the cookie exchange.
+            // The ClientHello (message seq 0) is the only one, so it is the one in the
+            // transcript; flight 4 is our message seq 0 and the client's flight 5 starts at 1.
+            if SKIP_HELLO_VERIFY {
+                return Ok(Box::new(Flight4 {}));
+            }
             Ok(Box::new(Flight2 {}))
         } else {
             Err((
