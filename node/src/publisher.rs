@@ -39,6 +39,7 @@ use interlink_protocol::{OfferError, SecretKey, SignedOffer, UnixTime};
 use libp2p::Multiaddr;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::clock::{unix_millis, unix_now};
 use crate::config::GatewayPlan;
@@ -217,9 +218,12 @@ impl State {
                 "waiting for a peer to confirm that this gateway can be reached before publishing its offer"
             );
         }
-        let mut next = self.publish_if_reachable().await;
+        // A deadline, not a duration: the loop's other branches (a change of addresses, the
+        // warning) must not push the next republication back. With an offer living 20 s and
+        // republished every 10 s, one such push let it expire before its successor.
+        let mut next = Instant::now() + self.publish_if_reachable().await;
         let mut warned = false;
-        let warn_at = tokio::time::Instant::now() + UNREACHABLE_WARNING;
+        let warn_at = Instant::now() + UNREACHABLE_WARNING;
         loop {
             let changed = async {
                 match self.reachable.as_mut() {
@@ -228,8 +232,8 @@ impl State {
                 }
             };
             tokio::select! {
-                () = tokio::time::sleep(next) => {
-                    next = self.publish_if_reachable().await;
+                () = tokio::time::sleep_until(next) => {
+                    next = Instant::now() + self.publish_if_reachable().await;
                 }
                 () = tokio::time::sleep_until(warn_at), if !warned => {
                     warned = true;
@@ -251,7 +255,7 @@ impl State {
                         if self.addresses.is_empty() {
                             tracing::warn!("no address of this gateway is confirmed reachable any more; the offer is not republished and lapses when it expires");
                         }
-                        next = self.publish_if_reachable().await;
+                        next = Instant::now() + self.publish_if_reachable().await;
                     }
                 }
                 request = requests.recv() => match request {
@@ -262,7 +266,7 @@ impl State {
                         } else {
                             self.publish_above_holders(OfferStatus::Available).await
                         };
-                        next = self.next_republish(&result);
+                        next = Instant::now() + self.next_republish(&result);
                         let _ = reply.send(result);
                     }
                     Some(Request::Withdraw { reply }) => {
