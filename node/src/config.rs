@@ -1211,8 +1211,8 @@ mod tests {
 
     #[test]
     fn the_template_loads_with_defaults() {
-        let config = Config::parse(TEMPLATE).unwrap_or_else(|e| panic!("{e}"));
-        config.validate().unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::parse(TEMPLATE).unwrap();
+        config.validate().unwrap();
         assert!(config.gateway.is_none());
         assert_eq!(config.dht, DhtSection::default());
         assert_eq!(config.network.listen.len(), 2);
@@ -1237,7 +1237,7 @@ mod tests {
         let config = Config::parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
         let plan = config
             .gateway_plan()
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .unwrap_or_else(|| panic!("no plan"));
         assert_eq!(plan.routes.len(), 2);
         assert_eq!(plan.routes[1].tariff.per_minute, 3);
@@ -1245,7 +1245,7 @@ mod tests {
     }
 
     fn error_field(text: &str) -> String {
-        let config = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::parse(text).unwrap();
         match config.validate() {
             Err(ConfigError::Invalid { field, .. }) => field,
             other => panic!("expected an invalid field, got {other:?}"),
@@ -1317,10 +1317,10 @@ mod tests {
         };
         let section = "[gateway.conference]\nrooms = 5\nparticipants_per_room = 12\n\
                        currency = \"EUR\"\nper_room = \"0.50\"\nper_participant_minute = \"0.02\"";
-        let config = Config::parse(&bridge(section)).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::parse(&bridge(section)).unwrap();
         let plan = config
             .gateway_plan()
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .unwrap_or_else(|| panic!("no plan"));
         let terms = plan.conference.unwrap_or_else(|| panic!("no terms"));
         assert_eq!((terms.rooms, terms.participants_per_room), (5, 12));
@@ -1373,17 +1373,17 @@ mod tests {
             "[gateway.sip]\nhost = \"127.0.0.1\"\nport = 5070\ntransport = \"tcp\"\n\
              [[gateway.sip.numbering]]\nprefix = \"+44\"\nstrip = \"+44\"\nadd = \"0\"",
         ))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let plan = config
             .gateway_plan()
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .unwrap_or_else(|| panic!("no plan"));
         let BackendSpec::Sip(sip) = &plan.backend else {
             panic!("not a SIP back-end: {:?}", plan.backend);
         };
         assert_eq!((sip.host.as_str(), sip.port), ("127.0.0.1", 5070));
         assert_eq!(sip.numbering.len(), 1);
-        let codecs = plan.capabilities().unwrap_or_else(|e| panic!("{e}")).codecs;
+        let codecs = plan.capabilities().unwrap().codecs;
         assert!(codecs.contains(&Codec::TelephoneEvent));
 
         assert_eq!(error_field(&gateway("")), "gateway.sip");

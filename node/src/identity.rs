@@ -123,12 +123,12 @@ mod tests {
 
     #[test]
     fn create_then_load_gives_the_same_owner_only_key() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let created = create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let created = create(dir.path()).unwrap();
         let mode = std::fs::metadata(dir.path().join(IDENTITY_FILE))
             .map(|m| m.permissions().mode() & 0o777);
         assert_eq!(mode.ok(), Some(0o600));
-        let loaded = load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let loaded = load(dir.path()).unwrap();
         assert_eq!(created.public(), loaded.public());
         assert!(matches!(
             create(dir.path()),
@@ -149,10 +149,9 @@ mod tests {
 
     #[test]
     fn a_missing_or_garbled_key_says_so() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         assert!(matches!(load(dir.path()), Err(IdentityError::Missing(_))));
-        std::fs::write(dir.path().join(IDENTITY_FILE), b"garbage")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join(IDENTITY_FILE), b"garbage").unwrap();
         assert!(matches!(
             load(dir.path()),
             Err(IdentityError::Invalid { .. })

@@ -427,9 +427,7 @@ mod tests {
 
     #[test]
     fn the_defaults_are_valid_and_bad_values_name_their_field() {
-        LimitsSection::default()
-            .validate()
-            .unwrap_or_else(|e| panic!("{e}"));
+        LimitsSection::default().validate().unwrap();
         let field = |limits: LimitsSection| match limits.validate() {
             Err(ConfigError::Invalid { field, .. }) => field,
             other => panic!("expected an invalid field, got {other:?}"),

@@ -392,7 +392,7 @@ mod tests {
 
     #[test]
     fn offers_carry_routable_addresses_when_there_are_some() {
-        let parse = |s: &str| s.parse::<Multiaddr>().unwrap_or_else(|e| panic!("{e}"));
+        let parse = |s: &str| s.parse::<Multiaddr>().unwrap();
         let loopback = parse("/ip4/127.0.0.1/tcp/4001");
         let lan = parse("/ip4/10.0.0.5/tcp/4001");
         assert_eq!(offer_addresses(&[loopback.clone(), lan.clone()]), vec![lan]);

@@ -95,9 +95,9 @@ mod tests {
 
     fn route(per_minute: u64) -> Route {
         Route {
-            prefix: Prefix::new("44").unwrap_or_else(|e| panic!("{e}")),
+            prefix: Prefix::new("44").unwrap(),
             tariff: Tariff {
-                currency: Currency::new("GBP").unwrap_or_else(|e| panic!("{e}")),
+                currency: Currency::new("GBP").unwrap(),
                 setup_fee: 0,
                 per_minute,
                 billing_increment_secs: 60,

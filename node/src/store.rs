@@ -590,7 +590,7 @@ mod tests {
     #[test]
     fn commands_started_together_on_one_new_home_all_open_it() {
         for _ in 0..5 {
-            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let dir = tempfile::tempdir().unwrap();
             let start = std::sync::Barrier::new(6);
             let opened: Vec<Result<Store, StoreError>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..6)
@@ -617,14 +617,14 @@ mod tests {
     fn receipt(call: u8) -> UsageReceipt {
         let invite = Invite {
             call_id: CallId::from_bytes([call; 16]),
-            destination: E164::parse("+447700900123").unwrap_or_else(|e| panic!("{e}")),
+            destination: E164::parse("+447700900123").unwrap(),
             offer: OfferRef {
                 provider: SecretKey::from_seed(&[2; 32]).provider_id(),
                 seq: 4,
             },
-            prefix: Prefix::new("44").unwrap_or_else(|e| panic!("{e}")),
+            prefix: Prefix::new("44").unwrap(),
             tariff: Tariff {
-                currency: Currency::new("GBP").unwrap_or_else(|e| panic!("{e}")),
+                currency: Currency::new("GBP").unwrap(),
                 setup_fee: 1,
                 per_minute: 2,
                 billing_increment_secs: 60,
@@ -638,15 +638,15 @@ mod tests {
 
     #[tokio::test]
     async fn offer_seqs_only_go_up_across_reopening_and_clock_steps() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let provider = SecretKey::from_seed(&[7; 32]).provider_id();
         let other = SecretKey::from_seed(&[8; 32]).provider_id();
-        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap();
         let first = store.next_offer_seq(provider, 1_000_180_000).await;
         assert_eq!(first.ok(), Some(1_000_180_000));
         drop(store);
         // Restarted with the clock three minutes back: still above what was published.
-        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap();
         assert_eq!(
             store.next_offer_seq(provider, 1_000_000_000).await.ok(),
             Some(1_000_180_001)
@@ -661,9 +661,9 @@ mod tests {
 
     #[tokio::test]
     async fn receipts_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            let store = Store::open(dir.path()).unwrap();
             store
                 .save_receipt(
                     Role::Caller,
@@ -674,10 +674,10 @@ mod tests {
                     Timestamp(5),
                 )
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
         }
-        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        let rows = store.receipts().await.unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap();
+        let rows = store.receipts().await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].status, "settled");
         assert_eq!(
@@ -691,14 +691,14 @@ mod tests {
         let bytes = store
             .receipt_bytes(rows[0].call_id.clone(), Role::Caller)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert_eq!(bytes.as_deref(), Some(&b"signed"[..]));
     }
 
     #[tokio::test]
     async fn a_settled_receipt_is_not_downgraded() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let r = receipt(2);
         store
             .save_receipt(
@@ -710,7 +710,7 @@ mod tests {
                 Timestamp(1),
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         store
             .save_receipt(
                 Role::Gateway,
@@ -721,7 +721,7 @@ mod tests {
                 Timestamp(2),
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         store
             .save_receipt(
                 Role::Gateway,
@@ -732,8 +732,8 @@ mod tests {
                 Timestamp(3),
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let rows = store.receipts().await.unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
+        let rows = store.receipts().await.unwrap();
         assert_eq!(
             (
                 rows.len(),
@@ -746,23 +746,23 @@ mod tests {
 
     #[test]
     fn the_database_is_in_wal_mode_with_full_sync() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        let connection = store.connection.lock().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let connection = store.connection.lock().unwrap();
         let mode: String = connection
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let synchronous: i64 = connection
             .query_row("PRAGMA synchronous", [], |row| row.get(0))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         // 2 is FULL: a commit is on disk before it returns.
         assert_eq!((mode.as_str(), synchronous), ("wal", 2));
     }
 
     #[tokio::test]
     async fn an_open_call_is_marked_interrupted_and_shows_its_receipt() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let peer = SecretKey::from_seed(&[1; 32]).provider_id();
         let r = receipt(3);
         for call in ["open", "done", "caller"] {
@@ -781,7 +781,7 @@ mod tests {
                     None,
                 )
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
         }
         store
             .record_call(
@@ -793,7 +793,7 @@ mod tests {
                 Some((Timestamp(20), "settled".into())),
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let done = r.call_id.to_string();
         store
             .record_call(
@@ -805,7 +805,7 @@ mod tests {
                 None,
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         store
             .save_receipt(
                 Role::Gateway,
@@ -816,16 +816,13 @@ mod tests {
                 Timestamp(30),
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         // Only the gateway's open calls; the one whose receipt was stored shows it.
         assert_eq!(
-            store
-                .close_interrupted_calls(Role::Gateway)
-                .await
-                .unwrap_or_else(|e| panic!("{e}")),
+            store.close_interrupted_calls(Role::Gateway).await.unwrap(),
             2
         );
-        let calls = store.calls().await.unwrap_or_else(|e| panic!("{e}"));
+        let calls = store.calls().await.unwrap();
         let summary: Vec<(&str, &str, Option<&str>, &str)> = calls
             .iter()
             .map(|c| {
@@ -855,17 +852,17 @@ mod tests {
 
     #[tokio::test]
     async fn history_counts_attempts_and_answers_per_provider() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let a = SecretKey::from_seed(&[5; 32]).provider_id();
         let b = SecretKey::from_seed(&[6; 32]).provider_id();
         for (provider, answered) in [(a, true), (a, false), (a, true), (b, false)] {
             store
                 .record_attempt("c".into(), provider, "x".into(), answered, Timestamp(0))
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
         }
-        let history = store.history().await.unwrap_or_else(|e| panic!("{e}"));
+        let history = store.history().await.unwrap();
         assert_eq!(
             history.get(&a),
             Some(&CallHistory {

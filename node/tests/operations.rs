@@ -22,7 +22,7 @@ fn deploy(file: &str) -> PathBuf {
 
 #[test]
 fn the_example_operator_config_loads_and_sells_what_it_says() {
-    let config = Config::load(&deploy("operator.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::load(&deploy("operator.toml")).unwrap();
     assert_eq!(config.node.data_dir, Path::new("/var/lib/interlink"));
     assert_eq!(config.network.bootstrap.len(), 2);
     assert!(!config.api.enabled);

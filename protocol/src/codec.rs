@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn round_trip_and_limits() {
         let value = (7u16, String::from("interlink"), vec![1u32, 2, 3]);
-        let bytes = encode::<_, 64>(&value).unwrap_or_else(|e| panic!("{e}"));
+        let bytes = encode::<_, 64>(&value).unwrap();
         assert_eq!(
             decode::<(u16, String, Vec<u32>), 64>(&bytes),
             Ok(value.clone())

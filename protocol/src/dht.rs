@@ -101,7 +101,7 @@ mod tests {
             },
             DhtKey::RegionProviders {
                 kind: ServiceKind::Conference,
-                region: Region::new("eu-west").unwrap_or_else(|e| panic!("{e}")),
+                region: Region::new("eu-west").unwrap(),
             },
             DhtKey::Offer(provider),
         ];
@@ -121,8 +121,7 @@ mod tests {
         // Found by the dht_record fuzz target: "+c" read as the byte 0x0c, so one provider's
         // offer could be stored under many keys.
         let provider = SecretKey::from_seed(&[9; 32]).provider_id();
-        let key =
-            String::from_utf8(DhtKey::Offer(provider).to_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let key = String::from_utf8(DhtKey::Offer(provider).to_bytes()).unwrap();
         let hex_at = OFFER_PREFIX.len();
         let pair_at = (0..32)
             .map(|i| hex_at + 2 * i)

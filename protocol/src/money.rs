@@ -218,7 +218,7 @@ mod tests {
     use super::*;
 
     fn gbp() -> Currency {
-        Currency::new("GBP").unwrap_or_else(|e| panic!("{e}"))
+        Currency::new("GBP").unwrap()
     }
 
     #[test]

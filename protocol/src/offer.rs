@@ -546,12 +546,12 @@ pub(crate) mod tests {
     use crate::identity::SecretKey;
 
     pub(crate) fn gbp() -> Currency {
-        Currency::new("GBP").unwrap_or_else(|e| panic!("{e}"))
+        Currency::new("GBP").unwrap()
     }
 
     pub(crate) fn route(prefix: &str, per_minute: u64) -> Route {
         Route {
-            prefix: Prefix::new(prefix).unwrap_or_else(|e| panic!("{e}")),
+            prefix: Prefix::new(prefix).unwrap(),
             tariff: Tariff {
                 currency: gbp(),
                 setup_fee: 0,
@@ -581,17 +581,13 @@ pub(crate) mod tests {
                 mos: Mos(420),
             },
             capacity: 100,
-            addresses: vec![
-                "/ip4/127.0.0.1/tcp/4001"
-                    .parse()
-                    .unwrap_or_else(|e| panic!("{e}")),
-            ],
+            addresses: vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
             conference: None,
         }
     }
 
     fn number(n: &str) -> E164 {
-        E164::parse(n).unwrap_or_else(|e| panic!("{e}"))
+        E164::parse(n).unwrap()
     }
 
     #[test]
@@ -632,7 +628,7 @@ pub(crate) mod tests {
     #[test]
     fn service_kinds_round_trip_through_their_names() {
         for kind in ["webrtc-pstn", "webrtc-sip", "sip-pstn", "conference"] {
-            let parsed: ServiceKind = kind.parse().unwrap_or_else(|e| panic!("{e}"));
+            let parsed: ServiceKind = kind.parse().unwrap();
             assert_eq!(parsed.to_string(), kind);
         }
         assert!("webrtc-webrtc".parse::<ServiceKind>().is_err());

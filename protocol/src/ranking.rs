@@ -576,11 +576,11 @@ mod tests {
         offer.display_name = g.name.into();
         offer.quality.mos = Mos(g.mos);
         offer.quality.answer_seizure_ratio = Permille(g.asr);
-        SignedOffer::sign(offer, &key).unwrap_or_else(|e| panic!("{e}"))
+        SignedOffer::sign(offer, &key).unwrap()
     }
 
     fn uk_mobile() -> E164 {
-        E164::parse("+447700900123").unwrap_or_else(|e| panic!("{e}"))
+        E164::parse("+447700900123").unwrap()
     }
 
     fn names(ranking: &Ranking<'_>) -> Vec<String> {
@@ -683,7 +683,7 @@ mod tests {
                 limit
             }));
 
-        let eur = Currency::new("EUR").unwrap_or_else(|e| panic!("{e}"));
+        let eur = Currency::new("EUR").unwrap();
         let policy = Policy {
             currency: Some(eur),
             ..Policy::default()
@@ -858,9 +858,8 @@ mod tests {
     fn withdrawn_and_superseded_offers_are_excluded() {
         let key = SecretKey::from_seed(&[2; 32]);
         let offer = sample_offer(&key, vec![route("44", 3)]);
-        let old = SignedOffer::sign(offer.clone(), &key).unwrap_or_else(|e| panic!("{e}"));
-        let withdrawal = SignedOffer::sign(offer.withdrawal(UnixTime(1500)), &key)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let old = SignedOffer::sign(offer.clone(), &key).unwrap();
+        let withdrawal = SignedOffer::sign(offer.withdrawal(UnixTime(1500)), &key).unwrap();
         let offers = [old, withdrawal];
         let ranking = rank(
             &offers,

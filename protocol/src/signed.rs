@@ -215,14 +215,14 @@ mod tests {
             sample_offer(key, vec![route("44", 3), route("447", 2)]),
             key,
         )
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
     }
 
     #[test]
     fn sign_then_decode_round_trips() {
         let key = key(1);
         let offer = signed(&key);
-        let decoded = SignedOffer::decode(offer.as_bytes(), NOW).unwrap_or_else(|e| panic!("{e}"));
+        let decoded = SignedOffer::decode(offer.as_bytes(), NOW).unwrap();
         assert_eq!(decoded, offer);
         assert_eq!(decoded.provider(), key.provider_id());
     }
@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn another_key_is_not_the_provider() {
         let offer = sample_offer(&key(1), vec![route("44", 3)]);
-        let forged = SignedOffer::sign_unchecked(offer, &key(2)).unwrap_or_else(|e| panic!("{e}"));
+        let forged = SignedOffer::sign_unchecked(offer, &key(2)).unwrap();
         assert!(matches!(
             SignedOffer::decode(forged.as_bytes(), NOW),
             Err(OfferError::SignerNotProvider { signer, .. }) if signer == key(2).provider_id()
@@ -302,7 +302,7 @@ mod tests {
 
         let mut far = sample_offer(&key, vec![route("44", 3)]);
         far.expires_at = NOW.plus(MAX_OFFER_LIFETIME + Duration::from_secs(1));
-        let far = SignedOffer::sign(far, &key).unwrap_or_else(|e| panic!("{e}"));
+        let far = SignedOffer::sign(far, &key).unwrap();
         assert!(matches!(
             SignedOffer::decode(far.as_bytes(), NOW),
             Err(OfferError::TooFarAhead { .. })
@@ -311,7 +311,7 @@ mod tests {
         let mut future = sample_offer(&key, vec![route("44", 3)]);
         future.issued_at = NOW.plus(MAX_CLOCK_SKEW + Duration::from_secs(1));
         future.expires_at = future.issued_at.plus(Duration::from_secs(60));
-        let future = SignedOffer::sign(future, &key).unwrap_or_else(|e| panic!("{e}"));
+        let future = SignedOffer::sign(future, &key).unwrap();
         assert!(matches!(
             SignedOffer::decode(future.as_bytes(), NOW),
             Err(OfferError::IssuedInFuture { .. })
@@ -327,7 +327,7 @@ mod tests {
             SignedOffer::sign(offer.clone(), &key),
             Err(OfferError::InvalidField(_))
         ));
-        let signed = SignedOffer::sign_unchecked(offer, &key).unwrap_or_else(|e| panic!("{e}"));
+        let signed = SignedOffer::sign_unchecked(offer, &key).unwrap();
         assert!(matches!(
             SignedOffer::decode(signed.as_bytes(), NOW),
             Err(OfferError::InvalidField(FieldError { field, .. })) if field == "routes[0].prefix"
@@ -339,7 +339,7 @@ mod tests {
         let key = key(1);
         let mut offer = sample_offer(&key, vec![route("44", 3)]);
         offer.version = OFFER_FORMAT_VERSION + 1;
-        let signed = SignedOffer::sign_unchecked(offer, &key).unwrap_or_else(|e| panic!("{e}"));
+        let signed = SignedOffer::sign_unchecked(offer, &key).unwrap();
         assert_eq!(
             SignedOffer::decode(signed.as_bytes(), NOW),
             Err(OfferError::UnsupportedVersion(OFFER_FORMAT_VERSION + 1))
@@ -351,10 +351,10 @@ mod tests {
         let key = key(1);
         let mut newer = sample_offer(&key, vec![route("44", 3)]);
         newer.seq = 10;
-        let newer = SignedOffer::sign(newer.clone(), &key).unwrap_or_else(|e| panic!("{e}"));
+        let newer = SignedOffer::sign(newer.clone(), &key).unwrap();
         let mut older = newer.offer().clone();
         older.seq = 9;
-        let older = SignedOffer::sign(older, &key).unwrap_or_else(|e| panic!("{e}"));
+        let older = SignedOffer::sign(older, &key).unwrap();
         assert_eq!(
             older.may_replace(&newer),
             Err(OfferError::Stale {
@@ -371,8 +371,7 @@ mod tests {
         );
         assert_eq!(newer.may_replace(&older), Ok(()));
 
-        let withdrawal = SignedOffer::sign(newer.offer().withdrawal(NOW), &key)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let withdrawal = SignedOffer::sign(newer.offer().withdrawal(NOW), &key).unwrap();
         assert_eq!(withdrawal.may_replace(&newer), Ok(()));
         let other = signed(&super::SecretKey::from_seed(&[3; 32]));
         assert!(matches!(

@@ -256,8 +256,8 @@ mod tests {
         drop(stream);
         let orphaned_now = tokio::time::timeout(Duration::from_secs(5), watcher)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap()
+            .unwrap();
         assert!(orphaned_now);
 
         let log = EventLog::<Tick>::new(8, 4);
@@ -265,8 +265,8 @@ mod tests {
         drop(log);
         let gone = tokio::time::timeout(Duration::from_secs(5), watcher)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap()
+            .unwrap();
         assert!(!gone);
     }
 }

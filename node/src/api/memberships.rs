@@ -450,8 +450,8 @@ mod tests {
     #[test]
     fn places_are_bounded_and_given_back() {
         let memberships = Memberships::new(2, None);
-        let first = memberships.hold_place().unwrap_or_else(|e| panic!("{e}"));
-        let _second = memberships.hold_place().unwrap_or_else(|e| panic!("{e}"));
+        let first = memberships.hold_place().unwrap();
+        let _second = memberships.hold_place().unwrap();
         assert_eq!(memberships.hold_place().err(), Some(TooManyMemberships(2)));
         drop(first);
         assert!(memberships.hold_place().is_ok());

@@ -422,7 +422,7 @@ mod tests {
             },
             &key,
         )
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
     }
 
     #[test]
@@ -430,7 +430,7 @@ mod tests {
         let now = Timestamp(1_000_000);
         let signed = token(Timestamp(2_000_000));
         let text = token_text(&signed);
-        let read = parse_token(&format!("  {text}\n"), now).unwrap_or_else(|e| panic!("{e}"));
+        let read = parse_token(&format!("  {text}\n"), now).unwrap();
         assert_eq!(read, signed);
 
         assert!(matches!(parse_token(" ", now), Err(TokenError::Empty)));

@@ -181,10 +181,8 @@ mod tests {
         libp2p::core::transport::memory::Channel<Vec<u8>>,
     ) {
         let mut listener = MemoryTransport::default();
-        let address: Multiaddr = "/memory/0".parse().unwrap_or_else(|e| panic!("{e}"));
-        listener
-            .listen_on(ListenerId::next(), address)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let address: Multiaddr = "/memory/0".parse().unwrap();
+        listener.listen_on(ListenerId::next(), address).unwrap();
         let bound = match futures::future::poll_fn(|cx| Pin::new(&mut listener).poll(cx)).await {
             TransportEvent::NewAddress { listen_addr, .. } => listen_addr,
             other => panic!("{other:?}"),
@@ -197,20 +195,17 @@ mod tests {
                     port_use: PortUse::New,
                 },
             )
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let next = futures::future::poll_fn(|cx| Pin::new(&mut listener).poll(cx));
         let (dialled, incoming) = tokio::join!(dial, next);
         let TransportEvent::Incoming { upgrade, .. } = incoming else {
             panic!("no incoming connection");
         };
-        (
-            dialled.unwrap_or_else(|e| panic!("{e}")),
-            upgrade.await.unwrap_or_else(|e| panic!("{e}")),
-        )
+        (dialled.unwrap(), upgrade.await.unwrap())
     }
 
     fn endpoint(dialer: bool) -> ConnectedPoint {
-        let address: Multiaddr = "/memory/1".parse().unwrap_or_else(|e| panic!("{e}"));
+        let address: Multiaddr = "/memory/1".parse().unwrap();
         if dialer {
             ConnectedPoint::Dialer {
                 address,
@@ -238,10 +233,7 @@ mod tests {
             connect(a, endpoint(true), Some(links(3))),
             connect(b, endpoint(false), Some(links(5)))
         );
-        let (mut dialled, mut accepted) = (
-            dialled.unwrap_or_else(|e| panic!("{e}")),
-            accepted.unwrap_or_else(|e| panic!("{e}")),
-        );
+        let (mut dialled, mut accepted) = (dialled.unwrap(), accepted.unwrap());
         assert_eq!(
             started.elapsed(),
             Duration::from_millis(80),
@@ -249,27 +241,15 @@ mod tests {
         );
 
         let sent = Instant::now();
-        dialled
-            .write_all(b"ping")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        dialled.write_all(b"ping").await.unwrap();
         let mut four = [0u8; 4];
-        accepted
-            .read_exact(&mut four)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        accepted.read_exact(&mut four).await.unwrap();
         assert_eq!(
             (&four, sent.elapsed()),
             (b"ping", Duration::from_millis(40))
         );
-        accepted
-            .write_all(b"pong")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        dialled
-            .read_exact(&mut four)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        accepted.write_all(b"pong").await.unwrap();
+        dialled.read_exact(&mut four).await.unwrap();
         assert_eq!(
             (&four, sent.elapsed()),
             (b"pong", Duration::from_millis(80))
@@ -277,10 +257,7 @@ mod tests {
         drop(dialled);
         let mut rest = Vec::new();
         let closed = Instant::now();
-        accepted
-            .read_to_end(&mut rest)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        accepted.read_to_end(&mut rest).await.unwrap();
         assert_eq!(
             closed.elapsed(),
             Duration::from_millis(40),
@@ -291,21 +268,11 @@ mod tests {
     #[tokio::test]
     async fn without_links_nothing_is_exchanged_or_delayed() {
         let (a, b) = pair().await;
-        let mut dialled = connect(a, endpoint(true), None)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut accepted = connect(b, endpoint(false), None)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        dialled
-            .write_all(b"x")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut dialled = connect(a, endpoint(true), None).await.unwrap();
+        let mut accepted = connect(b, endpoint(false), None).await.unwrap();
+        dialled.write_all(b"x").await.unwrap();
         let mut one = [0u8; 1];
-        accepted
-            .read_exact(&mut one)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        accepted.read_exact(&mut one).await.unwrap();
         assert_eq!(&one, b"x");
     }
 }

@@ -190,9 +190,9 @@ mod tests {
             display_name: "G".into(),
             region: String::new(),
             routes: vec![Route {
-                prefix: Prefix::new("44").unwrap_or_else(|e| panic!("{e}")),
+                prefix: Prefix::new("44").unwrap(),
                 tariff: Tariff {
-                    currency: Currency::new("GBP").unwrap_or_else(|e| panic!("{e}")),
+                    currency: Currency::new("GBP").unwrap(),
                     setup_fee: 0,
                     per_minute: 2,
                     billing_increment_secs: 60,
@@ -208,7 +208,7 @@ mod tests {
             addresses: vec![],
             conference: None,
         };
-        SignedOffer::sign(offer, key).unwrap_or_else(|e| panic!("{e}"))
+        SignedOffer::sign(offer, key).unwrap()
     }
 
     #[test]
@@ -289,7 +289,7 @@ mod tests {
         fresh.seq = 1;
         fresh.issued_at = later;
         fresh.expires_at = later.plus(Duration::from_secs(600));
-        let fresh = SignedOffer::sign(fresh, &key).unwrap_or_else(|e| panic!("{e}"));
+        let fresh = SignedOffer::sign(fresh, &key).unwrap();
         assert!(admit_value(&dht_key, fresh.as_bytes(), Some(old.as_bytes()), later).is_ok());
     }
 }

@@ -113,14 +113,8 @@ mod tests {
             Arc::clone(&counters),
         );
         let mut buf = [0u8; 4];
-        stream
-            .read_exact(&mut buf)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        stream
-            .write_all(&[9; 3])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        stream.read_exact(&mut buf).await.unwrap();
+        stream.write_all(&[9; 3]).await.unwrap();
         assert_eq!(
             counters.snapshot(),
             Traffic {

@@ -343,14 +343,14 @@ pub(crate) mod tests {
     pub(crate) fn invite(caller: &SecretKey, gateway: &SecretKey) -> Invite {
         Invite {
             call_id: CallId::from_bytes([9; 16]),
-            destination: E164::parse("+447700900123").unwrap_or_else(|e| panic!("{e}")),
+            destination: E164::parse("+447700900123").unwrap(),
             offer: OfferRef {
                 provider: gateway.provider_id(),
                 seq: 7,
             },
-            prefix: Prefix::new("447").unwrap_or_else(|e| panic!("{e}")),
+            prefix: Prefix::new("447").unwrap(),
             tariff: Tariff {
-                currency: Currency::new("GBP").unwrap_or_else(|e| panic!("{e}")),
+                currency: Currency::new("GBP").unwrap(),
                 setup_fee: 5,
                 per_minute: 3,
                 billing_increment_secs: 30,
@@ -421,16 +421,13 @@ pub(crate) mod tests {
         let (caller, gateway) = keys();
         let invite = invite(&caller, &gateway);
         let receipt = UsageReceipt::for_call(&invite, Timestamp(2_000_000), Timestamp(2_010_000));
-        let signed =
-            SignedReceipt::sign(receipt.clone(), &gateway).unwrap_or_else(|e| panic!("{e}"));
+        let signed = SignedReceipt::sign(receipt.clone(), &gateway).unwrap();
         assert_eq!(
             SignedReceipt::decode(signed.as_bytes()).map(|s| s.receipt().clone()),
             Ok(receipt.clone())
         );
-        let settled = signed
-            .countersign(&caller)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let decoded = SettledReceipt::decode(settled.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let settled = signed.countersign(&caller).unwrap();
+        let decoded = SettledReceipt::decode(settled.as_bytes()).unwrap();
         assert_eq!(decoded.receipt(), &receipt);
         assert_eq!(decoded.gateway_signed(), signed.as_bytes());
         // Only the caller can countersign, only the gateway can sign.
@@ -484,7 +481,7 @@ pub(crate) mod tests {
             UsageReceipt::for_call(&invite, Timestamp(0), Timestamp(1000)),
             &gateway,
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let mut bytes = signed.as_bytes().to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;

@@ -38,8 +38,7 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
-        let caller = CallerCall::new(invite(), caller_key(), Timers::default(), T0)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let caller = CallerCall::new(invite(), caller_key(), Timers::default(), T0).unwrap();
         let mut pair = Pair {
             now: T0,
             caller,
@@ -87,8 +86,7 @@ impl Pair {
                 self.to_gateway.push(frame.clone());
                 match (&mut self.gateway, frame) {
                     (None, Frame::Invite(bytes)) => {
-                        let invite = SignedInvite::decode(&bytes, self.now)
-                            .unwrap_or_else(|e| panic!("{e}"));
+                        let invite = SignedInvite::decode(&bytes, self.now).unwrap();
                         self.gateway =
                             Some(GatewayCall::new(invite, gateway_key(), Timers::default()));
                     }
@@ -335,7 +333,7 @@ fn a_gateway_that_charges_for_media_the_caller_never_heard_is_refused() {
     pair.caller.hang_up(pair.now);
     // The gateway signs a charged receipt although the caller never said it heard.
     let charged = UsageReceipt::for_call(&invite(), T0, pair.now);
-    let signed = SignedReceipt::sign(charged, &gateway_key()).unwrap_or_else(|e| panic!("{e}"));
+    let signed = SignedReceipt::sign(charged, &gateway_key()).unwrap();
     pair.caller
         .handle_frame(Frame::Receipt(signed.as_bytes().to_vec()), pair.now);
     while let Some(event) = pair.caller.poll_event() {
@@ -393,8 +391,7 @@ fn a_gateway_that_falls_silent_while_ringing_is_given_up_within_the_silence_time
 #[test]
 fn keepalives_late_by_less_than_the_silence_timer_keep_the_call() {
     let timers = Timers::default();
-    let mut caller =
-        CallerCall::new(invite(), caller_key(), timers, T0).unwrap_or_else(|e| panic!("{e}"));
+    let mut caller = CallerCall::new(invite(), caller_key(), timers, T0).unwrap();
     caller.handle_frame(Frame::Trying, T0);
     caller.handle_frame(Frame::Ringing, T0);
     let mut now = T0;
@@ -407,8 +404,7 @@ fn keepalives_late_by_less_than_the_silence_timer_keep_the_call() {
     assert_eq!(caller.state(), CallerState::Ringing);
     // And nothing is expected before Trying: a gateway that never acknowledges is the
     // trying timer's business.
-    let mut fresh =
-        CallerCall::new(invite(), caller_key(), timers, T0).unwrap_or_else(|e| panic!("{e}"));
+    let mut fresh = CallerCall::new(invite(), caller_key(), timers, T0).unwrap();
     assert_eq!(fresh.poll_timeout(), Some(T0.plus(timers.trying)));
     fresh.handle_timeout(T0.plus(timers.silence));
     assert_eq!(fresh.state(), CallerState::Inviting);
@@ -581,7 +577,7 @@ fn each_gateway_deadline() {
 }
 
 fn admitted_gateway() -> GatewayCall {
-    let invite = SignedInvite::sign(invite(), &caller_key()).unwrap_or_else(|e| panic!("{e}"));
+    let invite = SignedInvite::sign(invite(), &caller_key()).unwrap();
     let mut gateway = GatewayCall::new(invite, gateway_key(), Timers::default());
     gateway.admit(T0);
     gateway
@@ -720,7 +716,7 @@ fn a_bye_from_the_gateway_in_each_caller_state() {
 fn a_bye_from_the_caller_in_each_gateway_state() {
     let bye = Frame::Bye(ByeCause::CallerHangUp);
     // Admitting: cancelled, nothing placed, nothing to hang up.
-    let invite = SignedInvite::sign(invite(), &caller_key()).unwrap_or_else(|e| panic!("{e}"));
+    let invite = SignedInvite::sign(invite(), &caller_key()).unwrap();
     let mut gateway = GatewayCall::new(invite, gateway_key(), Timers::default());
     gateway.handle_frame(bye.clone(), T0);
     assert_eq!(
@@ -771,12 +767,10 @@ fn a_bye_from_the_caller_in_each_gateway_state() {
 #[test]
 fn duplicate_and_out_of_order_frames() {
     // Ringing before Trying, and Answer before either, are understood.
-    let mut caller = CallerCall::new(invite(), caller_key(), Timers::default(), T0)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut caller = CallerCall::new(invite(), caller_key(), Timers::default(), T0).unwrap();
     caller.handle_frame(Frame::Ringing, T0);
     assert_eq!(caller.state(), CallerState::Ringing);
-    let mut caller = CallerCall::new(invite(), caller_key(), Timers::default(), T0)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut caller = CallerCall::new(invite(), caller_key(), Timers::default(), T0).unwrap();
     caller.handle_frame(
         Frame::Answer {
             sdp: "a".into(),
@@ -820,8 +814,7 @@ fn duplicate_and_out_of_order_frames() {
     );
     assert_eq!(pair.caller.state(), CallerState::Ending);
     // …an invite sent to the caller…
-    let mut caller = CallerCall::new(invite(), caller_key(), Timers::default(), T0)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut caller = CallerCall::new(invite(), caller_key(), Timers::default(), T0).unwrap();
     caller.handle_frame(Frame::Invite(vec![]), T0);
     assert!(matches!(
         std::iter::from_fn(|| caller.poll_event()).last(),
@@ -894,14 +887,12 @@ fn an_overcharging_gateway_is_refused_and_told_why() {
         pair.on_gateway(|g, now| g.handle_frame(frame, now));
     }
     let honest = match pair.gateway().poll_transmit() {
-        Some(Frame::Receipt(bytes)) => {
-            SignedReceipt::decode(&bytes).unwrap_or_else(|e| panic!("{e}"))
-        }
+        Some(Frame::Receipt(bytes)) => SignedReceipt::decode(&bytes).unwrap(),
         other => panic!("{other:?}"),
     };
     let mut padded = honest.receipt().clone();
     padded.amount.minor_units *= 2;
-    let padded = SignedReceipt::sign(padded, &gateway_key()).unwrap_or_else(|e| panic!("{e}"));
+    let padded = SignedReceipt::sign(padded, &gateway_key()).unwrap();
     pair.caller
         .handle_frame(Frame::Receipt(padded.as_bytes().to_vec()), pair.now);
     let refusal = pair.caller.poll_transmit();
@@ -970,7 +961,7 @@ fn frames_over_the_size_limit_are_refused() {
 
 #[test]
 fn invites_are_verified() {
-    let signed = SignedInvite::sign(invite(), &caller_key()).unwrap_or_else(|e| panic!("{e}"));
+    let signed = SignedInvite::sign(invite(), &caller_key()).unwrap();
     assert_eq!(
         SignedInvite::decode(signed.as_bytes(), T0).map(|s| s.invite().clone()),
         Ok(invite())
@@ -993,7 +984,7 @@ fn invites_are_verified() {
     ));
 
     let mut uncovered = invite();
-    uncovered.prefix = crate::destination::Prefix::new("33").unwrap_or_else(|e| panic!("{e}"));
+    uncovered.prefix = crate::destination::Prefix::new("33").unwrap();
     assert!(matches!(
         SignedInvite::sign(uncovered, &caller_key()),
         Err(messages::InviteError::InvalidField {

@@ -177,13 +177,13 @@ mod tests {
             ConferenceFrame::End,
         ];
         for frame in frames {
-            let bytes = frame.encode().unwrap_or_else(|e| panic!("{e}"));
+            let bytes = frame.encode().unwrap();
             assert_eq!(ConferenceFrame::decode(&bytes), Ok(frame));
         }
         let long = ConferenceFrame::Joined {
             sdp_answer: "x".repeat(MAX_SDP_BYTES + 1),
         };
-        let bytes = long.encode().unwrap_or_else(|e| panic!("{e}"));
+        let bytes = long.encode().unwrap();
         assert!(matches!(
             ConferenceFrame::decode(&bytes),
             Err(CodecError::Malformed(_))

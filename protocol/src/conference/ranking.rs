@@ -233,7 +233,7 @@ pub(crate) mod tests {
             rooms: 10,
             participants_per_room: size,
             tariff: ConferenceTariff {
-                currency: Currency::new("EUR").unwrap_or_else(|e| panic!("{e}")),
+                currency: Currency::new("EUR").unwrap(),
                 per_room,
                 per_participant_minute: per_minute,
                 billing_increment_secs: 60,
@@ -243,8 +243,7 @@ pub(crate) mod tests {
     }
 
     fn sign(offer: ServiceOffer, seed: u8) -> SignedOffer {
-        SignedOffer::sign(offer, &SecretKey::from_seed(&[seed; 32]))
-            .unwrap_or_else(|e| panic!("{e}"))
+        SignedOffer::sign(offer, &SecretKey::from_seed(&[seed; 32])).unwrap()
     }
 
     fn market() -> Vec<SignedOffer> {
@@ -309,10 +308,7 @@ pub(crate) mod tests {
         assert_eq!(names(&quality), vec!["Good", "Cheap"]);
 
         let capped = Policy {
-            max_price_per_minute: Some(Money::new(
-                Currency::new("EUR").unwrap_or_else(|e| panic!("{e}")),
-                1,
-            )),
+            max_price_per_minute: Some(Money::new(Currency::new("EUR").unwrap(), 1)),
             ..Policy::default()
         };
         assert_eq!(

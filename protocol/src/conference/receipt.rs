@@ -380,18 +380,14 @@ mod tests {
         let receipt = RoomReceipt::for_room(&reservation(), at(0), at(180), &stays());
         // The bridge is key 2, the organiser key 1.
         assert!(SignedRoomReceipt::sign(receipt.clone(), &key(1)).is_err());
-        let signed =
-            SignedRoomReceipt::sign(receipt.clone(), &key(2)).unwrap_or_else(|e| panic!("{e}"));
+        let signed = SignedRoomReceipt::sign(receipt.clone(), &key(2)).unwrap();
         assert_eq!(
             SignedRoomReceipt::decode(signed.as_bytes()).map(|s| s.receipt().clone()),
             Ok(receipt.clone())
         );
         assert!(signed.countersign(&key(2)).is_err());
-        let settled = signed
-            .countersign(&key(1))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let decoded =
-            SettledRoomReceipt::decode(settled.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let settled = signed.countersign(&key(1)).unwrap();
+        let decoded = SettledRoomReceipt::decode(settled.as_bytes()).unwrap();
         assert_eq!(decoded.receipt(), &receipt);
 
         let mut tampered = settled.as_bytes().to_vec();

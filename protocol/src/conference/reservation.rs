@@ -218,7 +218,7 @@ pub(crate) mod tests {
 
     pub(crate) fn tariff() -> ConferenceTariff {
         ConferenceTariff {
-            currency: Currency::new("EUR").unwrap_or_else(|e| panic!("{e}")),
+            currency: Currency::new("EUR").unwrap(),
             per_room: 10,
             per_participant_minute: 3,
             billing_increment_secs: 60,
@@ -253,8 +253,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_reservation_round_trips_and_only_its_organiser_signs_it() {
-        let signed =
-            SignedReservation::sign(reservation(), &key(1)).unwrap_or_else(|e| panic!("{e}"));
+        let signed = SignedReservation::sign(reservation(), &key(1)).unwrap();
         assert_eq!(
             SignedReservation::decode(signed.as_bytes(), NOW).map(|s| s.reservation().clone()),
             Ok(reservation())
@@ -267,8 +266,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_tampered_stale_or_oversized_reservation_is_refused() {
-        let signed =
-            SignedReservation::sign(reservation(), &key(1)).unwrap_or_else(|e| panic!("{e}"));
+        let signed = SignedReservation::sign(reservation(), &key(1)).unwrap();
         let mut bytes = signed.as_bytes().to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
@@ -276,7 +274,7 @@ pub(crate) mod tests {
         // Raise the size the organiser signed for: the signature no longer holds.
         let mut bigger = reservation();
         bigger.max_participants = 40;
-        let forged = SignedReservation::sign(bigger, &key(1)).unwrap_or_else(|e| panic!("{e}"));
+        let forged = SignedReservation::sign(bigger, &key(1)).unwrap();
         let mut spliced = signed.as_bytes()[..96].to_vec();
         spliced.extend_from_slice(&forged.as_bytes()[96..]);
         assert_eq!(
@@ -305,7 +303,7 @@ pub(crate) mod tests {
     #[test]
     fn a_join_token_is_valid_only_from_its_bridge_and_until_it_expires() {
         let bridge = key(2).provider_id();
-        let signed = SignedJoinToken::sign(token(), &key(2)).unwrap_or_else(|e| panic!("{e}"));
+        let signed = SignedJoinToken::sign(token(), &key(2)).unwrap();
         assert_eq!(
             SignedJoinToken::decode(signed.as_bytes(), bridge, NOW).map(|t| t.token().clone()),
             Ok(token())
@@ -318,7 +316,7 @@ pub(crate) mod tests {
             },
             &key(1),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         assert!(matches!(
             SignedJoinToken::decode(other.as_bytes(), bridge, NOW),
             Err(ConferenceError::WrongSigner { .. })

@@ -197,7 +197,7 @@ mod tests {
 
     fn tariff() -> ConferenceTariff {
         ConferenceTariff {
-            currency: Currency::new("EUR").unwrap_or_else(|e| panic!("{e}")),
+            currency: Currency::new("EUR").unwrap(),
             per_room: 10,
             per_participant_minute: 3,
             billing_increment_secs: 60,

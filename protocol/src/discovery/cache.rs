@@ -242,12 +242,12 @@ mod tests {
         let key = SecretKey::from_seed(&[seed; 32]);
         let mut offer = sample_offer(&key, vec![route("+44", per_minute)]);
         offer.seq = seq;
-        SignedOffer::sign(offer, &key).unwrap_or_else(|e| panic!("{e}"))
+        SignedOffer::sign(offer, &key).unwrap()
     }
 
     fn query(number: &str) -> OfferQuery {
         OfferQuery::number(
-            E164::parse(number).unwrap_or_else(|e| panic!("{e}")),
+            E164::parse(number).unwrap(),
             vec![ServiceKind::WEBRTC_TO_PSTN],
             Policy {
                 kind: PolicyKind::Cheapest,
@@ -304,7 +304,7 @@ mod tests {
         let withdrawal = {
             let key = SecretKey::from_seed(&[1; 32]);
             let w = offer(1, 1, 5).offer().withdrawal(UnixTime(1500));
-            SignedOffer::sign(w, &key).unwrap_or_else(|e| panic!("{e}"))
+            SignedOffer::sign(w, &key).unwrap()
         };
         cache.observe(&withdrawal);
         let hit = cache

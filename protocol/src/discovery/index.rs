@@ -424,7 +424,7 @@ mod tests {
         let key = SecretKey::from_seed(&bytes);
         let mut offer = sample_offer(&key, routes);
         offer.seq = seq;
-        SignedOffer::sign(offer, &key).unwrap_or_else(|e| panic!("{e}"))
+        SignedOffer::sign(offer, &key).unwrap()
     }
 
     fn uk_offer(seed: u32, seq: u64, per_minute: u64) -> SignedOffer {
@@ -433,7 +433,7 @@ mod tests {
 
     fn query(limit: u16) -> OfferQuery {
         OfferQuery::number(
-            E164::parse("+447700900123").unwrap_or_else(|e| panic!("{e}")),
+            E164::parse("+447700900123").unwrap(),
             vec![ServiceKind::WEBRTC_TO_PSTN],
             Policy {
                 kind: PolicyKind::Cheapest,
@@ -500,16 +500,14 @@ mod tests {
                 b
             });
             let w = offer.offer().withdrawal(UnixTime(1500));
-            SignedOffer::sign(w, &key).unwrap_or_else(|e| panic!("{e}"))
+            SignedOffer::sign(w, &key).unwrap()
         };
         assert_eq!(
             index.admit(uk(), withdrawal.clone(), &1, true, now),
             Err(Refusal::NotUnderKey { key: uk() }),
             "a withdrawal of nothing held is not kept"
         );
-        index
-            .admit(uk(), offer.clone(), &1, true, now)
-            .unwrap_or_else(|e| panic!("{e}"));
+        index.admit(uk(), offer.clone(), &1, true, now).unwrap();
         assert!(index.admit(uk(), withdrawal.clone(), &1, true, now).is_ok());
         assert!(listed(&index, 10, now).is_empty());
         assert_eq!(
@@ -528,9 +526,7 @@ mod tests {
     fn an_offer_dropping_the_country_stays_unlisted_under_its_key() {
         let now = Instant::now();
         let mut index = small(|_| {});
-        index
-            .admit(uk(), uk_offer(1, 1, 5), &1, true, now)
-            .unwrap_or_else(|e| panic!("{e}"));
+        index.admit(uk(), uk_offer(1, 1, 5), &1, true, now).unwrap();
         let french_only = offer_of(1, 2, vec![route("+33", 5)]);
         assert!(index.admit(uk(), french_only, &1, true, now).is_ok());
         assert!(listed(&index, 10, now).is_empty());
@@ -603,7 +599,7 @@ mod tests {
         for (seed, offer) in (0..).zip(&honest) {
             index
                 .admit(uk(), offer.clone(), &seed, true, start)
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
         }
         let flooded = start + Duration::from_secs(120);
         for seed in 100..400 {
@@ -662,7 +658,7 @@ mod tests {
         let mut index = small(|c| c.per_sender = 1);
         index
             .admit(uk(), uk_offer(1, 1, 1), &7, false, now)
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert!(index.answer(&query(5), NOW, now).is_some());
         index.expire(UnixTime(4600));
         assert!(index.is_empty());
@@ -680,11 +676,11 @@ mod tests {
         let mut b = small(|_| {});
         for (seed, seq) in [(1, 1), (2, 2), (3, 1)] {
             a.admit(uk(), uk_offer(seed, seq, 5), &seed, true, now)
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
         }
         for (seed, seq) in [(2, 3), (3, 1), (4, 1)] {
             b.admit(uk(), uk_offer(seed, seq, 5), &seed, true, now)
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
         }
         let seeds = |providers: &[ProviderId]| -> Vec<u64> {
             let mut seqs: Vec<u64> = providers

@@ -288,18 +288,18 @@ mod tests {
 
     fn offer(seed: u8, routes: Vec<Route>) -> SignedOffer {
         let key = SecretKey::from_seed(&[seed; 32]);
-        SignedOffer::sign(sample_offer(&key, routes), &key).unwrap_or_else(|e| panic!("{e}"))
+        SignedOffer::sign(sample_offer(&key, routes), &key).unwrap()
     }
 
     fn with(seed: u8, change: impl FnOnce(&mut ServiceOffer)) -> SignedOffer {
         let key = SecretKey::from_seed(&[seed; 32]);
         let mut offer = sample_offer(&key, vec![route("+44", u64::from(seed))]);
         change(&mut offer);
-        SignedOffer::sign(offer, &key).unwrap_or_else(|e| panic!("{e}"))
+        SignedOffer::sign(offer, &key).unwrap()
     }
 
     fn number(n: &str) -> E164 {
-        E164::parse(n).unwrap_or_else(|e| panic!("{e}"))
+        E164::parse(n).unwrap()
     }
 
     fn cheapest(limit: u16, destination: &str) -> OfferQuery {
@@ -422,13 +422,12 @@ mod tests {
         let sign = |seed: u8, size: u32, region: &str| {
             let mut offer = conference_offer(seed, "Bridge", size, 0, u64::from(seed), 400);
             offer.region = region.into();
-            SignedOffer::sign(offer, &SecretKey::from_seed(&[seed; 32]))
-                .unwrap_or_else(|e| panic!("{e}"))
+            SignedOffer::sign(offer, &SecretKey::from_seed(&[seed; 32])).unwrap()
         };
         let small = sign(1, 3, "eu-west");
         let big = sign(2, 50, "eu-west");
         let away = sign(3, 50, "us-east");
-        let region = Region::new("eu-west").unwrap_or_else(|e| panic!("{e}"));
+        let region = Region::new("eu-west").unwrap();
         let query = OfferQuery::region(region, 10, Policy::default(), 5);
         let all = [&small, &big, &away].map(|o| (o, Duration::ZERO));
         assert_eq!(providers(&select(all, &query, NOW)), [big.provider()]);

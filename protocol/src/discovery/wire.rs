@@ -364,7 +364,7 @@ mod tests {
 
     fn query() -> OfferQuery {
         OfferQuery::number(
-            E164::parse("+447700900123").unwrap_or_else(|e| panic!("{e}")),
+            E164::parse("+447700900123").unwrap(),
             vec![ServiceKind::WEBRTC_TO_PSTN],
             Policy::default(),
             10,
@@ -374,16 +374,12 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         let request = Request::Find(query());
-        let bytes = request.encode().unwrap_or_else(|e| panic!("{e}"));
+        let bytes = request.encode().unwrap();
         assert_eq!(Request::decode(&bytes), Ok(request));
         let response = Response::Found(Found {
             closer: vec![PeerRecord {
                 peer: vec![0, 36, 8, 1],
-                addresses: vec![
-                    "/ip4/192.0.2.1/tcp/4001"
-                        .parse()
-                        .unwrap_or_else(|e| panic!("{e}")),
-                ],
+                addresses: vec!["/ip4/192.0.2.1/tcp/4001".parse().unwrap()],
             }],
             answer: Some(WireAnswer {
                 offers: vec![AnsweredOffer {
@@ -395,7 +391,7 @@ mod tests {
                 truncated: false,
             }),
         });
-        let bytes = response.encode().unwrap_or_else(|e| panic!("{e}"));
+        let bytes = response.encode().unwrap();
         assert_eq!(Response::decode(&bytes), Ok(response));
     }
 
@@ -406,7 +402,7 @@ mod tests {
             offers: vec![vec![0]; MAX_STORE_OFFERS + 1],
         };
         assert!(store.encode().is_err());
-        let bytes = codec::encode::<_, MAX_REQUEST_BYTES>(&store).unwrap_or_else(|e| panic!("{e}"));
+        let bytes = codec::encode::<_, MAX_REQUEST_BYTES>(&store).unwrap();
         assert!(matches!(
             Request::decode(&bytes),
             Err(WireError::TooMany {
@@ -416,8 +412,7 @@ mod tests {
         ));
         let mut unbounded = query();
         unbounded.limit = 0;
-        let bytes = codec::encode::<_, MAX_REQUEST_BYTES>(&Request::Find(unbounded))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let bytes = codec::encode::<_, MAX_REQUEST_BYTES>(&Request::Find(unbounded)).unwrap();
         assert!(matches!(Request::decode(&bytes), Err(WireError::Query(_))));
         let crowded = Response::Found(Found {
             closer: vec![
@@ -429,8 +424,7 @@ mod tests {
             ],
             answer: None,
         });
-        let bytes =
-            codec::encode::<_, MAX_RESPONSE_BYTES>(&crowded).unwrap_or_else(|e| panic!("{e}"));
+        let bytes = codec::encode::<_, MAX_RESPONSE_BYTES>(&crowded).unwrap();
         assert!(Response::decode(&bytes).is_err());
         assert!(Response::decode(&[0xff; 3]).is_err());
     }

@@ -104,7 +104,7 @@ mod tests {
         codec
             .write_response(&PROTOCOL, &mut wire, Response::Found(Found::default()))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let mut read = futures::io::Cursor::new(wire.into_inner());
         let response = codec.read_response(&PROTOCOL, &mut read).await;
         assert_eq!(response.ok(), Some(Response::Found(Found::default())));
@@ -126,7 +126,7 @@ mod tests {
                 Response::Refused(RequestRefusal::RateLimited),
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let mut garbled = wire.into_inner();
         garbled[4] = 0xff;
         let mut read = futures::io::Cursor::new(garbled);

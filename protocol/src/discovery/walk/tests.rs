@@ -65,19 +65,19 @@ fn uk_offer(seed: u32, seq: u64, per_minute: u64) -> SignedOffer {
     let key = key_of(seed);
     let mut offer = sample_offer(&key, vec![route("+44", per_minute)]);
     offer.seq = seq;
-    SignedOffer::sign(offer, &key).unwrap_or_else(|e| panic!("{e}"))
+    SignedOffer::sign(offer, &key).unwrap()
 }
 
 fn withdrawal(seed: u32, seq: u64) -> SignedOffer {
     let key = key_of(seed);
     let mut offer = sample_offer(&key, vec![route("+44", 1)]).withdrawal(UnixTime(1500));
     offer.seq = seq;
-    SignedOffer::sign(offer, &key).unwrap_or_else(|e| panic!("{e}"))
+    SignedOffer::sign(offer, &key).unwrap()
 }
 
 fn query(limit: u16) -> OfferQuery {
     OfferQuery::number(
-        E164::parse("+447700900123").unwrap_or_else(|e| panic!("{e}")),
+        E164::parse("+447700900123").unwrap(),
         vec![ServiceKind::WEBRTC_TO_PSTN],
         Policy {
             kind: PolicyKind::Cheapest,
@@ -361,7 +361,7 @@ fn a_newer_price_known_to_one_holder_supersedes_the_old_copy_of_another() {
         let index = &mut net.peers[id as usize].index;
         index
             .admit(query(1).key(), repriced.clone(), &5, true, Instant::now())
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     offers[5] = repriced.clone();
     let outcome = run(&net, 60, query(10), WalkConfig::default(), 4);
@@ -400,7 +400,7 @@ fn a_withdrawal_known_to_one_holder_hides_the_offer_another_returns() {
         net.peers[id as usize]
             .index
             .admit(query(1).key(), gone.clone(), &0, true, Instant::now())
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     // Ask the stale holder first, and two others.
     let config = WalkConfig {
