@@ -168,21 +168,77 @@ fn five_node_processes_from_config_files_serve_gateways_json() {
 /// on a clean stop, and starts again with the right time: its offer is visible again at
 /// once, because its `seq` never goes below one it published (holders would refuse it as
 /// stale, and the withdrawal would hide it until its offers caught up with the clock).
-#[test]
-fn a_gateway_restarted_with_its_clock_moved_back_is_visible_again_at_once() {
-    // libfaketime for a multi-threaded program, wherever the architecture puts it.
-    let Some(libfaketime) = std::fs::read_dir("/usr/lib")
+/// libfaketime for a multi-threaded program, wherever the architecture puts it; `None`
+/// (after saying so) where it is missing, which fails under CI.
+fn libfaketime() -> Option<PathBuf> {
+    let found = std::fs::read_dir("/usr/lib")
         .into_iter()
         .flatten()
         .flatten()
         .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
-        .find(|path| path.exists())
-    else {
+        .find(|path| path.exists());
+    if found.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
             "libfaketime is missing: scripts/test.sh installs it (Debian package faketime)"
         );
         eprintln!("skipped: libfaketime is not installed (Debian package faketime)");
+    }
+    found
+}
+
+/// `interlink node --config CONFIG` whose wall clock is `offset` off (`+180s`, say);
+/// monotonic time (timers, timeouts) stays real.
+fn start_with_clock(name: &str, config: &Path, libfaketime: &Path, offset: &str) -> NodeProcess {
+    NodeProcess::start_with_env(
+        name,
+        config,
+        &[
+            ("LD_PRELOAD", libfaketime.to_str().unwrap()),
+            ("FAKETIME", offset),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    )
+}
+
+/// A gateway whose clock runs ten minutes fast, past the skew holders tolerate, signs
+/// offers issued in the future: every holder refuses them, and the refusal reaches the
+/// gateway, which logs why and does not claim its offer was replicated. Callers see
+/// nothing rather than an offer they cannot trust.
+#[test]
+fn a_gateway_whose_clock_runs_ten_minutes_fast_is_told_why_its_offer_is_refused() {
+    let Some(libfaketime) = libfaketime() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let (boot, bootstrap) = start_bootstrap(root.path());
+    let config = init_node(
+        &root.path().join("gateway"),
+        &(network_section(Some(&bootstrap))
+            + &gateway_section("Far Ahead", &[("+44", "0.02")], 4.0)),
+    );
+    let ahead = start_with_clock("ten minutes ahead", &config, &libfaketime, "+600s");
+    let refused = ahead.wait_log("a holder refused the offer");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("in the future")),
+        "{refused}"
+    );
+    // The gateway does not claim it was replicated.
+    let published = ahead.wait_log("offer published");
+    assert_eq!(published["replicated"], false, "{published}");
+    let (_, rows) = gateways_json(&bootstrap, "+447700900123");
+    assert!(
+        rows.is_empty(),
+        "an offer from the future was shown: {rows:?}"
+    );
+    drop((ahead, boot));
+}
+
+#[test]
+fn a_gateway_restarted_with_its_clock_moved_back_is_visible_again_at_once() {
+    let Some(libfaketime) = libfaketime() else {
         return;
     };
     let root = tempfile::tempdir().unwrap();
@@ -202,16 +258,7 @@ fn a_gateway_restarted_with_its_clock_moved_back_is_visible_again_at_once() {
         .unwrap()
     };
 
-    // Only the wall clock is off: monotonic time (timers, timeouts) stays real.
-    let fast = NodeProcess::start_with_env(
-        "fast clock",
-        &config,
-        &[
-            ("LD_PRELOAD", libfaketime.to_str().unwrap()),
-            ("FAKETIME", "+180s"),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ],
-    );
+    let fast = start_with_clock("fast clock", &config, &libfaketime, "+180s");
     let published = fast.wait_log("offer published");
     assert_eq!(published["replicated"], true, "{published}");
     let fast_seq = published["seq"].as_u64().unwrap();
