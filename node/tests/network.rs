@@ -156,6 +156,7 @@ async fn a_gateway_that_shuts_down_cleanly_disappears_from_results() {
     .await;
 
     let mobile_max = network.gateways.remove(1);
+    let mobile_max_id = mobile_max.peer_id();
     mobile_max
         .shutdown()
         .await
@@ -165,17 +166,22 @@ async fn a_gateway_that_shuts_down_cleanly_disappears_from_results() {
         ranked_names(f, PolicyKind::Balanced) == ["Anglia"]
     })
     .await;
-    // What remains of Mobile Max in the DHT is its signed withdrawal.
-    let withdrawn: Vec<_> = found
-        .offers
-        .iter()
-        .filter(|o| o.offer().status == OfferStatus::Withdrawn)
-        .collect();
+    // A withdrawal is never shown as an offer.
     assert!(
-        withdrawn
+        found
+            .offers
             .iter()
-            .all(|o| o.offer().display_name == "Mobile Max")
+            .all(|o| o.offer().status != OfferStatus::Withdrawn)
     );
+    // What remains of Mobile Max in the DHT is its signed withdrawal.
+    let left = caller
+        .client()
+        .get_offer(mobile_max_id)
+        .await
+        .unwrap()
+        .expect("a record under Mobile Max's key");
+    assert_eq!(left.offer().status, OfferStatus::Withdrawn);
+    assert_eq!(left.offer().display_name, "Mobile Max");
 
     caller.shutdown().await.unwrap();
     network.shutdown().await.unwrap();
