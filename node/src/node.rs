@@ -65,6 +65,29 @@ impl NodeSpec {
             timers: config.calls.timers(),
         })
     }
+
+    /// The spec of a short-lived client of the network (`interlink gateways`, `call`,
+    /// `conference`) from its configuration: its `[dht]`, `[discovery]`, `[limits]`,
+    /// `[media]`, `[calls]` and idle timeout, no listener, Kademlia in client mode, joined
+    /// through `bootstrap`.
+    pub fn client(config: &Config, bootstrap: Vec<Multiaddr>) -> NodeSpec {
+        let mut settings = Settings::from_config(config);
+        settings.listen = Vec::new();
+        settings.external_addresses = Vec::new();
+        settings.server_mode = false;
+        settings.scope = config
+            .network
+            .scope
+            .unwrap_or_else(|| Scope::of(&bootstrap));
+        settings.bootstrap = bootstrap;
+        NodeSpec {
+            settings,
+            gateway: None,
+            data_dir: Some(config.node.data_dir.clone()),
+            media: config.media.settings(),
+            timers: config.calls.timers(),
+        }
+    }
 }
 
 /// Why a node could not start or stop cleanly.

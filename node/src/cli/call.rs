@@ -9,8 +9,7 @@ use interlink_node::calls::caller::{self, CallError, CallOptions, CallReport, Pr
 use interlink_node::discovery::DiscoveryError;
 use interlink_node::identity;
 use interlink_node::listing::short_peer_id;
-use interlink_node::local_network::caller_spec;
-use interlink_node::node::{Node, NodeError};
+use interlink_node::node::{Node, NodeError, NodeSpec};
 use libp2p::PeerId;
 
 use super::choice::{CallerArgs, Choice};
@@ -56,13 +55,10 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     }
     let keypair =
         identity::load(&config.node.data_dir).map_err(|e| Failure::new(EXIT_FAILURE, e))?;
-    let mut spec = caller_spec(bootstrap, &config.dht);
-    spec.data_dir = Some(config.node.data_dir.clone());
-    spec.media = config.media.settings();
+    let mut spec = NodeSpec::client(&config, bootstrap);
     if let Some(ip) = args.media_ip {
         spec.media.bind_ip = ip;
     }
-    spec.timers = config.calls.timers();
     let options = CallOptions {
         hang_up: Some(hang_up_on_signal()?),
         kinds,

@@ -19,8 +19,7 @@ use interlink_node::conference::participant::{self, OfferedParticipant};
 use interlink_node::config::Config;
 use interlink_node::identity;
 use interlink_node::listing::short_peer_id;
-use interlink_node::local_network::caller_spec;
-use interlink_node::node::Node;
+use interlink_node::node::{Node, NodeSpec};
 use interlink_node::store::Store;
 use interlink_protocol::conference::ranking::rank_conferences;
 use interlink_protocol::conference::{Region, RoomEvent, SignedJoinToken};
@@ -147,10 +146,7 @@ async fn start_node(network: &NetworkArgs) -> Result<(Node, Config), Failure> {
     }
     let keypair =
         identity::load(&config.node.data_dir).map_err(|e| Failure::new(EXIT_FAILURE, e))?;
-    let mut spec = caller_spec(bootstrap, &config.dht);
-    spec.data_dir = Some(config.node.data_dir.clone());
-    spec.media = config.media.settings();
-    let node = Node::start(spec, keypair)
+    let node = Node::start(NodeSpec::client(&config, bootstrap), keypair)
         .await
         .map_err(|e| Failure::new(EXIT_UNREACHABLE, format!("no peer could be reached: {e}")))?;
     Ok((node, config))

@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 use interlink_node::config::Config;
 use interlink_node::discovery::{self, Discovery, DiscoveryError, Query};
 use interlink_node::listing::{self, GatewayRow};
-use interlink_node::local_network::caller_spec;
 use interlink_node::network::NetworkError;
-use interlink_node::node::{Node, NodeError};
+use interlink_node::node::{Node, NodeError, NodeSpec};
 use interlink_protocol::E164;
 use interlink_protocol::discovery::query::MAX_LIMIT;
 use interlink_protocol::ranking::{self, History, PolicyKind};
@@ -122,15 +121,17 @@ async fn find(
     let unreachable = |e: &dyn std::fmt::Display| {
         Failure::new(EXIT_UNREACHABLE, format!("no peer could be reached: {e}"))
     };
-    let caller = Node::start(
-        caller_spec(bootstrap, &config.dht),
-        Keypair::generate_ed25519(),
-    )
-    .await
-    .map_err(|e| match e {
-        NodeError::Network(e) => unreachable(&e),
-        other => Failure::new(EXIT_FAILURE, other),
-    })?;
+    // A throwaway identity and no database: listing gateways leaves nothing behind.
+    let spec = NodeSpec {
+        data_dir: None,
+        ..NodeSpec::client(config, bootstrap)
+    };
+    let caller = Node::start(spec, Keypair::generate_ed25519())
+        .await
+        .map_err(|e| match e {
+            NodeError::Network(e) => unreachable(&e),
+            other => Failure::new(EXIT_FAILURE, other),
+        })?;
     let found = discovery::discover(caller.client(), query).await;
     let _ = caller.shutdown().await;
     found.map_err(|e| match e {
