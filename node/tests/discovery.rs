@@ -24,9 +24,6 @@ use interlink_protocol::discovery::wire::{
     WireAnswer,
 };
 use interlink_protocol::discovery::{Index, IndexConfig, IndexKey};
-use interlink_protocol::offer::{
-    ClaimedQuality, Codec, Mos, OFFER_FORMAT_VERSION, OfferStatus, Permille, ServiceOffer,
-};
 use interlink_protocol::ranking::{Policy, PolicyKind};
 use interlink_protocol::{E164, ProviderId, SecretKey, ServiceKind, SignedOffer};
 use libp2p::identity::Keypair;
@@ -34,7 +31,7 @@ use libp2p::kad::{self, KBucketKey};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, identify, plaintext, yamux};
-use support::{plan, route, scrape, uk_mobile, wait_for};
+use support::{free_uk_offer, plan, route, scrape, uk_mobile, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -331,11 +328,13 @@ struct LiarBehaviour {
     index: request_response::Behaviour<IndexCodec>,
 }
 
-/// A node that stores what it is sent like any holder but answers lookups without the
-/// `omit` cheapest offers it holds; it counts the lookups it answered.
-async fn start_liar(keypair: Keypair, bootstrap: Multiaddr, omit: usize) -> Arc<AtomicUsize> {
-    let peer = keypair.public().to_peer_id();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+/// A bare swarm of `keypair` on the in-memory transport (plaintext, yamux) running
+/// `behaviour`: a peer that speaks the node's protocols its own way.
+fn memory_swarm<B: NetworkBehaviour>(
+    keypair: Keypair,
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> libp2p::Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_other_transport(|key| {
             use libp2p::core::transport::{MemoryTransport, Transport, upgrade};
@@ -345,25 +344,32 @@ async fn start_liar(keypair: Keypair, bootstrap: Multiaddr, omit: usize) -> Arc<
                 .multiplex(yamux::Config::default())
         })
         .unwrap()
-        .with_behaviour(|key| LiarBehaviour {
-            kad: kad::Behaviour::with_config(
-                peer,
-                kad::store::MemoryStore::new(peer),
-                kad::Config::new(KAD_PROTOCOL),
-            ),
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/interlink/1.0.0".into(),
-                key.public(),
-            )),
-            index: request_response::Behaviour::with_codec(
-                IndexCodec,
-                [(INDEX_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default(),
-            ),
-        })
+        .with_behaviour(behaviour)
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+        .build()
+}
+
+/// A node that stores what it is sent like any holder but answers lookups without the
+/// `omit` cheapest offers it holds; it counts the lookups it answered.
+async fn start_liar(keypair: Keypair, bootstrap: Multiaddr, omit: usize) -> Arc<AtomicUsize> {
+    let peer = keypair.public().to_peer_id();
+    let mut swarm = memory_swarm(keypair, |key| LiarBehaviour {
+        kad: kad::Behaviour::with_config(
+            peer,
+            kad::store::MemoryStore::new(peer),
+            kad::Config::new(KAD_PROTOCOL),
+        ),
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/interlink/1.0.0".into(),
+            key.public(),
+        )),
+        index: request_response::Behaviour::with_codec(
+            IndexCodec,
+            [(INDEX_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        ),
+    });
     swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
     swarm.listen_on("/memory/0".parse().unwrap()).unwrap();
     let listening = loop {
@@ -519,50 +525,17 @@ async fn a_holder_that_omits_the_cheapest_offers_does_not_hide_them() {
 
 /// A valid offer for all of +44 at 0.00 a minute, signed by a fresh key.
 fn spam(index: usize) -> SignedOffer {
-    let key = SecretKey::from_seed(&rand::random());
-    let now = clock::unix_now();
-    let offer = ServiceOffer {
-        version: OFFER_FORMAT_VERSION,
-        provider: key.provider_id(),
-        seq: 1,
-        issued_at: now,
-        expires_at: now.plus(Duration::from_secs(600)),
-        status: OfferStatus::Available,
-        kind: ServiceKind::WEBRTC_TO_PSTN,
-        display_name: format!("Spam {index}"),
-        region: String::new(),
-        routes: vec![route("+44", 0)],
-        codecs: vec![Codec::Pcmu],
-        quality: ClaimedQuality {
-            answer_seizure_ratio: Permille(1000),
-            post_dial_delay_ms: 0,
-            mos: Mos(500),
-        },
-        capacity: 1000,
-        addresses: Vec::new(),
-        conference: None,
-    };
-    SignedOffer::sign(offer, &key).unwrap()
+    free_uk_offer(
+        &SecretKey::from_seed(&rand::random()),
+        &format!("Spam {index}"),
+    )
 }
 
 /// Sends `offers` to `target` from a bare peer of the in-memory transport, 16 a request;
 /// returns what became of them.
 async fn flood(target: &Node, offers: &[SignedOffer]) -> Vec<StoreOutcome> {
     let keypair = Keypair::generate_ed25519();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_other_transport(|key| {
-            use libp2p::core::transport::{MemoryTransport, Transport, upgrade};
-            MemoryTransport::default()
-                .upgrade(upgrade::Version::V1Lazy)
-                .authenticate(plaintext::Config::new(key))
-                .multiplex(yamux::Config::default())
-        })
-        .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = memory_swarm(keypair, |_| libp2p_stream::Behaviour::new());
     let mut control = swarm.behaviour().new_control();
     let address = target.dialable_addrs().await.remove(0);
     swarm.dial(address).unwrap();

@@ -25,19 +25,15 @@ use interlink_node::metrics::MetricsServer;
 use interlink_node::network::KAD_PROTOCOL;
 use interlink_node::node::Node;
 use interlink_protocol::call::{CallId, Frame, Invite, OfferRef, SignedInvite};
-use interlink_protocol::offer::{
-    ClaimedQuality, Codec, Mos, OFFER_FORMAT_VERSION, OfferStatus, Permille, ServiceOffer, Tariff,
-};
+use interlink_protocol::offer::Tariff;
 use interlink_protocol::signed::MAX_SIGNED_OFFER_BYTES;
-use interlink_protocol::{
-    CountryCode, DhtKey, E164, SecretKey, ServiceKind, SignedOffer, UnixTime,
-};
+use interlink_protocol::{CountryCode, DhtKey, E164, SecretKey, ServiceKind, SignedOffer};
 use libp2p::identity::Keypair;
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, noise, tcp, yamux};
 use support::scrape::{count, scrape};
-use support::{plan, route, uk_mobile};
+use support::{free_uk_offer, plan, uk_mobile};
 use tokio::sync::Mutex;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -250,33 +246,6 @@ async fn flood_dht(flooder: &Flooder, requests: Vec<Vec<u8>>, tally: &Tally) {
     futures::future::join_all(workers).await;
 }
 
-/// An offer of `key`'s provider, valid now.
-fn offer(key: &SecretKey, name: &str) -> SignedOffer {
-    let now = clock::unix_now();
-    let offer = ServiceOffer {
-        version: OFFER_FORMAT_VERSION,
-        provider: key.provider_id(),
-        seq: 1,
-        issued_at: now,
-        expires_at: UnixTime(now.0 + 600),
-        status: OfferStatus::Available,
-        kind: ServiceKind::WEBRTC_TO_PSTN,
-        display_name: name.into(),
-        region: String::new(),
-        routes: vec![route("+44", 0)],
-        codecs: vec![Codec::Pcmu],
-        quality: ClaimedQuality {
-            answer_seizure_ratio: Permille(1000),
-            post_dial_delay_ms: 0,
-            mos: Mos(500),
-        },
-        capacity: 1000,
-        addresses: vec![],
-        conference: None,
-    };
-    SignedOffer::sign(offer, key).unwrap()
-}
-
 fn put(key: Vec<u8>, value: &[u8]) -> Vec<u8> {
     kad_request(0, &key, Some(value))
 }
@@ -287,13 +256,13 @@ fn forged_records() -> Vec<Vec<u8>> {
     let mut requests = Vec::new();
     for i in 0..100u32 {
         let key = SecretKey::from_seed(&[u8::try_from(i % 250).unwrap(); 32]);
-        let mut bytes = offer(&key, "Forged").as_bytes().to_vec();
+        let mut bytes = free_uk_offer(&key, "Forged").as_bytes().to_vec();
         bytes[40] ^= 0xff; // inside the signature
         requests.push(put(DhtKey::Offer(key.provider_id()).to_bytes(), &bytes));
         let other = SecretKey::from_seed(&[u8::try_from(i % 250).unwrap() ^ 0x80; 32]);
         requests.push(put(
             DhtKey::Offer(other.provider_id()).to_bytes(),
-            offer(&key, "Misplaced").as_bytes(),
+            free_uk_offer(&key, "Misplaced").as_bytes(),
         ));
     }
     for _ in 0..50 {
@@ -307,7 +276,7 @@ fn forged_records() -> Vec<Vec<u8>> {
         let key = SecretKey::from_seed(&rand::random());
         requests.push(put(
             DhtKey::Offer(key.provider_id()).to_bytes(),
-            offer(&key, "Sybil").as_bytes(),
+            free_uk_offer(&key, "Sybil").as_bytes(),
         ));
     }
     requests

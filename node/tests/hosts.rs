@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::lab::{Firewall, Host, Lab, Link};
-use support::node_process::{self, NodeProcess};
+use support::node_process::{self, NodeProcess, init_home, receipts_at};
 
 mod support;
 
@@ -163,20 +163,6 @@ impl Scene {
     }
 }
 
-/// `interlink init --dir DIR`: a caller's home, with its own identity.
-fn init_home(dir: &Path) -> PathBuf {
-    let init = Command::new(BIN)
-        .args(["init", "--dir", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    dir.to_owned()
-}
-
 /// A running `interlink call`: its progress lines (stderr) as they come, with the time
 /// each arrived.
 struct Caller {
@@ -240,16 +226,6 @@ impl Caller {
         );
         serde_json::from_slice(&output.stdout).expect("a JSON report")
     }
-}
-
-/// The receipts `interlink receipts --json` lists for the node at `home`.
-fn receipts_at(home: &Path) -> Vec<Value> {
-    let rows = node_process::json_output(
-        Command::new(BIN)
-            .args(["receipts", "--json"])
-            .env("INTERLINK_HOME", home),
-    );
-    serde_json::from_value(rows).unwrap()
 }
 
 /// Waits until the gateway at `home` holds `call_id`'s receipt as settled, and returns it.

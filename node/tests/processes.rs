@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::http::Api;
-use support::node_process::{self, NodeProcess};
+use support::node_process::{self, NodeProcess, init_home, receipts_at};
 
 mod support;
 
@@ -201,6 +201,17 @@ fn start_with_clock(name: &str, config: &Path, libfaketime: &Path, offset: &str)
     )
 }
 
+/// A bootstrap node and the config of a gateway `name` joining through it, covering +44.
+fn one_gateway(name: &str) -> (tempfile::TempDir, NodeProcess, String, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let (boot, bootstrap) = start_bootstrap(root.path());
+    let config = init_node(
+        &root.path().join("gateway"),
+        &(network_section(Some(&bootstrap)) + &gateway_section(name, &[("+44", "0.02")], 4.0)),
+    );
+    (root, boot, bootstrap, config)
+}
+
 /// A gateway whose clock runs ten minutes fast, past the skew holders tolerate, signs
 /// offers issued in the future: every holder refuses them, and the refusal reaches the
 /// gateway, which logs why and does not claim its offer was replicated. Callers see
@@ -210,13 +221,7 @@ fn a_gateway_whose_clock_runs_ten_minutes_fast_is_told_why_its_offer_is_refused(
     let Some(libfaketime) = libfaketime() else {
         return;
     };
-    let root = tempfile::tempdir().unwrap();
-    let (boot, bootstrap) = start_bootstrap(root.path());
-    let config = init_node(
-        &root.path().join("gateway"),
-        &(network_section(Some(&bootstrap))
-            + &gateway_section("Far Ahead", &[("+44", "0.02")], 4.0)),
-    );
+    let (_root, boot, bootstrap, config) = one_gateway("Far Ahead");
     let ahead = start_with_clock("ten minutes ahead", &config, &libfaketime, "+600s");
     let refused = ahead.wait_log("a holder refused the offer");
     assert!(
@@ -241,13 +246,7 @@ fn a_gateway_restarted_with_its_clock_moved_back_is_visible_again_at_once() {
     let Some(libfaketime) = libfaketime() else {
         return;
     };
-    let root = tempfile::tempdir().unwrap();
-    let (boot, bootstrap) = start_bootstrap(root.path());
-    let config = init_node(
-        &root.path().join("gateway"),
-        &(network_section(Some(&bootstrap))
-            + &gateway_section("Fast Clock", &[("+44", "0.02")], 4.0)),
-    );
+    let (_root, boot, bootstrap, config) = one_gateway("Fast Clock");
     let now_ms = || {
         u64::try_from(
             std::time::SystemTime::now()
@@ -537,15 +536,6 @@ fn echo_gateway_config(
     config
 }
 
-/// `interlink init` of a caller's home at `dir`.
-fn init_home(dir: &Path) {
-    assert!(
-        interlink(&["init", "--dir", dir.to_str().unwrap()])
-            .status
-            .success()
-    );
-}
-
 /// A bootstrap node; a cheap gateway named `slow` that rings for 20 s (the one a caller
 /// with the cheapest policy tries first); Steady, dearer, answering at once; both
 /// published; and a caller's home, Alice's.
@@ -782,16 +772,6 @@ fn wait_progress(child: &mut std::process::Child, what: &str) {
         }
     }
     panic!("the call ended before {what:?}: {seen:?}");
-}
-
-/// The receipts `interlink receipts --json` lists for the node at `home`.
-fn receipts_at(home: &Path) -> Vec<Value> {
-    let rows = node_process::json_output(
-        Command::new(BIN)
-            .args(["receipts", "--json"])
-            .env("INTERLINK_HOME", home),
-    );
-    serde_json::from_value(rows).unwrap()
 }
 
 #[test]

@@ -12,9 +12,12 @@ pub mod sipp;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use interlink_node::clock;
 use interlink_node::config::GatewayPlan;
-use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
-use interlink_protocol::{Currency, E164, Prefix};
+use interlink_protocol::offer::{
+    ClaimedQuality, Mos, OFFER_FORMAT_VERSION, OfferStatus, Permille, Route, ServiceOffer, Tariff,
+};
+use interlink_protocol::{Codec, Currency, E164, Prefix, SecretKey, ServiceKind, SignedOffer};
 
 /// An echo gateway plan priced in GBP with 60-second increments.
 pub fn plan(name: &str, routes: &[(&str, u64)], mos: u16, asr: u16) -> GatewayPlan {
@@ -48,6 +51,34 @@ pub fn route(prefix: &str, per_minute: u64) -> Route {
             billing_increment_secs: 60,
         },
     }
+}
+
+/// A valid offer of `key`'s provider for all of +44 at 0.00 a minute claiming the best
+/// quality, for ten minutes from now: what a flood or a sybil would send.
+pub fn free_uk_offer(key: &SecretKey, name: &str) -> SignedOffer {
+    let now = clock::unix_now();
+    let offer = ServiceOffer {
+        version: OFFER_FORMAT_VERSION,
+        provider: key.provider_id(),
+        seq: 1,
+        issued_at: now,
+        expires_at: now.plus(Duration::from_secs(600)),
+        status: OfferStatus::Available,
+        kind: ServiceKind::WEBRTC_TO_PSTN,
+        display_name: name.into(),
+        region: String::new(),
+        routes: vec![route("+44", 0)],
+        codecs: vec![Codec::Pcmu],
+        quality: ClaimedQuality {
+            answer_seizure_ratio: Permille(1000),
+            post_dial_delay_ms: 0,
+            mos: Mos(500),
+        },
+        capacity: 1000,
+        addresses: Vec::new(),
+        conference: None,
+    };
+    SignedOffer::sign(offer, key).unwrap()
 }
 
 pub fn uk_mobile() -> E164 {

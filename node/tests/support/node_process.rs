@@ -233,6 +233,30 @@ pub fn init_node(dir: &Path, config: &str) -> PathBuf {
     path
 }
 
+/// `interlink init --dir DIR`: a caller's home, with its own identity.
+pub fn init_home(dir: &Path) -> PathBuf {
+    let output = Command::new(BIN)
+        .args(["init", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dir.to_owned()
+}
+
+/// The receipts `interlink receipts --json` lists for the node at `home`.
+pub fn receipts_at(home: &Path) -> Vec<Value> {
+    let rows = json_output(
+        Command::new(BIN)
+            .args(["receipts", "--json"])
+            .env("INTERLINK_HOME", home),
+    );
+    serde_json::from_value(rows).unwrap()
+}
+
 /// A `[network]` listening on 127.0.0.1 (joining through `bootstrap`, if given) and
 /// media on 127.0.0.1.
 pub fn network_section(bootstrap: Option<&str>) -> String {
