@@ -182,14 +182,17 @@ impl Cache {
         self.offers.len()
     }
 
+    /// The answer used longest ago.
+    fn least_recently_used(&self) -> Option<OfferQuery> {
+        self.answers
+            .iter()
+            .min_by_key(|(_, cached)| cached.used)
+            .map(|(query, _)| query.clone())
+    }
+
     fn evict(&mut self) {
         while self.answers.len() > self.config.max_answers {
-            let Some(oldest) = self
-                .answers
-                .iter()
-                .min_by_key(|(_, cached)| cached.used)
-                .map(|(query, _)| query.clone())
-            else {
+            let Some(oldest) = self.least_recently_used() else {
                 break;
             };
             self.answers.remove(&oldest);
@@ -204,12 +207,7 @@ impl Cache {
         }
         while self.offers.len() > self.config.max_offers {
             // Every offer is named by an answer: drop the least recently used answer.
-            let Some(oldest) = self
-                .answers
-                .iter()
-                .min_by_key(|(_, cached)| cached.used)
-                .map(|(query, _)| query.clone())
-            else {
+            let Some(oldest) = self.least_recently_used() else {
                 break;
             };
             if let Some(cached) = self.answers.remove(&oldest) {
