@@ -219,16 +219,7 @@ impl Drop for NodeProcess {
 
 /// `interlink init --dir DIR`, its config replaced by `config`.
 pub fn init_node(dir: &Path, config: &str) -> PathBuf {
-    let output = Command::new(BIN)
-        .args(["init", "--dir", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let path = dir.join("config.toml");
+    let path = init_home(dir).join("config.toml");
     std::fs::write(&path, config).unwrap();
     path
 }
