@@ -1,9 +1,10 @@
 //! The echo back-end: a callee that answers and plays the caller's own audio back.
 //!
-//! It stands in for a far network in tests and the demo. It rings for a configured time,
-//! then answers with a WebRTC leg that returns every RTP packet it receives unchanged
-//! (same payload, timestamp and sequence number), so the caller can check what comes back
-//! byte for byte. It can be told to answer busy, never to answer, or to hang up by itself
+//! It stands in for a far network in tests and the demo. It answers the caller's media at
+//! once (an early SDP answer, so that ICE and DTLS run while it rings), rings for a
+//! configured time, then answers; its WebRTC leg returns every RTP packet it receives
+//! unchanged (same payload, timestamp and sequence number), so the caller can check what
+//! comes back byte for byte. It can be told to answer busy, never to answer, or to hang up by itself
 //! after some seconds.
 
 use std::time::Duration;
@@ -39,6 +40,10 @@ pub struct EchoConfig {
     pub answering: Answering,
     /// Hang up by itself this long after answering; 0 never does.
     pub hang_up_after_secs: u64,
+    /// Answer the caller's media before the callee answers, so that ICE and DTLS run while
+    /// it rings (the default). `false` answers it only at the answer, as releases before
+    /// the early answer did: for comparisons.
+    pub early_answer: bool,
 }
 
 impl Default for EchoConfig {
@@ -47,6 +52,7 @@ impl Default for EchoConfig {
             ring_ms: 500,
             answering: Answering::Answer,
             hang_up_after_secs: 0,
+            early_answer: true,
         }
     }
 }
@@ -103,31 +109,62 @@ async fn run_leg(
     mut hung_up: oneshot::Receiver<ByeCause>,
 ) {
     let events = call.events;
-    let _ = events.send(LegEvent::Ringing).await;
-    tokio::select! {
-        () = tokio::time::sleep(Duration::from_millis(config.ring_ms)) => {}
-        _ = &mut hung_up => return,
-    }
-    match config.answering {
-        Answering::Answer => {}
-        Answering::Busy => {
-            let _ = events.send(LegEvent::Failed(RejectReason::Busy)).await;
-            return;
-        }
-        Answering::NeverAnswer => {
-            let _ = hung_up.await;
-            return;
-        }
-    }
-    let (leg, sdp_answer) = match WebRtcLeg::answer(&call.sdp_offer, &media).await {
-        Ok(answered) => answered,
-        Err(e) => {
+    let answer_media = || async {
+        let answered = WebRtcLeg::answer(&call.sdp_offer, &media).await;
+        if let Err(e) = &answered {
             tracing::warn!(call = %call.call_id, error = %e, "cannot answer the caller's media");
             let _ = events
                 .send(LegEvent::Failed(RejectReason::Unavailable))
                 .await;
-            return;
         }
+        answered.ok()
+    };
+    // The media is answered first, so that it connects while the callee rings.
+    let mut early = None;
+    if config.early_answer {
+        let Some((leg, sdp_answer)) = answer_media().await else {
+            return;
+        };
+        let _ = events
+            .send(LegEvent::SessionProgress {
+                sdp_answer: sdp_answer.clone(),
+            })
+            .await;
+        early = Some((leg, sdp_answer));
+    }
+    let _ = events.send(LegEvent::Ringing).await;
+    let mut leg = early.as_mut().map(|(leg, _)| leg);
+    let rang = tokio::select! {
+        () = ring(leg.as_deref_mut(), Duration::from_millis(config.ring_ms)) => true,
+        _ = &mut hung_up => false,
+    };
+    let answer = match config.answering {
+        _ if !rang => false,
+        Answering::Answer => true,
+        Answering::Busy => {
+            let _ = events.send(LegEvent::Failed(RejectReason::Busy)).await;
+            false
+        }
+        Answering::NeverAnswer => {
+            tokio::select! {
+                () = ring(leg, Duration::MAX) => {}
+                _ = &mut hung_up => {}
+            }
+            false
+        }
+    };
+    if !answer {
+        if let Some((leg, _)) = early {
+            leg.close().await;
+        }
+        return;
+    }
+    let (leg, sdp_answer) = match early {
+        Some(early) => early,
+        None => match answer_media().await {
+            Some(answered) => answered,
+            None => return,
+        },
     };
     let _ = events
         .send(LegEvent::Answered {
@@ -136,6 +173,24 @@ async fn run_leg(
         })
         .await;
     echo(leg, &events, config.hang_up_after_secs, hung_up).await;
+}
+
+/// Rings for `ring_for`, dropping what the caller sends meanwhile on `leg`: nothing is
+/// played or reported before the answer.
+async fn ring(mut leg: Option<&mut WebRtcLeg>, ring_for: Duration) {
+    let rang = tokio::time::sleep(ring_for);
+    tokio::pin!(rang);
+    loop {
+        let Some(media) = leg.as_deref_mut() else {
+            return rang.await;
+        };
+        tokio::select! {
+            () = &mut rang => return,
+            packet = media.recv() => if packet.is_none() {
+                leg = None;
+            },
+        }
+    }
 }
 
 /// Returns the caller's packets until either side hangs up or the media dies.

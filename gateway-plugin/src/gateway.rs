@@ -19,6 +19,11 @@ use crate::Capabilities;
 /// fails before the answer sends only `Failed`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LegEvent {
+    /// The caller's media is answered before the callee is: the SDP answer, which the
+    /// caller applies at once so that ICE and DTLS run while the callee rings. A back-end
+    /// that sends it gives the same SDP in `Answered`, and neither plays nor reports the
+    /// caller's media before the answer.
+    SessionProgress { sdp_answer: String },
     /// The callee is being alerted.
     Ringing,
     /// The callee answered; the SDP answer to the caller's offer, and who answered if the

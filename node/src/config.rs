@@ -1156,6 +1156,7 @@ data_dir = "."
 # ring_ms = 500
 # answering = "answer"           # answer, busy or never-answer
 # hang_up_after_secs = 0         # 0: the caller hangs up
+# early_answer = true            # media connects while it rings; false: at the answer
 #
 # [gateway.sip]                  # the SIP trunk, for backend = "sip"
 # host = "sip.trunk.example"     # required: the trunk's host name or address

@@ -124,6 +124,7 @@ async fn an_echo_call_carries_rtp_both_ways_and_settles_the_same_receipt_on_both
             Progress::Found { .. } => "found",
             Progress::Inviting { .. } => "inviting",
             Progress::Trying { .. } => "trying",
+            Progress::SessionProgress { .. } => "early answer",
             Progress::Ringing { .. } => "ringing",
             Progress::Answered { .. } => "answered",
             Progress::MediaStarted { .. } => "media",
@@ -131,12 +132,14 @@ async fn an_echo_call_carries_rtp_both_ways_and_settles_the_same_receipt_on_both
             _ => "other",
         })
         .collect();
+    // The media is answered (and connects) before the callee rings.
     assert_eq!(
         names,
         [
             "found",
             "inviting",
             "trying",
+            "early answer",
             "ringing",
             "answered",
             "media",

@@ -48,12 +48,12 @@ fn config(dir: &Path, host: &Host, bootstrap: Option<&str>, extra: &str) -> Path
 }
 
 /// An echo gateway covering +44 at `per_minute`, ringing for `ring_ms`.
-fn echo_gateway(name: &str, per_minute: &str, ring_ms: u64) -> String {
+fn echo_gateway(name: &str, per_minute: &str, echo: &str) -> String {
     format!(
         "[gateway]\nname = \"{name}\"\nregion = \"test\"\noffer_ttl_secs = 600\n\
          [gateway.quality]\nanswer_seizure_ratio = 0.5\npost_dial_delay_ms = 2000\nmos = 4.2\n\
          [[gateway.routes]]\nprefix = \"+44\"\ncurrency = \"GBP\"\nper_minute = \"{per_minute}\"\n\
-         [gateway.echo]\nring_ms = {ring_ms}\n"
+         [gateway.echo]\n{echo}\n"
     )
 }
 
@@ -76,9 +76,9 @@ struct Scene {
 }
 
 impl Scene {
-    /// `gateways` as (name, price a minute, ring time in ms), each on a host of its own
+    /// `gateways` as (name, price a minute, its `[gateway.echo]` lines), each on a host of its own
     /// with no delay; Alice's home joined by `home` and filtered by `firewall`.
-    fn new(gateways: &[(&str, &str, u64)], home: Link, firewall: Firewall) -> Option<Scene> {
+    fn new(gateways: &[(&str, &str, &str)], home: Link, firewall: Firewall) -> Option<Scene> {
         let mut lab = Lab::new()?;
         let root = tempfile::tempdir().unwrap();
         let boot_host = lab.public("boot", 1, Link::DIRECT);
@@ -94,14 +94,14 @@ impl Scene {
             (boot, address)
         };
         let mut started = Vec::new();
-        for (last, &(name, price, ring_ms)) in (11u8..).zip(gateways) {
+        for (last, &(name, price, echo)) in (11u8..).zip(gateways) {
             let host = lab.public(name, last, Link::DIRECT);
             let dir = root.path().join(name.to_lowercase());
             let config = config(
                 &dir,
                 &host,
                 Some(&bootstrap),
-                &echo_gateway(name, price, ring_ms),
+                &echo_gateway(name, price, echo),
             );
             let process = NodeProcess::start_on(&host, name, &config);
             let peer_id = process.wait_log("listening on")["peer_id"]
@@ -270,10 +270,20 @@ fn assert_media_both_ways(report: &Value) {
 
 #[test]
 fn a_call_from_behind_a_nat_to_a_gateway_80_ms_away_has_media_both_ways_and_one_receipt() {
-    let Some(scene) = Scene::new(&[("Far", "0.01", 0)], HOME_LINK, Firewall::Open) else {
+    // Both ring half a second; Late answers the caller's media only at the answer, as
+    // gateways did before the early answer.
+    let Some(scene) = Scene::new(
+        &[
+            ("Far", "0.01", "ring_ms = 500"),
+            ("Late", "0.02", "ring_ms = 500\nearly_answer = false"),
+        ],
+        HOME_LINK,
+        Firewall::Open,
+    ) else {
         return;
     };
-    let report = Caller::spawn(scene.call("2", &[])).report();
+    let far = scene.gateways[0].peer_id.clone();
+    let report = Caller::spawn(scene.call("2", &["--via", &far])).report();
     assert_eq!(report["gateway"], "Far", "{report}");
     assert_media_both_ways(&report);
     // The echo crossed the home link twice: the link's delay is really there.
@@ -283,10 +293,46 @@ fn a_call_from_behind_a_nat_to_a_gateway_80_ms_away_has_media_both_ways_and_one_
         "echo round trip {echo_rtt} ms on an 80 ms link"
     );
     assert_both_sides_agree(&scene, "Far", &report);
-    eprintln!(
-        "80 ms link: command → answer {} ms, command → first media {} ms, echo rtt {echo_rtt} ms",
-        report["command_to_answer_ms"], report["command_to_first_media_ms"]
+    let phases = &report["phases"];
+    assert!(
+        phases["invite_to_early_answer_ms"].as_f64().unwrap()
+            <= phases["invite_to_ringing_ms"].as_f64().unwrap(),
+        "the media is answered before the callee rings: {phases}"
     );
+
+    let late = scene.gateways[1].peer_id.clone();
+    let before = Caller::spawn(scene.call("2", &["--via", &late])).report();
+    assert_eq!(before["gateway"], "Late", "{before}");
+    assert_media_both_ways(&before);
+    assert_both_sides_agree(&scene, "Late", &before);
+    assert!(before["phases"]["invite_to_early_answer_ms"].is_null());
+
+    for (design, report) in [
+        ("answered at the answer", &before),
+        ("early answer", &report),
+    ] {
+        let phases = &report["phases"];
+        let rtt = report["media"]["echo_rtt_ms"].as_f64().unwrap();
+        let round_trips = |key: &str| {
+            phases[key].as_f64().map_or("-".to_owned(), |ms| {
+                format!("{ms:.0} ms = {:.1} RTT", ms / rtt)
+            })
+        };
+        eprintln!(
+            "80 ms link, 500 ms ringing, {design}: command → answer {:.0} ms, command → first media {:.0} ms, \
+             echo rtt {rtt:.1} ms; lookup {}, stream {}, invite → trying {}, → early answer {}, \
+             → ringing {}, → answer {}, answer → first media {}",
+            report["command_to_answer_ms"].as_f64().unwrap(),
+            report["command_to_first_media_ms"].as_f64().unwrap(),
+            round_trips("lookup_ms"),
+            round_trips("stream_ms"),
+            round_trips("invite_to_trying_ms"),
+            round_trips("invite_to_early_answer_ms"),
+            round_trips("invite_to_ringing_ms"),
+            round_trips("invite_to_answer_ms"),
+            round_trips("answer_to_first_media_ms"),
+        );
+    }
 }
 
 #[test]
@@ -295,7 +341,7 @@ fn twenty_calls_under_five_percent_loss_each_way_all_get_media() {
         delay_ms: 40,
         loss: 0.05,
     };
-    let Some(scene) = Scene::new(&[("Far", "0.01", 0)], lossy, Firewall::Open) else {
+    let Some(scene) = Scene::new(&[("Far", "0.01", "ring_ms = 0")], lossy, Firewall::Open) else {
         return;
     };
     let mut first_media = Vec::new();
@@ -331,7 +377,10 @@ fn twenty_calls_under_five_percent_loss_each_way_all_get_media() {
 fn the_ringing_gateway_killed_the_next_answers_with_media_within_a_second_and_one_setup() {
     // Doomed is cheaper and rings long: the cheapest policy tries it first.
     let Some(mut scene) = Scene::new(
-        &[("Doomed", "0.01", 20_000), ("Steady", "0.02", 0)],
+        &[
+            ("Doomed", "0.01", "ring_ms = 20_000"),
+            ("Steady", "0.02", "ring_ms = 0"),
+        ],
         HOME_LINK,
         Firewall::Open,
     ) else {
@@ -365,7 +414,11 @@ fn the_ringing_gateway_killed_the_next_answers_with_media_within_a_second_and_on
 #[test]
 fn a_call_whose_media_cannot_flow_is_settled_at_no_charge_on_both_sides() {
     // Alice's network passes TCP only: signalling reaches the gateway, media never does.
-    let Some(scene) = Scene::new(&[("Far", "0.01", 0)], HOME_LINK, Firewall::TcpOnly) else {
+    let Some(scene) = Scene::new(
+        &[("Far", "0.01", "ring_ms = 0")],
+        HOME_LINK,
+        Firewall::TcpOnly,
+    ) else {
         return;
     };
     let output = scene.call("2", &[]).output().unwrap();
@@ -390,7 +443,8 @@ fn a_call_whose_media_cannot_flow_is_settled_at_no_charge_on_both_sides() {
 
 #[test]
 fn ctrl_c_during_a_call_80_ms_away_leaves_the_same_settled_receipt_on_both_sides() {
-    let Some(scene) = Scene::new(&[("Far", "0.01", 0)], HOME_LINK, Firewall::Open) else {
+    let Some(scene) = Scene::new(&[("Far", "0.01", "ring_ms = 0")], HOME_LINK, Firewall::Open)
+    else {
         return;
     };
     let mut caller = Caller::spawn(scene.call("600", &[]));
@@ -404,7 +458,8 @@ fn ctrl_c_during_a_call_80_ms_away_leaves_the_same_settled_receipt_on_both_sides
 
 #[test]
 fn a_gateway_behind_a_nat_publishes_nothing_says_so_and_slows_no_lookup() {
-    let Some(mut scene) = Scene::new(&[("Far", "0.02", 0)], HOME_LINK, Firewall::Open) else {
+    let Some(mut scene) = Scene::new(&[("Far", "0.02", "ring_ms = 0")], HOME_LINK, Firewall::Open)
+    else {
         return;
     };
     // Cheaper, but at home behind its router, with nothing forwarded to it.
@@ -416,7 +471,7 @@ fn a_gateway_behind_a_nat_publishes_nothing_says_so_and_slows_no_lookup() {
         &dir,
         &host,
         Some(&scene.bootstrap),
-        &(echo_gateway("Hidden", "0.01", 0)
+        &(echo_gateway("Hidden", "0.01", "ring_ms = 0")
             + "[metrics]\nenabled = true\nlisten = \"127.0.0.1:9464\"\n"),
     );
     let hidden = NodeProcess::start_on(&host, "Hidden", &config);

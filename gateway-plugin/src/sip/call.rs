@@ -103,11 +103,32 @@ impl Bridge {
             socket,
             local,
         } = invited;
-        let (id, response) = match self.ring(&dialog, invite, &mut states).await {
-            Ringing::Answered { id, response } => (id, response),
-            Ringing::Over => return,
+        // The caller's media is answered while the trunk works on the INVITE, and the SDP
+        // answer goes back at once: ICE and DTLS run while the callee rings.
+        let mut leg = match WebRtcLeg::answer(&call.sdp_offer, &self.shared.webrtc).await {
+            Ok((leg, sdp_answer)) => {
+                self.report(LegEvent::SessionProgress {
+                    sdp_answer: sdp_answer.clone(),
+                })
+                .await;
+                (leg, sdp_answer)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot answer the caller's media; cancelling the INVITE");
+                cancel(&dialog, invite).await;
+                self.report(LegEvent::Failed(RejectReason::Unavailable))
+                    .await;
+                return;
+            }
         };
-        match self.answer(&call, &response, socket).await {
+        let (id, response) = match self.ring(&dialog, invite, &mut states, &mut leg.0).await {
+            Ringing::Answered { id, response } => (id, response),
+            Ringing::Over => {
+                leg.0.close().await;
+                return;
+            }
+        };
+        match self.answer(leg, &response, socket).await {
             Ok(relay) => self.talk(&dialog, relay, &mut states, local).await,
             Err(reason) => {
                 bye(&dialog).await;
@@ -226,19 +247,22 @@ impl Bridge {
     }
 
     /// Waits for the final response, reporting ringing; cancels on the node's hang-up or
-    /// after the ring timeout.
+    /// after the ring timeout. What the caller sends meanwhile is dropped: nothing reaches
+    /// the trunk before the answer.
     async fn ring(
         &mut self,
         dialog: &InviteDialog,
         mut invite: JoinHandle<InviteAsyncResult>,
         states: &mut DialogStateReceiver,
+        leg: &mut WebRtcLeg,
     ) -> Ringing {
         let give_up = tokio::time::sleep(self.shared.trunk.ring_timeout);
         tokio::pin!(give_up);
-        let (mut rang, mut states_open) = (false, true);
+        let (mut rang, mut states_open, mut media_open) = (false, true, true);
         let result = loop {
             tokio::select! {
                 result = &mut invite => break result,
+                packet = leg.recv(), if media_open => media_open = packet.is_some(),
                 state = states.recv(), if states_open => match state {
                     Some(DialogState::Early(_, response)) => {
                         let code = response.status_code.code();
@@ -293,24 +317,23 @@ impl Bridge {
         Ringing::Over
     }
 
-    /// Reads the trunk's answer, answers the caller's WebRTC offer and reports the answer.
+    /// Reads the trunk's answer, joins it to the caller's WebRTC leg (answered with
+    /// `sdp_answer` already) and reports the answer.
     async fn answer(
         &self,
-        call: &IncomingCall,
+        (leg, sdp_answer): (WebRtcLeg, String),
         response: &Response,
         socket: UdpSocket,
     ) -> Result<RtpRelay, RejectReason> {
         let body = String::from_utf8_lossy(&response.body);
-        let trunk_media = sdp::parse_remote(&body).map_err(|error| {
-            tracing::warn!(%error, "the trunk's answer is unusable; hanging up");
-            RejectReason::Unavailable
-        })?;
-        let (leg, sdp_answer) = WebRtcLeg::answer(&call.sdp_offer, &self.shared.webrtc)
-            .await
-            .map_err(|error| {
-                tracing::warn!(%error, "cannot answer the caller's media; hanging up");
-                RejectReason::Unavailable
-            })?;
+        let trunk_media = match sdp::parse_remote(&body) {
+            Ok(media) => media,
+            Err(error) => {
+                tracing::warn!(%error, "the trunk's answer is unusable; hanging up");
+                leg.close().await;
+                return Err(RejectReason::Unavailable);
+            }
+        };
         let relay = RtpRelay::new(
             leg,
             socket,

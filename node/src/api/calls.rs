@@ -296,6 +296,8 @@ impl CallEntry {
                 self.set_state(CallState::Ringing);
                 EventKind::Ringing { gateway }
             }
+            // Not sent for an external endpoint's media (see `calls::caller`).
+            Progress::SessionProgress { .. } => return,
             Progress::Answered {
                 gateway,
                 answered_by,

@@ -163,6 +163,12 @@ pub enum Progress {
     Ringing {
         gateway: String,
     },
+    /// The gateway's SDP answer came before the callee answered, and the node's own media
+    /// is connecting while the callee rings (never for an external endpoint).
+    SessionProgress {
+        gateway: String,
+        sdp_answer: String,
+    },
     Answered {
         gateway: String,
         after: Duration,
@@ -226,6 +232,8 @@ pub struct CallReport {
     pub command_to_answer_ms: f64,
     pub invite_to_answer_ms: f64,
     pub command_to_first_media_ms: Option<f64>,
+    /// How long each phase of the setup took, for the gateway that answered.
+    pub phases: SetupPhases,
     /// Who answered, as the far network identified them, if the gateway said.
     pub answered_by: Option<String>,
     pub media: MediaReport,
@@ -233,6 +241,34 @@ pub struct CallReport {
     pub ended_by: String,
     pub cause: String,
     pub receipt: ReceiptSummary,
+}
+
+/// The phases of a call's setup, in milliseconds: divided by the round-trip time to the
+/// gateway, each says how many round trips it cost.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SetupPhases {
+    /// Finding and ranking the offers.
+    pub lookup_ms: f64,
+    /// Opening the call stream to the gateway that answered (dialling it, or a stream on
+    /// a connection already open).
+    pub stream_ms: f64,
+    /// From the invite to `Trying`, to the early SDP answer, to `Ringing` and to the answer.
+    pub invite_to_trying_ms: Option<f64>,
+    pub invite_to_early_answer_ms: Option<f64>,
+    pub invite_to_ringing_ms: Option<f64>,
+    pub invite_to_answer_ms: f64,
+    /// From the answer to the first media packet from the gateway: what is left of ICE
+    /// and DTLS once the callee answers, plus one round trip for the echo.
+    pub answer_to_first_media_ms: Option<f64>,
+}
+
+/// When each frame of the setup arrived, for [`SetupPhases`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Timeline {
+    stream: Duration,
+    trying: Option<Instant>,
+    early_answer: Option<Instant>,
+    ringing: Option<Instant>,
 }
 
 /// Why no call was set up.
@@ -453,7 +489,14 @@ async fn try_candidates(
             let (call_id, failure, unheard) = match outcome {
                 Attempted::Answered(answered) => {
                     return finish(
-                        context, options, candidate, tariff, answered, attempts, started,
+                        context,
+                        options,
+                        candidate,
+                        tariff,
+                        answered,
+                        attempts,
+                        started,
+                        plan.lookup,
                     )
                     .await;
                 }
@@ -545,9 +588,11 @@ struct Answered {
     end: CallEnd,
     media: MediaReport,
     invite_to_answer: Duration,
+    invited_at: Instant,
     answered_at: Instant,
     answered_by: Option<String>,
     first_media_at: Option<Instant>,
+    timeline: Timeline,
 }
 
 enum Attempted {
@@ -586,6 +631,7 @@ async fn attempt(
         return failed(Failure::ConnectionLost);
     };
     let addresses = candidate.offer.offer().addresses.clone();
+    let connecting = Instant::now();
     let connect = context.client.open_stream(peer, addresses, CALL_PROTOCOL);
     let connect_within = options
         .timers
@@ -603,6 +649,10 @@ async fn attempt(
         }
     };
 
+    let mut timeline = Timeline {
+        stream: connecting.elapsed(),
+        ..Timeline::default()
+    };
     let _active = context.client.metrics().call_started(Role::Caller);
     let mut user_hang_up = options.hang_up.clone();
     let (mut tone, sdp_offer, mut external_started, mut external_hang_up) = match media {
@@ -654,12 +704,34 @@ async fn attempt(
         let mut outcome = None;
         while let Some(event) = call.poll_event() {
             match event {
-                CallerEvent::Trying => progress(Progress::Trying {
-                    gateway: name.clone(),
-                }),
-                CallerEvent::Ringing => progress(Progress::Ringing {
-                    gateway: name.clone(),
-                }),
+                CallerEvent::Trying => {
+                    timeline.trying = Some(Instant::now());
+                    progress(Progress::Trying {
+                        gateway: name.clone(),
+                    });
+                }
+                CallerEvent::Ringing => {
+                    timeline.ringing = Some(Instant::now());
+                    progress(Progress::Ringing {
+                        gateway: name.clone(),
+                    });
+                }
+                // The node's own media connects while the callee rings. An external
+                // endpoint's one offer may meet several gateways in turn (failover), and
+                // a browser takes one answer per offer: it gets the answer at the answer.
+                CallerEvent::SessionProgress { sdp } => {
+                    let Some(tone) = &mut tone else { continue };
+                    timeline.early_answer = Some(Instant::now());
+                    let accepted = tone.accept_early_answer(&sdp).await;
+                    progress(Progress::SessionProgress {
+                        gateway: name.clone(),
+                        sdp_answer: sdp,
+                    });
+                    if let Err(e) = accepted {
+                        tracing::warn!(error = %e, "the gateway's early SDP answer is unusable; hanging up");
+                        call.hang_up(clock::now());
+                    }
+                }
                 CallerEvent::Answered { sdp, answered_by } => {
                     let now = Instant::now();
                     answered_at = Some(now);
@@ -753,9 +825,11 @@ async fn attempt(
             end,
             media,
             invite_to_answer: answered_at.map(|a| a - invited_at).unwrap_or_default(),
+            invited_at,
             answered_at: answered_at.unwrap_or(invited_at),
             answered_by: answered,
             first_media_at,
+            timeline,
         }))),
     }
 }
@@ -782,6 +856,7 @@ async fn first_media(
 }
 
 /// Stores what the answered call left and writes its report.
+#[allow(clippy::too_many_arguments)]
 async fn finish(
     context: &CallerContext,
     options: &CallOptions,
@@ -790,15 +865,18 @@ async fn finish(
     answered: Box<Answered>,
     failovers: Vec<Attempt>,
     started: Instant,
+    lookup: Duration,
 ) -> Result<CallReport, CallError> {
     let Answered {
         call_id,
         end,
         media,
         invite_to_answer,
+        invited_at,
         answered_at,
         answered_by,
         first_media_at,
+        timeline,
     } = *answered;
     let metrics = context.client.metrics();
     metrics.call_setup(Role::Caller, "invite_to_answer", invite_to_answer);
@@ -916,6 +994,15 @@ async fn finish(
         command_to_answer_ms: millis(answered_at - started),
         invite_to_answer_ms: millis(invite_to_answer),
         command_to_first_media_ms: first_media_at.map(|at| millis(at - started)),
+        phases: SetupPhases {
+            lookup_ms: millis(lookup),
+            stream_ms: millis(timeline.stream),
+            invite_to_trying_ms: timeline.trying.map(|at| millis(at - invited_at)),
+            invite_to_early_answer_ms: timeline.early_answer.map(|at| millis(at - invited_at)),
+            invite_to_ringing_ms: timeline.ringing.map(|at| millis(at - invited_at)),
+            invite_to_answer_ms: millis(invite_to_answer),
+            answer_to_first_media_ms: first_media_at.map(|at| millis(at - answered_at)),
+        },
         answered_by,
         media,
         ended_by: ended_by.into(),

@@ -510,6 +510,9 @@ async fn drive(
             event = leg_events.recv() => {
                 let now = clock::now();
                 match event {
+                    Some(LegEvent::SessionProgress { sdp_answer }) => {
+                        call.session_progress(sdp_answer, now);
+                    }
                     Some(LegEvent::Ringing) => call.ringing(now),
                     Some(LegEvent::Answered { sdp_answer, answered_by }) => {
                         call.answered_as(sdp_answer, answered_by, now);

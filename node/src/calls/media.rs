@@ -168,6 +168,8 @@ impl EchoBook {
 struct Shared {
     book: Mutex<EchoBook>,
     progress: watch::Sender<Progress>,
+    /// Turns true at the answer: the tone starts then, not while the callee rings.
+    answered: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -215,20 +217,20 @@ impl ToneCall {
             shared: Arc::new(Shared {
                 book: Mutex::new(EchoBook::default()),
                 progress,
+                answered: watch::Sender::new(false),
             }),
         };
         Ok((call, sdp))
     }
 
-    /// Applies the gateway's SDP answer and starts the media: the tone goes out as soon as
-    /// the connection is up.
+    /// Applies the gateway's SDP answer sent while the callee rings: the connection (ICE,
+    /// DTLS) is set up now, and the tone waits for [`ToneCall::accept_answer`].
     ///
     /// Fails with [`MediaError::Closed`] if an answer was already applied.
-    pub async fn accept_answer(&mut self, sdp_answer: &str) -> Result<(), MediaError> {
+    pub async fn accept_early_answer(&mut self, sdp_answer: &str) -> Result<(), MediaError> {
         let Stage::Offered(offered) = std::mem::replace(&mut self.stage, Stage::Ended) else {
             return Err(MediaError::Closed);
         };
-        let answered_at = Instant::now();
         let leg = match offered.accept_answer(sdp_answer).await {
             Ok(leg) => leg,
             Err(error) => {
@@ -236,10 +238,21 @@ impl ToneCall {
                 return Err(error);
             }
         };
-        self.shared.book().answered_at = Some(answered_at);
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(leg, Arc::clone(&self.shared), self.tone_hz, stopped));
         self.stage = Stage::Running { stop, task };
+        Ok(())
+    }
+
+    /// The callee answered with `sdp_answer`: applies it unless an early answer was, and
+    /// starts the tone as soon as the connection is up.
+    pub async fn accept_answer(&mut self, sdp_answer: &str) -> Result<(), MediaError> {
+        let answered_at = Instant::now();
+        if matches!(self.stage, Stage::Offered(_)) {
+            self.accept_early_answer(sdp_answer).await?;
+        }
+        self.shared.book().answered_at = Some(answered_at);
+        self.shared.answered.send_replace(true);
         Ok(())
     }
 
@@ -305,6 +318,11 @@ async fn run(
     if let Err(error) = connected {
         tracing::debug!(%error, "call media did not connect");
         return end(leg, &shared, Progress::Failed);
+    }
+    let mut answered = shared.answered.subscribe();
+    tokio::select! {
+        _ = answered.wait_for(|answered| *answered) => {}
+        _ = &mut stop => return end(leg, &shared, Progress::Stopped),
     }
 
     let encode: fn(i16) -> u8 = match leg.codec() {

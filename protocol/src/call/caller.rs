@@ -14,6 +14,9 @@
 //!                                                   countersign or refuse ──► Ended
 //! ```
 //!
+//! A `SessionProgress` while the callee rings carries the gateway's SDP answer early: the
+//! driver applies it, and ICE and DTLS run during the ringing instead of after the answer.
+//!
 //! On its first media packet the caller tells the gateway (`MediaReceived`): a call is
 //! charged only if media flowed both ways, and the caller refuses a receipt that charges
 //! for media it never heard.
@@ -103,7 +106,14 @@ pub struct CallEnd {
 pub enum CallerEvent {
     Trying,
     Ringing,
-    /// The callee answered: the driver applies the SDP answer to its media. `answered_by` is
+    /// The gateway's SDP answer came before the callee answered: the driver applies it to
+    /// its media now, so that the media connects while the callee rings. The answer that
+    /// follows carries the same SDP. At most once per call.
+    SessionProgress {
+        sdp: String,
+    },
+    /// The callee answered: the driver applies the SDP answer to its media (unless it
+    /// already did, from [`CallerEvent::SessionProgress`]). `answered_by` is
     /// who answered, if the gateway said (at most [`MAX_ANSWERED_BY_BYTES`]).
     Answered {
         sdp: String,
@@ -128,6 +138,8 @@ pub struct CallerCall {
     answered_at: Option<Timestamp>,
     /// Whether the gateway's media reached the caller (and the gateway was told).
     heard_media: bool,
+    /// Whether the gateway's early SDP answer (`SessionProgress`) was passed on.
+    early_sdp: bool,
     end: Option<(ByeCause, Party, Timestamp)>,
     transmit: VecDeque<Frame>,
     events: VecDeque<CallerEvent>,
@@ -151,6 +163,7 @@ impl CallerCall {
             silence_at: None,
             answered_at: None,
             heard_media: false,
+            early_sdp: false,
             end: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -196,6 +209,16 @@ impl CallerCall {
                 self.state = Ringing;
                 self.events.push_back(CallerEvent::Ringing);
             }
+            (Inviting | Proceeding | Ringing, Frame::SessionProgress { sdp }) => {
+                if self.state == Inviting {
+                    self.state = Proceeding;
+                    self.deadline = Some(now.plus(self.timers.answer));
+                }
+                if !self.early_sdp {
+                    self.early_sdp = true;
+                    self.events.push_back(CallerEvent::SessionProgress { sdp });
+                }
+            }
             (Inviting | Proceeding | Ringing, Frame::Answer { sdp, answered_by }) => {
                 self.state = Answered;
                 self.answered_at = Some(now);
@@ -214,6 +237,7 @@ impl CallerCall {
             (Proceeding | Ringing | Answered | Active | Ending, Frame::Trying)
             | (Ringing | Answered | Active | Ending, Frame::Ringing)
             | (Answered | Active | Ending, Frame::Answer { .. })
+            | (Answered | Active | Ending, Frame::SessionProgress { .. })
             | (Ending, Frame::Bye(_)) => {}
             (Answered | Active, Frame::Bye(cause)) => self.begin_ending(cause, Party::Gateway, now),
             (Ending, Frame::Receipt(bytes)) => self.settle(&bytes, now),

@@ -16,6 +16,10 @@
 //!                                        ──► Done (settled, disputed or unacknowledged)
 //! ```
 //!
+//! A back-end that has its media ready before the callee answers sends its SDP answer at
+//! once ([`GatewayCall::session_progress`]): the connection is set up while the callee
+//! rings, and the answer costs no further round trips.
+//!
 //! Media flows both ways when the caller's media reaches the gateway's leg
 //! ([`GatewayCall::media_started`]) and the caller says it hears the gateway's
 //! (`MediaReceived`). A call that ends before then (DTLS failed, a one-way path, a hang-up
@@ -94,6 +98,8 @@ pub struct GatewayCall {
     media_in: bool,
     /// The caller said it hears the gateway's media (`MediaReceived`).
     media_heard: bool,
+    /// The SDP answer went out before the answer (`SessionProgress`).
+    early_sdp: bool,
     receipt: Option<SignedReceipt>,
     transmit: VecDeque<Frame>,
     events: VecDeque<GatewayEvent>,
@@ -112,6 +118,7 @@ impl GatewayCall {
             answered_at: None,
             media_in: false,
             media_heard: false,
+            early_sdp: false,
             receipt: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -158,6 +165,15 @@ impl GatewayCall {
         if self.state == GatewayState::Trying {
             self.transmit.push_back(Frame::Ringing);
             self.state = GatewayState::Ringing;
+        }
+    }
+
+    /// The gateway's media is ready before the callee answers: its SDP answer goes to the
+    /// caller now (once), so that the media connects while the callee rings.
+    pub fn session_progress(&mut self, sdp: String, _now: Timestamp) {
+        if matches!(self.state, GatewayState::Trying | GatewayState::Ringing) && !self.early_sdp {
+            self.early_sdp = true;
+            self.transmit.push_back(Frame::SessionProgress { sdp });
         }
     }
 

@@ -325,6 +325,12 @@ pub enum Frame {
     /// The gateway is alive and still working on the call (gateway → caller, every
     /// [`Timers::keepalive`](crate::call::Timers) until the answer).
     KeepAlive,
+    /// The gateway's SDP answer before the callee answers (SIP's 183 Session Progress):
+    /// the caller applies it at once, so that ICE and DTLS run while the callee rings and
+    /// media can flow the moment it answers. The `Answer` that follows carries the same
+    /// SDP. Nothing is charged for this: billing starts from the answer, once media flows
+    /// both ways.
+    SessionProgress { sdp: String },
 }
 
 impl Frame {
@@ -352,6 +358,7 @@ impl Frame {
             Frame::ReceiptRefused(_) => "ReceiptRefused",
             Frame::MediaReceived => "MediaReceived",
             Frame::KeepAlive => "KeepAlive",
+            Frame::SessionProgress { .. } => "SessionProgress",
         }
     }
 }

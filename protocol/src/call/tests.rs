@@ -243,6 +243,75 @@ fn a_call_from_invite_to_settled_receipt() {
     assert!(pair.caller.is_done() && pair.gateway().is_done());
 }
 
+/// The SDP answer sent while ringing reaches the caller once, ahead of the answer; media
+/// that reaches the gateway before the answer charges nothing until the answer, and the
+/// call is billed from the answer as any other.
+#[test]
+fn an_early_sdp_answer_reaches_the_caller_while_ringing_and_bills_from_the_answer() {
+    let mut pair = Pair::new();
+    pair.on_gateway(|g, now| g.admit(now));
+    pair.on_gateway(|g, now| g.session_progress("v=0 answer".into(), now));
+    pair.on_gateway(|g, now| g.session_progress("v=0 again".into(), now));
+    pair.on_gateway(|g, now| g.ringing(now));
+    pair.flush();
+    assert_eq!(pair.caller.state(), CallerState::Ringing);
+    let early: Vec<&CallerEvent> = pair
+        .caller_events
+        .iter()
+        .filter(|e| matches!(e, CallerEvent::SessionProgress { .. }))
+        .collect();
+    assert_eq!(
+        early,
+        [&CallerEvent::SessionProgress {
+            sdp: "v=0 answer".into()
+        }],
+        "once, the first"
+    );
+
+    // The caller's media connects and reaches the gateway while the callee rings.
+    pair.advance(Duration::from_secs(2));
+    pair.on_gateway(|g, now| g.media_started(now));
+    pair.caller.media_started(pair.now);
+    pair.flush();
+    assert_eq!(pair.gateway().state(), GatewayState::Ringing);
+    assert_eq!(pair.caller.state(), CallerState::Ringing);
+
+    pair.advance(Duration::from_secs(1));
+    pair.on_gateway(|g, now| g.answered("v=0 answer".into(), now));
+    pair.flush();
+    // A straggling early answer after the answer changes nothing.
+    pair.caller.handle_frame(
+        Frame::SessionProgress {
+            sdp: "v=0 late".into(),
+        },
+        pair.now,
+    );
+    assert_eq!(pair.caller.state(), CallerState::Answered);
+    pair.caller.media_started(pair.now);
+    pair.flush();
+    assert_eq!(pair.caller.state(), CallerState::Active);
+    assert_eq!(pair.gateway().state(), GatewayState::Active);
+
+    pair.advance(Duration::from_secs(20));
+    pair.caller.hang_up(pair.now);
+    pair.flush();
+    let frames: Vec<&str> = pair
+        .to_caller
+        .iter()
+        .map(Frame::name)
+        .filter(|name| *name != "KeepAlive")
+        .collect();
+    assert_eq!(
+        frames,
+        ["Trying", "SessionProgress", "Ringing", "Answer", "Receipt"]
+    );
+    let ReceiptOutcome::Settled(settled) = &pair.caller_end().receipt else {
+        panic!("{:?}", pair.caller_end().receipt)
+    };
+    // 20 s from the answer (not 23 from the early answer): one 30 s increment.
+    assert_eq!(settled.receipt().billed_seconds, 30);
+}
+
 /// An answered call whose media goes as `caller_hears` and `gateway_hears` say, ended by
 /// whichever deadline or hang-up comes first after `talk`; the receipt both sides hold.
 fn settle_with_media(caller_hears: bool, gateway_hears: bool, talk: Duration) -> (Pair, CallEnd) {
