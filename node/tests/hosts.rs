@@ -153,6 +153,26 @@ impl Scene {
         command
     }
 
+    /// The names `interlink gateways` from Alice's home lists for [`NUMBER`], sorted.
+    fn gateways_seen(&self) -> Vec<String> {
+        let output = self
+            .alice
+            .command(BIN)
+            .args(["gateways", "--bootstrap", &self.bootstrap, "--json", NUMBER])
+            .env("INTERLINK_HOME", &self.alice_home)
+            .output()
+            .unwrap();
+        let rows: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+            panic!("{}", String::from_utf8_lossy(&output.stderr));
+        });
+        let mut names: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+
     fn gateway_home(&self, name: &str) -> &Path {
         &self
             .gateways
@@ -478,24 +498,8 @@ fn a_gateway_behind_a_nat_publishes_nothing_says_so_and_slows_no_lookup() {
     hidden.wait_log("waiting for a peer to confirm");
     for _ in 0..3 {
         let started = Instant::now();
-        let output = scene
-            .alice
-            .command(BIN)
-            .args([
-                "gateways",
-                "--bootstrap",
-                &scene.bootstrap,
-                "--json",
-                NUMBER,
-            ])
-            .env("INTERLINK_HOME", &scene.alice_home)
-            .output()
-            .unwrap();
+        let names = scene.gateways_seen();
         let took = started.elapsed();
-        let rows: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
-            panic!("{}", String::from_utf8_lossy(&output.stderr));
-        });
-        let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
         assert_eq!(
             names,
             ["Far"],
@@ -521,4 +525,57 @@ fn a_gateway_behind_a_nat_publishes_nothing_says_so_and_slows_no_lookup() {
         metrics.lines().any(|l| l == "interlink_reachable 0"),
         "{metrics}"
     );
+}
+
+/// A gateway on the internet whose clock ran three minutes fast publishes, withdraws on a
+/// clean stop and starts again with the right time: Alice, 80 ms away behind her NAT, sees
+/// it again at once, because its `seq` never goes below one it published.
+#[test]
+fn a_gateway_restarted_with_its_clock_moved_back_is_visible_again_at_once() {
+    let Some(faketime) = node_process::libfaketime() else {
+        return;
+    };
+    let Some(mut scene) = Scene::new(&[("Far", "0.02", "ring_ms = 0")], HOME_LINK, Firewall::Open)
+    else {
+        return;
+    };
+    let host = scene.lab.public("fast", 40, Link::DIRECT);
+    let config = config(
+        &scene.root.path().join("fast"),
+        &host,
+        Some(&scene.bootstrap),
+        &echo_gateway("Fast Clock", "0.01", "ring_ms = 0"),
+    );
+    let now_ms = || {
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+
+    let fast = NodeProcess::start_on_with_env(
+        &host,
+        "fast clock",
+        &config,
+        &node_process::clock_moved(&faketime, "+180s"),
+    );
+    let published = fast.wait_log("offer published");
+    assert_eq!(published["replicated"], true, "{published}");
+    let fast_seq = published["seq"].as_u64().unwrap();
+    assert!(
+        fast_seq > now_ms() + 120_000,
+        "the gateway's clock did not run fast: seq {fast_seq}"
+    );
+    assert_eq!(scene.gateways_seen(), ["Far", "Fast Clock"]);
+    assert!(fast.terminate().success());
+    assert_eq!(scene.gateways_seen(), ["Far"], "withdrawn");
+
+    let corrected = NodeProcess::start_on(&host, "corrected clock", &config);
+    let published = corrected.wait_log("offer published");
+    assert_eq!(published["replicated"], true, "{published}");
+    assert!(published["seq"].as_u64().unwrap() > fast_seq, "{published}");
+    assert_eq!(scene.gateways_seen(), ["Far", "Fast Clock"]);
 }

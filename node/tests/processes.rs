@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::http::Api;
-use support::node_process::{self, NodeProcess, init_home, receipts_at};
+use support::node_process::{self, NodeProcess, clock_moved, init_home, libfaketime, receipts_at};
 
 mod support;
 
@@ -164,41 +164,10 @@ fn five_node_processes_from_config_files_serve_gateways_json() {
     drop(boot);
 }
 
-/// A gateway whose clock ran three minutes fast (under `faketime`) publishes, withdraws
-/// on a clean stop, and starts again with the right time: its offer is visible again at
-/// once, because its `seq` never goes below one it published (holders would refuse it as
-/// stale, and the withdrawal would hide it until its offers caught up with the clock).
-/// libfaketime for a multi-threaded program, wherever the architecture puts it; `None`
-/// (after saying so) where it is missing, which fails under CI.
-fn libfaketime() -> Option<PathBuf> {
-    let found = std::fs::read_dir("/usr/lib")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
-        .find(|path| path.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "libfaketime is missing: scripts/test.sh installs it (Debian package faketime)"
-        );
-        eprintln!("skipped: libfaketime is not installed (Debian package faketime)");
-    }
-    found
-}
-
 /// `interlink node --config CONFIG` whose wall clock is `offset` off (`+180s`, say);
 /// monotonic time (timers, timeouts) stays real.
 fn start_with_clock(name: &str, config: &Path, libfaketime: &Path, offset: &str) -> NodeProcess {
-    NodeProcess::start_with_env(
-        name,
-        config,
-        &[
-            ("LD_PRELOAD", libfaketime.to_str().unwrap()),
-            ("FAKETIME", offset),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ],
-    )
+    NodeProcess::start_with_env(name, config, &clock_moved(libfaketime, offset))
 }
 
 /// A bootstrap node and the config of a gateway `name` joining through it, covering +44.
@@ -241,6 +210,10 @@ fn a_gateway_whose_clock_runs_ten_minutes_fast_is_told_why_its_offer_is_refused(
     drop((ahead, boot));
 }
 
+/// A gateway whose clock ran three minutes fast (under `faketime`) publishes, withdraws
+/// on a clean stop, and starts again with the right time: its offer is visible again at
+/// once, because its `seq` never goes below one it published (holders would refuse it as
+/// stale, and the withdrawal would hide it until its offers caught up with the clock).
 #[test]
 fn a_gateway_restarted_with_its_clock_moved_back_is_visible_again_at_once() {
     let Some(libfaketime) = libfaketime() else {

@@ -15,6 +15,35 @@ const BIN: &str = env!("CARGO_BIN_EXE_interlink");
 /// How long a test waits for a log line or an exit.
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// libfaketime for a multi-threaded program, wherever the architecture puts it; `None`
+/// (after saying so) where it is missing, which fails under CI.
+pub fn libfaketime() -> Option<PathBuf> {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|path| path.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "libfaketime is missing: scripts/test.sh installs it (Debian package faketime)"
+        );
+        eprintln!("skipped: libfaketime is not installed (Debian package faketime)");
+    }
+    found
+}
+
+/// The environment that moves a process's wall clock by `offset` (`+180s`, say) under
+/// `libfaketime`; monotonic time (timers, timeouts) stays real.
+pub fn clock_moved<'a>(libfaketime: &'a Path, offset: &'a str) -> [(&'static str, &'a str); 3] {
+    [
+        ("LD_PRELOAD", libfaketime.to_str().unwrap()),
+        ("FAKETIME", offset),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]
+}
+
 /// A running `interlink node` whose JSON log lines arrive on a channel; killed on drop.
 pub struct NodeProcess {
     pub name: String,
@@ -46,6 +75,18 @@ impl NodeProcess {
     /// (`LD_PRELOAD` of libfaketime, say).
     pub fn start_with_env(name: &str, config: &Path, env: &[(&str, &str)]) -> NodeProcess {
         let mut command = Command::new(BIN);
+        command.envs(env.iter().copied());
+        NodeProcess::spawn(name, command, config, &["--api-listen", "127.0.0.1:0"])
+    }
+
+    /// [`NodeProcess::start_on`] with `env` added to its environment.
+    pub fn start_on_with_env(
+        host: &super::lab::Host,
+        name: &str,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
+        let mut command = host.command(BIN);
         command.envs(env.iter().copied());
         NodeProcess::spawn(name, command, config, &["--api-listen", "127.0.0.1:0"])
     }
