@@ -579,3 +579,46 @@ fn a_gateway_restarted_with_its_clock_moved_back_is_visible_again_at_once() {
     assert!(published["seq"].as_u64().unwrap() > fast_seq, "{published}");
     assert_eq!(scene.gateways_seen(), ["Far", "Fast Clock"]);
 }
+
+/// A DHT node dies without a word (its host drops everything, so a dial to it hangs as on
+/// the internet) while every routing table still lists it. A gateway that starts then
+/// publishes without waiting for it: its Kademlia query gives a silent peer 2 s, not 10.
+#[test]
+fn a_dead_peer_in_the_routing_tables_does_not_hold_a_publication_up() {
+    let Some(mut scene) = Scene::new(&[("Far", "0.02", "ring_ms = 0")], HOME_LINK, Firewall::Open)
+    else {
+        return;
+    };
+    let host = scene.lab.public("doomed", 50, Link::DIRECT);
+    let doomed_config = config(
+        &scene.root.path().join("doomed"),
+        &host,
+        Some(&scene.bootstrap),
+        "",
+    );
+    let doomed = NodeProcess::start_on(&host, "doomed", &doomed_config);
+    // A server others list once a peer dialled it back.
+    doomed.wait_log("reachable at");
+    scene.lab.pull_plug(&host);
+
+    let late_host = scene.lab.public("late", 41, Link::DIRECT);
+    let late_config = config(
+        &scene.root.path().join("late"),
+        &late_host,
+        Some(&scene.bootstrap),
+        &echo_gateway("Late", "0.01", "ring_ms = 0"),
+    );
+    let started = Instant::now();
+    let late = NodeProcess::start_on(&late_host, "Late", &late_config);
+    let published = late.wait_log("offer published");
+    let took = started.elapsed();
+    assert_eq!(published["replicated"], true, "{published}");
+    eprintln!("a gateway's start → offer published with a dead peer in the tables: {took:?}");
+    // libp2p's fixed 10 s per silent peer would hold it past this.
+    assert!(
+        took < Duration::from_secs(8),
+        "publishing took {took:?} with a dead peer in the routing tables"
+    );
+    assert_eq!(scene.gateways_seen(), ["Far", "Late"]);
+    drop(doomed);
+}

@@ -145,6 +145,15 @@ impl Lab {
         }
     }
 
+    /// `host` drops everything it would send or receive from now on, as a machine that
+    /// lost its power or its uplink: a dial to it hangs instead of being refused, and its
+    /// peers learn nothing.
+    pub fn pull_plug(&self, host: &Host) {
+        for chain in ["INPUT", "OUTPUT"] {
+            run(&host.namespace, &["iptables", "-I", chain, "-j", "DROP"]);
+        }
+    }
+
     /// A host at home: 192.168.1.2 behind a router whose public address is
     /// 198.51.100.`last`, the router joined to the internet by `link`.
     pub fn at_home(&mut self, name: &str, last: u8, link: Link, firewall: Firewall) -> Host {

@@ -274,6 +274,17 @@ impl Config {
         self
     }
 
+    /// Sets how long a peer contacted by an iterative query may take before the query
+    /// stops waiting for it (Interlink patch; the release fixes 10 s).
+    ///
+    /// A peer past it no longer counts towards the parallelism nor among the closest
+    /// peers the query waits for; an answer that still comes is used. A dead peer in a
+    /// routing table then delays a query by this much instead of 10 s.
+    pub fn set_peer_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.query_config.peer_timeout = timeout;
+        self
+    }
+
     /// Require iterative queries to use disjoint paths for increased resiliency
     /// in the presence of potentially adversarial nodes.
     ///

@@ -152,7 +152,7 @@ impl QueryPool {
         let cfg = ClosestPeersIterConfig {
             num_results,
             parallelism: self.config.parallelism,
-            ..ClosestPeersIterConfig::default()
+            peer_timeout: self.config.peer_timeout,
         };
 
         let peer_iter = if self.config.disjoint_query_paths {
@@ -265,6 +265,11 @@ pub(crate) struct QueryConfig {
     ///
     /// See [`crate::behaviour::Config::disjoint_query_paths`] for details.
     pub(crate) disjoint_query_paths: bool,
+    /// How long a peer of an iterative query may take to answer before the query stops
+    /// waiting for it (Interlink patch; the release fixes 10 s).
+    ///
+    /// See [`crate::behaviour::Config::set_peer_timeout`] for details.
+    pub(crate) peer_timeout: Duration,
 }
 
 impl Default for QueryConfig {
@@ -274,6 +279,7 @@ impl Default for QueryConfig {
             replication_factor: NonZeroUsize::new(K_VALUE.get()).expect("K_VALUE > 0"),
             parallelism: ALPHA_VALUE,
             disjoint_query_paths: false,
+            peer_timeout: Duration::from_secs(10),
         }
     }
 }
