@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::browser::{artifacts_dir, browser_dir, check_tools};
 use support::http::Api;
-use support::node_process::{NodeProcess, init_node, network_section, start_bootstrap};
+use support::node_process::{
+    NodeProcess, init_node, network_section, receipts_at, start_bootstrap,
+};
 use support::sipp::Sipp;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -280,6 +282,31 @@ fn alice_calls_bob_from_the_page_through_echo_and_sip_gateways() {
     assert!(sipp.status.success(), "sipp: {:?}", sipp.status);
     assert_eq!((sipp.successful_calls, sipp.failed_calls), (1, 0));
     assert!(sipp.messages.contains("BYE sip:"), "{}", sipp.messages);
+
+    // The tab closed mid-call: the call ended as Alice's hang-up, and every call she made
+    // (this one too) left the same settled receipt at her node and at the gateway.
+    let closed = &seen["closed"];
+    assert_eq!(closed["after"]["calls"], json!([]), "{closed}");
+    assert_eq!(closed["call"]["ended"]["ended_by"], "caller", "{closed}");
+    let at_alice = receipts_at(&root.path().join("alice"));
+    assert_eq!(at_alice.len(), 3, "{at_alice:?}");
+    for receipt in &at_alice {
+        let gateway = if receipt["gateway"] == budget_id.as_str() {
+            "Budget-Echo"
+        } else {
+            "Trunk-SIP"
+        };
+        let at_gateway = support::wait_for_blocking("the gateway's receipt", DEADLINE, || {
+            receipts_at(&root.path().join(gateway))
+                .into_iter()
+                .find(|r| r["call_id"] == receipt["call_id"] && r["status"] == "settled")
+        });
+        assert_eq!(receipt["status"], "settled", "{receipt}");
+        assert_eq!(
+            receipt["signed_bytes_hex"], at_gateway["signed_bytes_hex"],
+            "both sides hold the same countersigned receipt"
+        );
+    }
 
     // And the node lists no call.
     assert_eq!(api.get("/api/calls").json(), json!({"calls": []}));

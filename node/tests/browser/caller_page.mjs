@@ -213,6 +213,23 @@ try {
     after: await callListEmpty(),
   };
   await shot(page, 'call-ended');
+
+  // Alice closes the tab in the middle of a call: the page's last request hangs up, and
+  // the node settles the call with the gateway as any hang-up does.
+  await page.getByRole('button', { name: 'New call' }).click();
+  await list(page, expect.destination);
+  await page.locator('#choice').waitFor({ state: 'visible', timeout: STEP_MS });
+  await page.getByLabel(expect.echo.name, { exact: true }).check();
+  await page.getByRole('button', { name: `Call via ${expect.echo.name}` }).click();
+  await page.getByText('Connected', { exact: true }).waitFor({ timeout: STEP_MS });
+  await talking(page, 'the call closed with the page');
+  const closedId = await page.locator('#call').getAttribute('data-call-id');
+  await page.close();
+  result.closed = {
+    call_id: closedId,
+    after: await callListEmpty(),
+    call: (await api(`/api/calls/${closedId}`)).body,
+  };
   process.stdout.write(`${JSON.stringify(result)}\n`);
   await context.close();
   rmSync(profile, { recursive: true, force: true });
