@@ -30,9 +30,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::calls::media::{MediaReport, ToneCall};
+use crate::calls::sleep_until;
 use crate::calls::wire::{self, CALL_PROTOCOL};
-use crate::calls::{instant_of, sleep_until};
-use crate::clock;
+use crate::clock::{self, SessionClock};
 use crate::discovery::{self, Discovery, DiscoveryError, Query};
 use crate::identity;
 use crate::network::CacheUse;
@@ -667,6 +667,8 @@ async fn attempt(
             Some(&mut external.hang_up),
         ),
     };
+    // The call's deadlines and the times its receipt signs run on the monotonic clock.
+    let time = SessionClock::start();
     let invite = Invite {
         call_id,
         destination: options.destination.clone(),
@@ -678,10 +680,10 @@ async fn attempt(
         tariff,
         caller: context.key.provider_id(),
         sdp_offer,
-        sent_at: clock::now(),
+        sent_at: time.now(),
     };
     let invited_at = Instant::now();
-    let mut call = CallerCall::new(invite, context.key.clone(), options.timers, clock::now())?;
+    let mut call = CallerCall::new(invite, context.key.clone(), options.timers, time.now())?;
     let (mut writer, mut frames) = wire::split(stream);
     let mut answered_at: Option<Instant> = None;
     let mut answered: Option<String> = None;
@@ -698,7 +700,7 @@ async fn attempt(
                 )
             {
                 writable = false;
-                call.connection_lost(clock::now());
+                call.connection_lost(time.now());
             }
         }
         let mut outcome = None;
@@ -729,7 +731,7 @@ async fn attempt(
                     });
                     if let Err(e) = accepted {
                         tracing::warn!(error = %e, "the gateway's early SDP answer is unusable; hanging up");
-                        call.hang_up(clock::now());
+                        call.hang_up(time.now());
                     }
                 }
                 CallerEvent::Answered { sdp, answered_by } => {
@@ -750,7 +752,7 @@ async fn attempt(
                     });
                     if let Err(e) = accepted {
                         tracing::warn!(error = %e, "the gateway's SDP answer is unusable; hanging up");
-                        call.hang_up(clock::now());
+                        call.hang_up(time.now());
                     }
                 }
                 CallerEvent::Failed(failure) => outcome = Some(Err(failure)),
@@ -766,7 +768,7 @@ async fn attempt(
             }
             break outcome;
         }
-        let call_deadline = call.poll_timeout().map(instant_of);
+        let call_deadline = call.poll_timeout().map(|at| time.instant_of(at));
         // The node's own media hangs up after the hold time; an external endpoint's user
         // hangs up when they please, or gives up before the answer.
         let hang_up_at = answered_at
@@ -780,32 +782,32 @@ async fn attempt(
             frame = frames.recv() => match frame {
                 Some(Ok(frame)) => {
                     heard = true;
-                    call.handle_frame(frame, clock::now());
+                    call.handle_frame(frame, time.now());
                 }
                 Some(Err(e)) => {
                     tracing::info!(error = %e, "call stream failed");
-                    call.connection_lost(clock::now());
+                    call.connection_lost(time.now());
                 }
-                None => call.connection_lost(clock::now()),
+                None => call.connection_lost(time.now()),
             },
             first = first_media(tone.as_ref(), external_started.as_deref_mut(), options.timers.media), if waiting_for_media => {
                 if first {
                     let now = Instant::now();
                     first_media_at = Some(now);
                     progress(Progress::MediaStarted { after: now - started });
-                    call.media_started(clock::now());
+                    call.media_started(time.now());
                 }
             }
-            () = sleep_until(call_deadline) => call.handle_timeout(clock::now()),
+            () = sleep_until(call_deadline) => call.handle_timeout(time.now()),
             () = sleep_until(hang_up_at), if matches!(call.state(), CallerState::Answered | CallerState::Active) => {
                 progress(Progress::HangingUp);
-                call.hang_up(clock::now());
+                call.hang_up(time.now());
             }
             () = turned_on(external_hang_up.as_deref_mut()), if !matches!(call.state(), CallerState::Ending | CallerState::Done) => {
                 progress(Progress::HangingUp);
-                call.hang_up(clock::now());
+                call.hang_up(time.now());
             }
-            () = sleep_until(give_up_at) => call.hang_up(clock::now()),
+            () = sleep_until(give_up_at) => call.hang_up(time.now()),
         }
     };
     let _ = tokio::time::timeout(SEND_DEADLINE, writer.close()).await;

@@ -32,9 +32,9 @@ use libp2p::{PeerId, Stream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::calls::sleep_until;
 use crate::calls::wire::{self, CALL_PROTOCOL, FrameWriter};
-use crate::calls::{instant_of, sleep_until};
-use crate::clock;
+use crate::clock::{self, SessionClock};
 use crate::config::LimitsSection;
 use crate::identity;
 use crate::limits::{PeerRates, RefusalLog, log_refusal};
@@ -328,11 +328,13 @@ async fn handle_call(
     let current_offer = context.offer.borrow().as_ref().map(|p| p.offer.clone());
     let admission = admit(invite.invite(), &peer, current_offer.as_ref(), &slots);
 
+    // The call's deadlines and the times its receipt signs run on the monotonic clock.
+    let time = SessionClock::start();
     let mut call = GatewayCall::new(invite.clone(), context.key.clone(), context.timers);
     let (leg_events_tx, mut leg_events) = mpsc::channel(LEG_EVENTS);
     let (mut leg, _slot, _active) = match admission {
         Ok(slot) => {
-            call.admit(clock::now());
+            call.admit(time.now());
             let active = metrics.call_started(Role::Gateway);
             let incoming = IncomingCall {
                 call_id,
@@ -350,7 +352,7 @@ async fn handle_call(
         }
         Err(reason) => {
             tracing::info!(%peer, call = %call_id, %reason, "call refused");
-            call.reject(reason, clock::now());
+            call.reject(reason, time.now());
             (None, None, None)
         }
     };
@@ -372,6 +374,7 @@ async fn handle_call(
         &Answering {
             metrics: &metrics,
             invited_at,
+            time,
         },
         &mut journal,
     )
@@ -396,6 +399,8 @@ async fn handle_call(
 struct Answering<'a> {
     metrics: &'a Metrics,
     invited_at: Instant,
+    /// The call's clock, for the machine's `now`.
+    time: SessionClock,
 }
 
 /// Where a gateway's call is recorded, and under what.
@@ -452,12 +457,13 @@ async fn drive(
     answering: &Answering<'_>,
     journal: &mut Journal<'_>,
 ) -> Option<GatewayOutcome> {
+    let time = answering.time;
     let mut outcome = None;
     let mut writable = true;
     let mut answered_at = None;
     let mut shutting_down = *shutdown.borrow();
     if shutting_down {
-        call.shut_down(clock::now());
+        call.shut_down(time.now());
     }
     loop {
         // The call is on record as answered before the caller hears of the answer, so that
@@ -480,7 +486,7 @@ async fn drive(
                 )
             {
                 writable = false;
-                call.connection_lost(clock::now());
+                call.connection_lost(time.now());
             }
         }
         while let Some(event) = call.poll_event() {
@@ -496,19 +502,19 @@ async fn drive(
         if call.is_done() {
             return outcome;
         }
-        let deadline = call.poll_timeout().map(instant_of);
+        let deadline = call.poll_timeout().map(|at| time.instant_of(at));
         tokio::select! {
             frame = frames.recv() => match frame {
-                Some(Ok(frame)) => call.handle_frame(frame, clock::now()),
+                Some(Ok(frame)) => call.handle_frame(frame, time.now()),
                 Some(Err(e)) => {
                     tracing::info!(error = %e, "call stream failed");
                     answering.metrics.call_stream_error(e.label());
-                    call.connection_lost(clock::now());
+                    call.connection_lost(time.now());
                 }
-                None => call.connection_lost(clock::now()),
+                None => call.connection_lost(time.now()),
             },
             event = leg_events.recv() => {
-                let now = clock::now();
+                let now = time.now();
                 match event {
                     Some(LegEvent::SessionProgress { sdp_answer }) => {
                         call.session_progress(sdp_answer, now);
@@ -526,11 +532,11 @@ async fn drive(
                     Some(LegEvent::HungUp) | None => call.far_end_hung_up(now),
                 }
             }
-            () = sleep_until(deadline) => call.handle_timeout(clock::now()),
+            () = sleep_until(deadline) => call.handle_timeout(time.now()),
             changed = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;
                 if changed.is_err() || *shutdown.borrow() {
-                    call.shut_down(clock::now());
+                    call.shut_down(time.now());
                 }
             }
         }

@@ -14,7 +14,8 @@ use interlink_protocol::Timestamp;
 
 use crate::clock;
 
-/// The monotonic instant at which a call's state machine wants its deadline handled.
+/// The monotonic instant at which the wall clock will read `deadline` (a signed expiry,
+/// say), as it reads now. A call's own deadlines use its [`clock::SessionClock`].
 pub(crate) fn instant_of(deadline: Timestamp) -> tokio::time::Instant {
     tokio::time::Instant::now() + deadline.since(clock::now())
 }
