@@ -25,6 +25,7 @@ use crate::calls::caller::{
     ExternalMedia, Progress, ReceiptSummary,
 };
 use crate::clock;
+use crate::lock::LockExt;
 
 /// Ended calls kept for a late look at how they ended.
 const RECENT_CALLS: usize = 32;
@@ -442,8 +443,7 @@ impl Calls {
         // Every change to the maps is a single insert or remove.
         self.inner
             .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .locked()
     }
 
     /// Whether another call may start now.
@@ -534,8 +534,7 @@ impl Calls {
         )));
         *entry
             .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+            .locked() = Some(task);
         Ok(entry)
     }
 
@@ -562,8 +561,7 @@ impl Calls {
             .filter_map(|entry| {
                 entry
                     .task
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .locked()
                     .take()
             })
             .collect();

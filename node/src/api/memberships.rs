@@ -23,6 +23,7 @@ use super::calls::GatewayRef;
 use super::events::{self, EventLog, LoggedEvent};
 use crate::clock;
 use crate::conference::participant::{Membership, MembershipEnd};
+use crate::lock::LockExt;
 
 /// Ended memberships kept for a late look at how they ended.
 const RECENT_MEMBERSHIPS: usize = 32;
@@ -250,8 +251,7 @@ impl Memberships {
         // Every change is a single push, remove or count.
         self.inner
             .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .locked()
     }
 
     /// Holds a place for a join, if the node is in fewer rooms than it may be.
@@ -309,8 +309,7 @@ impl Memberships {
         let task = tokio::spawn(drive(self.clone(), Arc::clone(&entry), membership));
         *entry
             .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+            .locked() = Some(task);
         entry
     }
 
@@ -352,8 +351,7 @@ impl Memberships {
             .filter_map(|entry| {
                 entry
                     .task
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .locked()
                     .take()
             })
             .collect();

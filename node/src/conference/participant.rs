@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::conference::wire::{self, CONFERENCE_PROTOCOL, FrameWriter, Frames};
+use crate::lock::LockExt;
 use crate::network::Client;
 
 /// How long the bridge may take to admit (dialling and its media set-up included).
@@ -280,9 +281,7 @@ impl OfferedParticipant {
 
 impl ToneParticipant {
     fn book(&self) -> MutexGuard<'_, Book> {
-        self.book
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.book.locked()
     }
 
     /// Sends `tone` from now on (silence if `None`).
@@ -378,7 +377,7 @@ async fn run(
                     if leg.send(&packet).await.is_err() {
                         break;
                     }
-                    book.lock().unwrap_or_else(std::sync::PoisonError::into_inner).packets_sent += 1;
+                    book.locked().packets_sent += 1;
                 }
                 packet = leg.recv() => match packet {
                     Some(packet) if packet.payload.len() == FRAME_SAMPLES => {
@@ -386,7 +385,7 @@ async fn run(
                         for (sample, &byte) in frame.iter_mut().zip(packet.payload.iter()) {
                             *sample = ulaw_decode(byte);
                         }
-                        let mut book = book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let mut book = book.locked();
                         book.packets_received += 1;
                         if book.heard.len() == HEARD_FRAMES {
                             book.heard.pop_front();
