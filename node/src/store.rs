@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use interlink_protocol::call::UsageReceipt;
 use interlink_protocol::ranking::{CallHistory, History};
 use interlink_protocol::{ProviderId, Timestamp};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use serde::Serialize;
 
 use crate::identity;
@@ -210,6 +210,92 @@ pub struct CallRow {
     pub receipt: String,
 }
 
+/// A table of signed receipts (calls' or rooms'): keyed by (`key`, `role`), with the
+/// receipt's own figures, then `dispute`, `signed_bytes` and `stored_at_ms`.
+pub(crate) struct ReceiptTable {
+    pub name: &'static str,
+    /// The column that names the call or room.
+    pub key: &'static str,
+    /// The receipt's own columns, between `status` and `dispute`.
+    pub figures: &'static [&'static str],
+}
+
+/// The call receipts.
+const CALL_RECEIPTS: ReceiptTable = ReceiptTable {
+    name: "receipts",
+    key: "call_id",
+    figures: &[
+        "gateway",
+        "caller",
+        "destination",
+        "prefix",
+        "offer_seq",
+        "currency",
+        "per_minute",
+        "setup_fee",
+        "billing_increment_secs",
+        "answered_at_ms",
+        "ended_at_ms",
+        "billed_seconds",
+        "amount_minor",
+    ],
+};
+
+/// What every receipt row holds besides its figures.
+pub(crate) struct ReceiptHead {
+    /// The call or room id.
+    pub key: String,
+    pub role: &'static str,
+    pub status: ReceiptStatus,
+    pub dispute: Option<String>,
+    /// Settled (both signatures) or the provider's alone.
+    pub signed_bytes: Vec<u8>,
+    pub stored_at: Timestamp,
+}
+
+impl ReceiptTable {
+    /// Stores a receipt in one statement (so one durable transaction): a new one is
+    /// inserted; one stored before takes the new status, dispute and bytes unless it is
+    /// settled, so that saving twice keeps the furthest status. `figures` are the values
+    /// of [`ReceiptTable::figures`], in order.
+    pub(crate) fn upsert(
+        &self,
+        connection: &Connection,
+        head: ReceiptHead,
+        figures: &[&dyn ToSql],
+    ) -> Result<(), StoreError> {
+        debug_assert_eq!(figures.len(), self.figures.len());
+        let key = head.key;
+        let status = head.status.as_str();
+        let stored_at = to_i64(head.stored_at.0);
+        let mut values: Vec<&dyn ToSql> = vec![&key, &head.role, &status];
+        values.extend_from_slice(figures);
+        values.extend_from_slice(&[&head.dispute, &head.signed_bytes, &stored_at]);
+        connection.execute(&self.upsert_sql(), values.as_slice())?;
+        Ok(())
+    }
+
+    fn upsert_sql(&self) -> String {
+        let ReceiptTable { name, key, figures } = self;
+        let columns: Vec<&str> = [*key, "role", "status"]
+            .iter()
+            .chain(figures.iter())
+            .chain(["dispute", "signed_bytes", "stored_at_ms"].iter())
+            .copied()
+            .collect();
+        let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+        format!(
+            "INSERT INTO {name} ({}) VALUES ({})
+             ON CONFLICT ({key}, role) DO UPDATE SET
+                status = excluded.status, dispute = excluded.dispute,
+                signed_bytes = excluded.signed_bytes, stored_at_ms = excluded.stored_at_ms
+             WHERE {name}.status != 'settled'",
+            columns.join(", "),
+            placeholders.join(", "),
+        )
+    }
+}
+
 /// The node's database. Clones share one connection.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -307,22 +393,19 @@ impl Store {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let r = receipt.clone();
-        let bytes = signed_bytes.to_vec();
+        let head = ReceiptHead {
+            key: r.call_id.to_string(),
+            role: role.as_str(),
+            status,
+            dispute,
+            signed_bytes: signed_bytes.to_vec(),
+            stored_at: now,
+        };
         self.with(move |connection| {
-            let transaction = connection.transaction()?;
-            transaction.execute(
-                "INSERT INTO receipts (call_id, role, status, gateway, caller, destination, prefix, offer_seq,
-                    currency, per_minute, setup_fee, billing_increment_secs, answered_at_ms, ended_at_ms,
-                    billed_seconds, amount_minor, dispute, signed_bytes, stored_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
-                 ON CONFLICT (call_id, role) DO UPDATE SET
-                    status = excluded.status, dispute = excluded.dispute,
-                    signed_bytes = excluded.signed_bytes, stored_at_ms = excluded.stored_at_ms
-                 WHERE receipts.status != 'settled'",
+            CALL_RECEIPTS.upsert(
+                connection,
+                head,
                 params![
-                    r.call_id.to_string(),
-                    role.as_str(),
-                    status.as_str(),
                     peer_or_key(&r.offer.provider),
                     peer_or_key(&r.caller),
                     r.destination.to_string(),
@@ -336,13 +419,8 @@ impl Store {
                     to_i64(r.ended_at.0),
                     to_i64(r.billed_seconds),
                     to_i64(r.amount.minor_units),
-                    dispute,
-                    bytes,
-                    to_i64(now.0),
                 ],
-            )?;
-            transaction.commit()?;
-            Ok(())
+            )
         })
         .await
     }
@@ -742,6 +820,49 @@ mod tests {
             ),
             (1, "settled", "62")
         );
+    }
+
+    #[test]
+    fn every_receipt_table_takes_its_upsert() {
+        let connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch(SCHEMA).unwrap();
+        for table in [&CALL_RECEIPTS, &crate::conference::store::ROOM_RECEIPTS] {
+            let sql = table.upsert_sql();
+            // Prepared: every column exists, and there is a placeholder for each.
+            let statement = connection.prepare(&sql).unwrap();
+            assert_eq!(statement.parameter_count(), table.figures.len() + 6);
+            assert!(sql.ends_with(&format!("WHERE {}.status != 'settled'", table.name)));
+        }
+    }
+
+    #[test]
+    fn a_settled_room_receipt_is_not_downgraded() {
+        let connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch(SCHEMA).unwrap();
+        let table = &crate::conference::store::ROOM_RECEIPTS;
+        let save = |status, bytes: &[u8]| {
+            let head = ReceiptHead {
+                key: "room".into(),
+                role: "bridge",
+                status,
+                dispute: None,
+                signed_bytes: bytes.to_vec(),
+                stored_at: Timestamp(1),
+            };
+            let figures = params!["b", "o", 1, "GBP", 10, 2, 60, 0, 60_000, 2, 120, 14];
+            table.upsert(&connection, head, figures).unwrap();
+        };
+        save(ReceiptStatus::Unacknowledged, b"a");
+        save(ReceiptStatus::Settled, b"b");
+        save(ReceiptStatus::Disputed, b"c");
+        let (status, bytes): (String, Vec<u8>) = connection
+            .query_row(
+                "SELECT status, signed_bytes FROM room_receipts",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((status.as_str(), bytes.as_slice()), ("settled", &b"b"[..]));
     }
 
     #[test]
