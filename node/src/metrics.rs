@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 pub use crate::store::Role;
+use crate::store::ReceiptStatus;
 
 /// `[metrics]`: the Prometheus endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -193,13 +194,6 @@ impl std::fmt::Debug for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
-    }
-}
-
-fn role_label(role: Role) -> &'static str {
-    match role {
-        Role::Caller => "caller",
-        Role::Gateway => "gateway",
     }
 }
 
@@ -416,7 +410,7 @@ impl Metrics {
         }
         for role in [Role::Caller, Role::Gateway] {
             let _ = calls_active.get_or_create(&RoleLabel {
-                role: role_label(role),
+                role: role.as_str(),
             });
         }
         Metrics {
@@ -549,7 +543,7 @@ impl Metrics {
         self.inner
             .calls
             .get_or_create(&RoleOutcomeLabels {
-                role: role_label(role),
+                role: role.as_str(),
                 outcome,
             })
             .inc();
@@ -563,7 +557,7 @@ impl Metrics {
         self.inner
             .call_setup_seconds
             .get_or_create(&StageLabels {
-                role: role_label(role),
+                role: role.as_str(),
                 stage,
             })
             .observe(took.as_secs_f64());
@@ -572,7 +566,7 @@ impl Metrics {
     /// Counts a call as active until the returned guard is dropped.
     pub(crate) fn call_started(&self, role: Role) -> ActiveCall {
         let gauge = self.inner.calls_active.get_or_create_owned(&RoleLabel {
-            role: role_label(role),
+            role: role.as_str(),
         });
         gauge.inc();
         ActiveCall { gauge }
@@ -655,17 +649,17 @@ impl Metrics {
         self.inner
             .calls_not_charged
             .get_or_create(&RoleLabel {
-                role: role_label(role),
+                role: role.as_str(),
             })
             .inc();
     }
 
-    pub(crate) fn receipt_written(&self, role: Role, status: &'static str) {
+    pub(crate) fn receipt_written(&self, role: Role, status: ReceiptStatus) {
         self.inner
             .receipts_written
             .get_or_create(&ReceiptLabels {
-                role: role_label(role),
-                status,
+                role: role.as_str(),
+                status: status.as_str(),
             })
             .inc();
     }
@@ -759,7 +753,7 @@ mod tests {
     fn a_new_registry_encodes_every_family_and_records_what_it_is_told() {
         let metrics = Metrics::new();
         metrics.call_over(Role::Gateway, "settled");
-        metrics.receipt_written(Role::Caller, "settled");
+        metrics.receipt_written(Role::Caller, ReceiptStatus::Settled);
         metrics.limit_refusal("dht_requests");
         metrics.limit_refusal("dht_requests");
         {

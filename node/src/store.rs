@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use interlink_protocol::call::UsageReceipt;
+use interlink_protocol::call::{Party, UsageReceipt};
 use interlink_protocol::ranking::{CallHistory, History};
 use interlink_protocol::{ProviderId, Timestamp};
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
@@ -126,26 +126,83 @@ pub enum StoreError {
     Task(String),
 }
 
+/// The text of each variant of a unit enum, as SQLite stores it and JSON and CSV show it,
+/// with the conversions at those edges: `as_str`, `Display`, `Serialize`, `ToSql`,
+/// `FromSql`, and a comparison with text.
+macro_rules! stored_as_text {
+    ($type:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $type {
+            /// Its text, as stored and shown.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($type::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $type {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl rusqlite::types::ToSql for $type {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $type {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                match value.as_str()? {
+                    $($text => Ok($type::$variant),)+
+                    other => Err(rusqlite::types::FromSqlError::Other(
+                        format!("{other:?} is not a {}", stringify!($type)).into(),
+                    )),
+                }
+            }
+        }
+    };
+}
+pub(crate) use stored_as_text;
+
 /// Which side of the call this node was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Caller,
     Gateway,
 }
 
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Caller => "caller",
-            Role::Gateway => "gateway",
+stored_as_text!(Role {
+    Caller => "caller",
+    Gateway => "gateway",
+});
+
+impl From<Party> for Role {
+    fn from(party: Party) -> Role {
+        match party {
+            Party::Caller => Role::Caller,
+            Party::Gateway => Role::Gateway,
         }
     }
 }
 
 /// How far a receipt got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReceiptStatus {
     /// Signed by the gateway and countersigned by the caller.
     Settled,
@@ -155,22 +212,18 @@ pub enum ReceiptStatus {
     Disputed,
 }
 
-impl ReceiptStatus {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ReceiptStatus::Settled => "settled",
-            ReceiptStatus::Unacknowledged => "unacknowledged",
-            ReceiptStatus::Disputed => "disputed",
-        }
-    }
-}
+stored_as_text!(ReceiptStatus {
+    Settled => "settled",
+    Unacknowledged => "unacknowledged",
+    Disputed => "disputed",
+});
 
 /// A stored receipt, as listed and exported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReceiptRow {
     pub call_id: String,
-    pub role: String,
-    pub status: String,
+    pub role: Role,
+    pub status: ReceiptStatus,
     /// The gateway's peer id.
     pub gateway: String,
     /// The caller's peer id.
@@ -197,7 +250,7 @@ pub struct ReceiptRow {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CallRow {
     pub call_id: String,
-    pub role: String,
+    pub role: Role,
     /// The other side's peer id.
     pub peer: String,
     pub destination: String,
@@ -820,6 +873,38 @@ mod tests {
             ),
             (1, "settled", "62")
         );
+    }
+
+    #[test]
+    fn statuses_and_roles_keep_their_text_in_json_and_sqlite() {
+        use crate::conference::store::RoomRole;
+        let connection = Connection::open_in_memory().unwrap();
+        fn check<T>(connection: &Connection, value: T, text: &str)
+        where
+            T: rusqlite::types::FromSql + ToSql + Serialize + PartialEq + std::fmt::Debug,
+        {
+            assert_eq!(serde_json::to_value(&value).unwrap(), text);
+            let stored: String = connection
+                .query_row("SELECT ?1", [&value], |row| row.get(0))
+                .unwrap();
+            assert_eq!(stored, text);
+            let back: T = connection
+                .query_row("SELECT ?1", [text], |row| row.get(0))
+                .unwrap();
+            assert_eq!(back, value);
+        }
+        check(&connection, ReceiptStatus::Settled, "settled");
+        check(&connection, ReceiptStatus::Unacknowledged, "unacknowledged");
+        check(&connection, ReceiptStatus::Disputed, "disputed");
+        check(&connection, Role::Caller, "caller");
+        check(&connection, Role::Gateway, "gateway");
+        check(&connection, RoomRole::Organiser, "organiser");
+        check(&connection, RoomRole::Bridge, "bridge");
+        let unknown =
+            connection.query_row("SELECT 'lost'", [], |row| row.get::<_, ReceiptStatus>(0));
+        assert!(unknown.is_err());
+        assert_eq!(Role::from(Party::Gateway), Role::Gateway);
+        assert!(ReceiptStatus::Settled == "settled");
     }
 
     #[test]

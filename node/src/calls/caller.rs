@@ -820,7 +820,7 @@ async fn finish(
                     now,
                 )
                 .await?;
-            metrics.receipt_written(Role::Caller, "settled");
+            metrics.receipt_written(Role::Caller, ReceiptStatus::Settled);
             let r = settled.receipt();
             if r.without_media.is_some() {
                 metrics.call_not_charged(Role::Caller);
@@ -848,7 +848,7 @@ async fn finish(
                         now,
                     )
                     .await?;
-                metrics.receipt_written(Role::Caller, "disputed");
+                metrics.receipt_written(Role::Caller, ReceiptStatus::Disputed);
             }
             ReceiptSummary {
                 status: "disputed".into(),

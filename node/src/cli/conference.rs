@@ -439,8 +439,8 @@ async fn list(args: ListArgs) -> Result<(), Failure> {
         table.add_row(vec![
             Cell::new(humantime::format_rfc3339_seconds(opened)),
             Cell::new(row.room_id.get(..8).unwrap_or(&row.room_id)),
-            Cell::new(&row.role),
-            Cell::new(&row.status),
+            Cell::new(row.role),
+            Cell::new(row.status),
             Cell::new(short_peer_id(&row.bridge)),
             Cell::new(short_peer_id(&row.organiser)),
             Cell::new(row.attendances).set_alignment(CellAlignment::Right),

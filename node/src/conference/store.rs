@@ -7,7 +7,8 @@ use rusqlite::params;
 use serde::Serialize;
 
 use crate::store::{
-    ReceiptHead, ReceiptStatus, ReceiptTable, Store, StoreError, amount_text, peer_or_key, to_i64,
+    ReceiptHead, ReceiptStatus, ReceiptTable, Store, StoreError, amount_text, peer_or_key,
+    stored_as_text, to_i64,
 };
 
 /// The room receipts.
@@ -31,28 +32,23 @@ pub(crate) const ROOM_RECEIPTS: ReceiptTable = ReceiptTable {
 };
 
 /// Which side of the room this node was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoomRole {
     Organiser,
     Bridge,
 }
 
-impl RoomRole {
-    fn as_str(self) -> &'static str {
-        match self {
-            RoomRole::Organiser => "organiser",
-            RoomRole::Bridge => "bridge",
-        }
-    }
-}
+stored_as_text!(RoomRole {
+    Organiser => "organiser",
+    Bridge => "bridge",
+});
 
 /// A stored room receipt, as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RoomReceiptRow {
     pub room_id: String,
-    pub role: String,
-    pub status: String,
+    pub role: RoomRole,
+    pub status: ReceiptStatus,
     pub bridge: String,
     pub organiser: String,
     pub currency: String,
