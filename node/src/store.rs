@@ -123,7 +123,10 @@ pub enum StoreError {
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("the database task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
+    /// A panic while the connection was in use: the store refuses to go on with it.
+    #[error("the database task failed: poisoned lock: another task failed inside")]
+    Poisoned,
 }
 
 /// The text of each variant of a unit enum, as SQLite stores it and JSON and CSV show it,
@@ -424,13 +427,11 @@ impl Store {
     ) -> Result<T, StoreError> {
         let connection = Arc::clone(&self.connection);
         tokio::task::spawn_blocking(move || {
-            let mut connection = connection
-                .lock()
-                .map_err(|e| StoreError::Task(e.to_string()))?;
+            let mut connection = connection.lock().map_err(|_| StoreError::Poisoned)?;
             work(&mut connection)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(StoreError::Task)?
     }
 
     /// Stores a receipt in one durable transaction. `signed_bytes` are the settled bytes,

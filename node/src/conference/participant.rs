@@ -130,7 +130,7 @@ pub enum MembershipEnd {
 #[non_exhaustive]
 pub enum JoinError {
     #[error("cannot reach the bridge: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the bridge refused: {0}")]
     Refused(RefusalReason),
     #[error("the bridge did not answer in time")]
@@ -187,7 +187,7 @@ pub async fn join(
         let stream = client
             .open_stream(bridge, addresses.clone(), CONFERENCE_PROTOCOL)
             .await
-            .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+            .map_err(|e| JoinError::Unreachable(e.into()))?;
         let (mut writer, mut frames) = wire::split(stream);
         writer
             .send(&ConferenceFrame::Join {
@@ -195,7 +195,7 @@ pub async fn join(
                 sdp_offer: sdp_offer.clone(),
             })
             .await
-            .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+            .map_err(|e| JoinError::Unreachable(e.into()))?;
         match frames.recv().await {
             Some(Ok(ConferenceFrame::Joined { sdp_answer })) => {
                 Ok((sdp_answer, Membership { writer, frames }))
@@ -205,9 +205,9 @@ pub async fn join(
                 "{} in answer to Join",
                 other.name()
             ))),
-            Some(Err(e)) => Err(JoinError::Unreachable(format!(
-                "before the bridge answered: {e}"
-            ))),
+            Some(Err(e)) => Err(JoinError::Unreachable(
+                format!("before the bridge answered: {e}").into(),
+            )),
             None => Err(JoinError::Unreachable(
                 "the stream closed before the bridge answered".into(),
             )),
