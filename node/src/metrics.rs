@@ -24,7 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 pub use crate::store::Role;
-use crate::store::ReceiptStatus;
+use crate::store::{ReceiptStatus, StoreError};
 
 /// `[metrics]`: the Prometheus endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -141,6 +141,11 @@ struct ErrorLabel {
     error: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 struct Inner {
@@ -165,6 +170,7 @@ struct Inner {
     receipts_written: Family<ReceiptLabels, Counter>,
     calls_not_charged: Family<RoleLabel, Counter>,
     call_stream_errors: Family<ErrorLabel, Counter>,
+    store_errors: Family<OperationLabel, Counter>,
     index_offers: Gauge,
     index_bytes: Gauge,
     index_requests: Family<KindLabel, Counter>,
@@ -330,6 +336,14 @@ impl Metrics {
              frames, invalid invites, streams that did not open with one",
             call_stream_errors.clone(),
         );
+        let store_errors = Family::default();
+        r.register(
+            "store_errors",
+            "Reads and writes of the node's database that failed and that the node carried \
+             on without (the call history for ranking, a failed attempt, a disputed room \
+             receipt), by operation",
+            store_errors.clone(),
+        );
         let index_offers = Gauge::default();
         r.register(
             "index_offers",
@@ -436,6 +450,7 @@ impl Metrics {
                 receipts_written,
                 calls_not_charged,
                 call_stream_errors,
+                store_errors,
                 index_offers,
                 index_bytes,
                 index_requests,
@@ -577,6 +592,23 @@ impl Metrics {
             .call_stream_errors
             .get_or_create(&ErrorLabel { error })
             .inc();
+    }
+
+    /// `result`'s value; if the database failed, logs and counts the failure and goes on
+    /// with the default (an empty history, nothing recorded).
+    pub fn store_result_or_default<T: Default>(
+        &self,
+        operation: &'static str,
+        result: Result<T, StoreError>,
+    ) -> T {
+        result.unwrap_or_else(|error| {
+            tracing::warn!(operation, %error, "the database failed; carrying on without it");
+            self.inner
+                .store_errors
+                .get_or_create(&OperationLabel { operation })
+                .inc();
+            T::default()
+        })
     }
 
     pub(crate) fn set_index(&self, offers: usize, bytes: usize) {
@@ -765,11 +797,15 @@ mod tests {
             );
         }
         metrics.call_setup(Role::Caller, "invite_to_answer", Duration::from_millis(3));
+        let failed: Result<u32, StoreError> = Err(StoreError::Poisoned);
+        assert_eq!(metrics.store_result_or_default("history", failed), 0);
+        assert_eq!(metrics.store_result_or_default("history", Ok(7)), 7);
         let text = metrics.encode();
         for line in [
             "interlink_calls_total{role=\"gateway\",outcome=\"settled\"} 1",
             "interlink_receipts_written_total{role=\"caller\",status=\"settled\"} 1",
             "interlink_limit_refusals_total{limit=\"dht_requests\"} 2",
+            "interlink_store_errors_total{operation=\"history\"} 1",
             "interlink_calls_active{role=\"caller\"} 0",
             "interlink_call_setup_seconds_bucket{le=\"0.005\",role=\"caller\",stage=\"invite_to_answer\"} 1",
             "# TYPE libp2p_swarm_dial_attempt counter",

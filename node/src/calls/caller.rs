@@ -317,7 +317,10 @@ pub async fn plan_found(
     found: &Discovery,
     started: Instant,
 ) -> Result<CallPlan, CallError> {
-    let history = context.store.history().await.unwrap_or_default();
+    let history = context
+        .client
+        .metrics()
+        .store_result_or_default("history", context.store.history().await);
     let ranking = ranking::rank(
         &found.offers,
         &options.destination,
@@ -473,7 +476,7 @@ async fn try_candidates(
                 return Err(CallError::Cancelled { attempts });
             }
             let reason = describe(&failure);
-            let _ = context
+            let recorded = context
                 .store
                 .record_attempt(
                     call_id.to_string(),
@@ -483,6 +486,10 @@ async fn try_candidates(
                     clock::now(),
                 )
                 .await;
+            context
+                .client
+                .metrics()
+                .store_result_or_default("record_attempt", recorded);
             // A stream the gateway never read (its connection closed, or the gateway's
             // stream acceptor was full under a burst of streams and dropped it): once more.
             if unheard && !invited_again {

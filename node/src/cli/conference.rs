@@ -188,7 +188,9 @@ async fn hold_room(
     let (offers, measurements) = discover_bridges(node.client(), args.region, true)
         .await
         .map_err(|e| Failure::new(EXIT_UNREACHABLE, e))?;
-    let history = node.store().history().await.unwrap_or_default();
+    let history = node
+        .metrics()
+        .store_result_or_default("history", node.store().history().await);
     let ranking = rank_conferences(&offers, args.size, &measurements, &history, &policy);
     for (offer, reason) in &ranking.excluded {
         say(

@@ -299,7 +299,7 @@ async fn follow(
             .send(&ConferenceFrame::ReceiptRefused(dispute.clone()))
             .await;
         writer.close().await;
-        let _ = store
+        let saved = store
             .save_room_receipt(
                 RoomRole::Organiser,
                 ReceiptStatus::Disputed,
@@ -309,6 +309,10 @@ async fn follow(
                 clock::now(),
             )
             .await;
+        context
+            .client
+            .metrics()
+            .store_result_or_default("save_room_receipt", saved);
         return Err(OrganiserError::Disputed(dispute));
     }
     let settled = signed.countersign(&context.key)?;
