@@ -9,7 +9,7 @@
 //! ended. A call whose page closed every event stream and did not come back within the
 //! orphan deadline is hung up: nobody would be there to press the button.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use interlink_protocol::offer::Tariff;
@@ -205,6 +205,9 @@ impl LoggedEvent for CallEvent {
 pub struct CallEntry {
     id: String,
     started: Instant,
+    /// When it was answered, on the monotonic clock: the cost so far counts from it, so
+    /// that a step of the wall clock does not change it.
+    answered: OnceLock<Instant>,
     view: watch::Sender<CallView>,
     log: Arc<EventLog<CallEvent>>,
     hang_up: watch::Sender<bool>,
@@ -222,10 +225,9 @@ impl CallEntry {
     pub fn view(&self) -> CallView {
         let mut view = self.view.borrow().clone();
         if view.state == CallState::Active
-            && let (Some(tariff), Some(answered)) = (&view.tariff, view.answered_at_ms)
+            && let (Some(tariff), Some(answered)) = (&view.tariff, self.answered.get())
         {
-            let elapsed = Duration::from_millis(clock::unix_millis().saturating_sub(answered));
-            view.cost_so_far = running_cost(tariff, elapsed);
+            view.cost_so_far = running_cost(tariff, answered.elapsed());
         }
         view
     }
@@ -301,6 +303,7 @@ impl CallEntry {
                 sdp_answer,
                 ..
             } => {
+                let _ = self.answered.set(Instant::now());
                 self.view.send_modify(|v| {
                     v.state = CallState::Answered;
                     v.answered_at_ms = Some(clock::unix_millis());
@@ -465,6 +468,7 @@ impl Calls {
         let entry = Arc::new(CallEntry {
             id: id.clone(),
             started,
+            answered: OnceLock::new(),
             view: watch::Sender::new(CallView {
                 call_id: id,
                 destination: options.destination.to_string(),
