@@ -29,8 +29,13 @@ pub enum IdentityError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a libp2p ed25519 key: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    #[error("{path} is not a libp2p ed25519 key: {source}")]
+    Invalid {
+        path: PathBuf,
+        source: libp2p::identity::DecodingError,
+    },
+    #[error("{0} is not a libp2p ed25519 key: not an ed25519 key")]
+    NotEd25519(PathBuf),
 }
 
 /// Creates a new key in `dir`, readable by its owner only. Never overwrites a key.
@@ -44,9 +49,9 @@ pub fn create(dir: &Path) -> Result<Keypair, IdentityError> {
     let keypair = Keypair::generate_ed25519();
     let encoded = keypair
         .to_protobuf_encoding()
-        .map_err(|e| IdentityError::Invalid {
+        .map_err(|source| IdentityError::Invalid {
             path: path.clone(),
-            reason: e.to_string(),
+            source,
         })?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -78,15 +83,13 @@ pub fn load(dir: &Path) -> Result<Keypair, IdentityError> {
     {
         tracing::warn!(path = %path.display(), "identity key is readable by others; chmod 600 it");
     }
-    let keypair = Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Invalid {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    let keypair =
+        Keypair::from_protobuf_encoding(&bytes).map_err(|source| IdentityError::Invalid {
+            path: path.clone(),
+            source,
+        })?;
     if keypair.clone().try_into_ed25519().is_err() {
-        return Err(IdentityError::Invalid {
-            path,
-            reason: "not an ed25519 key".into(),
-        });
+        return Err(IdentityError::NotEd25519(path));
     }
     Ok(keypair)
 }
@@ -156,5 +159,14 @@ mod tests {
             load(dir.path()),
             Err(IdentityError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn a_garbled_key_keeps_why_it_could_not_be_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(IDENTITY_FILE), b"garbage").unwrap();
+        let error = load(dir.path()).unwrap_err();
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert!(source.is_some_and(|why| error.to_string().ends_with(&why)));
     }
 }

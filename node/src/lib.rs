@@ -17,6 +17,7 @@
 //! - [`listing`]: the ranked gateways as a table or JSON.
 //! - [`api`]: the HTTP API and web page on loopback, from which the node's user calls.
 //! - [`metrics`]: what the node does, for Prometheus; [`limits`]: what one peer may ask.
+//! - [`lock`]: the one way a mutex is taken, whatever panicked while it was held.
 
 pub mod api;
 pub mod calls;
@@ -29,6 +30,7 @@ pub mod identity;
 pub mod limits;
 pub mod listing;
 pub mod local_network;
+pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod network;

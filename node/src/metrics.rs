@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 pub use crate::store::Role;
+use crate::store::{ReceiptStatus, StoreError};
 
 /// `[metrics]`: the Prometheus endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -140,6 +141,11 @@ struct ErrorLabel {
     error: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 struct Inner {
@@ -164,6 +170,7 @@ struct Inner {
     receipts_written: Family<ReceiptLabels, Counter>,
     calls_not_charged: Family<RoleLabel, Counter>,
     call_stream_errors: Family<ErrorLabel, Counter>,
+    store_errors: Family<OperationLabel, Counter>,
     index_offers: Gauge,
     index_bytes: Gauge,
     index_requests: Family<KindLabel, Counter>,
@@ -193,13 +200,6 @@ impl std::fmt::Debug for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
-    }
-}
-
-fn role_label(role: Role) -> &'static str {
-    match role {
-        Role::Caller => "caller",
-        Role::Gateway => "gateway",
     }
 }
 
@@ -336,6 +336,14 @@ impl Metrics {
              frames, invalid invites, streams that did not open with one",
             call_stream_errors.clone(),
         );
+        let store_errors = Family::default();
+        r.register(
+            "store_errors",
+            "Reads and writes of the node's database that failed and that the node carried \
+             on without (the call history for ranking, a failed attempt, a disputed room \
+             receipt), by operation",
+            store_errors.clone(),
+        );
         let index_offers = Gauge::default();
         r.register(
             "index_offers",
@@ -416,7 +424,7 @@ impl Metrics {
         }
         for role in [Role::Caller, Role::Gateway] {
             let _ = calls_active.get_or_create(&RoleLabel {
-                role: role_label(role),
+                role: role.as_str(),
             });
         }
         Metrics {
@@ -442,6 +450,7 @@ impl Metrics {
                 receipts_written,
                 calls_not_charged,
                 call_stream_errors,
+                store_errors,
                 index_offers,
                 index_bytes,
                 index_requests,
@@ -549,7 +558,7 @@ impl Metrics {
         self.inner
             .calls
             .get_or_create(&RoleOutcomeLabels {
-                role: role_label(role),
+                role: role.as_str(),
                 outcome,
             })
             .inc();
@@ -563,7 +572,7 @@ impl Metrics {
         self.inner
             .call_setup_seconds
             .get_or_create(&StageLabels {
-                role: role_label(role),
+                role: role.as_str(),
                 stage,
             })
             .observe(took.as_secs_f64());
@@ -572,7 +581,7 @@ impl Metrics {
     /// Counts a call as active until the returned guard is dropped.
     pub(crate) fn call_started(&self, role: Role) -> ActiveCall {
         let gauge = self.inner.calls_active.get_or_create_owned(&RoleLabel {
-            role: role_label(role),
+            role: role.as_str(),
         });
         gauge.inc();
         ActiveCall { gauge }
@@ -583,6 +592,23 @@ impl Metrics {
             .call_stream_errors
             .get_or_create(&ErrorLabel { error })
             .inc();
+    }
+
+    /// `result`'s value; if the database failed, logs and counts the failure and goes on
+    /// with the default (an empty history, nothing recorded).
+    pub fn store_result_or_default<T: Default>(
+        &self,
+        operation: &'static str,
+        result: Result<T, StoreError>,
+    ) -> T {
+        result.unwrap_or_else(|error| {
+            tracing::warn!(operation, %error, "the database failed; carrying on without it");
+            self.inner
+                .store_errors
+                .get_or_create(&OperationLabel { operation })
+                .inc();
+            T::default()
+        })
     }
 
     pub(crate) fn set_index(&self, offers: usize, bytes: usize) {
@@ -655,17 +681,17 @@ impl Metrics {
         self.inner
             .calls_not_charged
             .get_or_create(&RoleLabel {
-                role: role_label(role),
+                role: role.as_str(),
             })
             .inc();
     }
 
-    pub(crate) fn receipt_written(&self, role: Role, status: &'static str) {
+    pub(crate) fn receipt_written(&self, role: Role, status: ReceiptStatus) {
         self.inner
             .receipts_written
             .get_or_create(&ReceiptLabels {
-                role: role_label(role),
-                status,
+                role: role.as_str(),
+                status: status.as_str(),
             })
             .inc();
     }
@@ -759,7 +785,7 @@ mod tests {
     fn a_new_registry_encodes_every_family_and_records_what_it_is_told() {
         let metrics = Metrics::new();
         metrics.call_over(Role::Gateway, "settled");
-        metrics.receipt_written(Role::Caller, "settled");
+        metrics.receipt_written(Role::Caller, ReceiptStatus::Settled);
         metrics.limit_refusal("dht_requests");
         metrics.limit_refusal("dht_requests");
         {
@@ -771,11 +797,15 @@ mod tests {
             );
         }
         metrics.call_setup(Role::Caller, "invite_to_answer", Duration::from_millis(3));
+        let failed: Result<u32, StoreError> = Err(StoreError::Poisoned);
+        assert_eq!(metrics.store_result_or_default("history", failed), 0);
+        assert_eq!(metrics.store_result_or_default("history", Ok(7)), 7);
         let text = metrics.encode();
         for line in [
             "interlink_calls_total{role=\"gateway\",outcome=\"settled\"} 1",
             "interlink_receipts_written_total{role=\"caller\",status=\"settled\"} 1",
             "interlink_limit_refusals_total{limit=\"dht_requests\"} 2",
+            "interlink_store_errors_total{operation=\"history\"} 1",
             "interlink_calls_active{role=\"caller\"} 0",
             "interlink_call_setup_seconds_bucket{le=\"0.005\",role=\"caller\",stage=\"invite_to_answer\"} 1",
             "# TYPE libp2p_swarm_dial_attempt counter",

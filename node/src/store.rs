@@ -16,10 +16,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use interlink_protocol::call::UsageReceipt;
+use interlink_protocol::call::{Party, UsageReceipt};
 use interlink_protocol::ranking::{CallHistory, History};
 use interlink_protocol::{ProviderId, Timestamp};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use serde::Serialize;
 
 use crate::identity;
@@ -123,29 +123,89 @@ pub enum StoreError {
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("the database task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
+    /// A panic while the connection was in use: the store refuses to go on with it.
+    #[error("the database task failed: poisoned lock: another task failed inside")]
+    Poisoned,
 }
 
+/// The text of each variant of a unit enum, as SQLite stores it and JSON and CSV show it,
+/// with the conversions at those edges: `as_str`, `Display`, `Serialize`, `ToSql`,
+/// `FromSql`, and a comparison with text.
+macro_rules! stored_as_text {
+    ($type:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $type {
+            /// Its text, as stored and shown.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($type::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $type {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl rusqlite::types::ToSql for $type {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $type {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                match value.as_str()? {
+                    $($text => Ok($type::$variant),)+
+                    other => Err(rusqlite::types::FromSqlError::Other(
+                        format!("{other:?} is not a {}", stringify!($type)).into(),
+                    )),
+                }
+            }
+        }
+    };
+}
+pub(crate) use stored_as_text;
+
 /// Which side of the call this node was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Caller,
     Gateway,
 }
 
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Caller => "caller",
-            Role::Gateway => "gateway",
+stored_as_text!(Role {
+    Caller => "caller",
+    Gateway => "gateway",
+});
+
+impl From<Party> for Role {
+    fn from(party: Party) -> Role {
+        match party {
+            Party::Caller => Role::Caller,
+            Party::Gateway => Role::Gateway,
         }
     }
 }
 
 /// How far a receipt got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReceiptStatus {
     /// Signed by the gateway and countersigned by the caller.
     Settled,
@@ -155,22 +215,18 @@ pub enum ReceiptStatus {
     Disputed,
 }
 
-impl ReceiptStatus {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ReceiptStatus::Settled => "settled",
-            ReceiptStatus::Unacknowledged => "unacknowledged",
-            ReceiptStatus::Disputed => "disputed",
-        }
-    }
-}
+stored_as_text!(ReceiptStatus {
+    Settled => "settled",
+    Unacknowledged => "unacknowledged",
+    Disputed => "disputed",
+});
 
 /// A stored receipt, as listed and exported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReceiptRow {
     pub call_id: String,
-    pub role: String,
-    pub status: String,
+    pub role: Role,
+    pub status: ReceiptStatus,
     /// The gateway's peer id.
     pub gateway: String,
     /// The caller's peer id.
@@ -197,7 +253,7 @@ pub struct ReceiptRow {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CallRow {
     pub call_id: String,
-    pub role: String,
+    pub role: Role,
     /// The other side's peer id.
     pub peer: String,
     pub destination: String,
@@ -208,6 +264,92 @@ pub struct CallRow {
     pub ending: Option<String>,
     /// The status of the receipt this node holds for it, or `none`.
     pub receipt: String,
+}
+
+/// A table of signed receipts (calls' or rooms'): keyed by (`key`, `role`), with the
+/// receipt's own figures, then `dispute`, `signed_bytes` and `stored_at_ms`.
+pub(crate) struct ReceiptTable {
+    pub name: &'static str,
+    /// The column that names the call or room.
+    pub key: &'static str,
+    /// The receipt's own columns, between `status` and `dispute`.
+    pub figures: &'static [&'static str],
+}
+
+/// The call receipts.
+const CALL_RECEIPTS: ReceiptTable = ReceiptTable {
+    name: "receipts",
+    key: "call_id",
+    figures: &[
+        "gateway",
+        "caller",
+        "destination",
+        "prefix",
+        "offer_seq",
+        "currency",
+        "per_minute",
+        "setup_fee",
+        "billing_increment_secs",
+        "answered_at_ms",
+        "ended_at_ms",
+        "billed_seconds",
+        "amount_minor",
+    ],
+};
+
+/// What every receipt row holds besides its figures.
+pub(crate) struct ReceiptHead {
+    /// The call or room id.
+    pub key: String,
+    pub role: &'static str,
+    pub status: ReceiptStatus,
+    pub dispute: Option<String>,
+    /// Settled (both signatures) or the provider's alone.
+    pub signed_bytes: Vec<u8>,
+    pub stored_at: Timestamp,
+}
+
+impl ReceiptTable {
+    /// Stores a receipt in one statement (so one durable transaction): a new one is
+    /// inserted; one stored before takes the new status, dispute and bytes unless it is
+    /// settled, so that saving twice keeps the furthest status. `figures` are the values
+    /// of [`ReceiptTable::figures`], in order.
+    pub(crate) fn upsert(
+        &self,
+        connection: &Connection,
+        head: ReceiptHead,
+        figures: &[&dyn ToSql],
+    ) -> Result<(), StoreError> {
+        debug_assert_eq!(figures.len(), self.figures.len());
+        let key = head.key;
+        let status = head.status.as_str();
+        let stored_at = to_i64(head.stored_at.0);
+        let mut values: Vec<&dyn ToSql> = vec![&key, &head.role, &status];
+        values.extend_from_slice(figures);
+        values.extend_from_slice(&[&head.dispute, &head.signed_bytes, &stored_at]);
+        connection.execute(&self.upsert_sql(), values.as_slice())?;
+        Ok(())
+    }
+
+    fn upsert_sql(&self) -> String {
+        let ReceiptTable { name, key, figures } = self;
+        let columns: Vec<&str> = [*key, "role", "status"]
+            .iter()
+            .chain(figures.iter())
+            .chain(["dispute", "signed_bytes", "stored_at_ms"].iter())
+            .copied()
+            .collect();
+        let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+        format!(
+            "INSERT INTO {name} ({}) VALUES ({})
+             ON CONFLICT ({key}, role) DO UPDATE SET
+                status = excluded.status, dispute = excluded.dispute,
+                signed_bytes = excluded.signed_bytes, stored_at_ms = excluded.stored_at_ms
+             WHERE {name}.status != 'settled'",
+            columns.join(", "),
+            placeholders.join(", "),
+        )
+    }
 }
 
 /// The node's database. Clones share one connection.
@@ -285,13 +427,11 @@ impl Store {
     ) -> Result<T, StoreError> {
         let connection = Arc::clone(&self.connection);
         tokio::task::spawn_blocking(move || {
-            let mut connection = connection
-                .lock()
-                .map_err(|e| StoreError::Task(e.to_string()))?;
+            let mut connection = connection.lock().map_err(|_| StoreError::Poisoned)?;
             work(&mut connection)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(StoreError::Task)?
     }
 
     /// Stores a receipt in one durable transaction. `signed_bytes` are the settled bytes,
@@ -307,22 +447,19 @@ impl Store {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let r = receipt.clone();
-        let bytes = signed_bytes.to_vec();
+        let head = ReceiptHead {
+            key: r.call_id.to_string(),
+            role: role.as_str(),
+            status,
+            dispute,
+            signed_bytes: signed_bytes.to_vec(),
+            stored_at: now,
+        };
         self.with(move |connection| {
-            let transaction = connection.transaction()?;
-            transaction.execute(
-                "INSERT INTO receipts (call_id, role, status, gateway, caller, destination, prefix, offer_seq,
-                    currency, per_minute, setup_fee, billing_increment_secs, answered_at_ms, ended_at_ms,
-                    billed_seconds, amount_minor, dispute, signed_bytes, stored_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
-                 ON CONFLICT (call_id, role) DO UPDATE SET
-                    status = excluded.status, dispute = excluded.dispute,
-                    signed_bytes = excluded.signed_bytes, stored_at_ms = excluded.stored_at_ms
-                 WHERE receipts.status != 'settled'",
+            CALL_RECEIPTS.upsert(
+                connection,
+                head,
                 params![
-                    r.call_id.to_string(),
-                    role.as_str(),
-                    status.as_str(),
                     peer_or_key(&r.offer.provider),
                     peer_or_key(&r.caller),
                     r.destination.to_string(),
@@ -336,13 +473,8 @@ impl Store {
                     to_i64(r.ended_at.0),
                     to_i64(r.billed_seconds),
                     to_i64(r.amount.minor_units),
-                    dispute,
-                    bytes,
-                    to_i64(now.0),
                 ],
-            )?;
-            transaction.commit()?;
-            Ok(())
+            )
         })
         .await
     }
@@ -742,6 +874,81 @@ mod tests {
             ),
             (1, "settled", "62")
         );
+    }
+
+    #[test]
+    fn statuses_and_roles_keep_their_text_in_json_and_sqlite() {
+        use crate::conference::store::RoomRole;
+        let connection = Connection::open_in_memory().unwrap();
+        fn check<T>(connection: &Connection, value: T, text: &str)
+        where
+            T: rusqlite::types::FromSql + ToSql + Serialize + PartialEq + std::fmt::Debug,
+        {
+            assert_eq!(serde_json::to_value(&value).unwrap(), text);
+            let stored: String = connection
+                .query_row("SELECT ?1", [&value], |row| row.get(0))
+                .unwrap();
+            assert_eq!(stored, text);
+            let back: T = connection
+                .query_row("SELECT ?1", [text], |row| row.get(0))
+                .unwrap();
+            assert_eq!(back, value);
+        }
+        check(&connection, ReceiptStatus::Settled, "settled");
+        check(&connection, ReceiptStatus::Unacknowledged, "unacknowledged");
+        check(&connection, ReceiptStatus::Disputed, "disputed");
+        check(&connection, Role::Caller, "caller");
+        check(&connection, Role::Gateway, "gateway");
+        check(&connection, RoomRole::Organiser, "organiser");
+        check(&connection, RoomRole::Bridge, "bridge");
+        let unknown =
+            connection.query_row("SELECT 'lost'", [], |row| row.get::<_, ReceiptStatus>(0));
+        assert!(unknown.is_err());
+        assert_eq!(Role::from(Party::Gateway), Role::Gateway);
+        assert!(ReceiptStatus::Settled == "settled");
+    }
+
+    #[test]
+    fn every_receipt_table_takes_its_upsert() {
+        let connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch(SCHEMA).unwrap();
+        for table in [&CALL_RECEIPTS, &crate::conference::store::ROOM_RECEIPTS] {
+            let sql = table.upsert_sql();
+            // Prepared: every column exists, and there is a placeholder for each.
+            let statement = connection.prepare(&sql).unwrap();
+            assert_eq!(statement.parameter_count(), table.figures.len() + 6);
+            assert!(sql.ends_with(&format!("WHERE {}.status != 'settled'", table.name)));
+        }
+    }
+
+    #[test]
+    fn a_settled_room_receipt_is_not_downgraded() {
+        let connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch(SCHEMA).unwrap();
+        let table = &crate::conference::store::ROOM_RECEIPTS;
+        let save = |status, bytes: &[u8]| {
+            let head = ReceiptHead {
+                key: "room".into(),
+                role: "bridge",
+                status,
+                dispute: None,
+                signed_bytes: bytes.to_vec(),
+                stored_at: Timestamp(1),
+            };
+            let figures = params!["b", "o", 1, "GBP", 10, 2, 60, 0, 60_000, 2, 120, 14];
+            table.upsert(&connection, head, figures).unwrap();
+        };
+        save(ReceiptStatus::Unacknowledged, b"a");
+        save(ReceiptStatus::Settled, b"b");
+        save(ReceiptStatus::Disputed, b"c");
+        let (status, bytes): (String, Vec<u8>) = connection
+            .query_row(
+                "SELECT status, signed_bytes FROM room_receipts",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((status.as_str(), bytes.as_slice()), ("settled", &b"b"[..]));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod world;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use interlink_node::lock::LockExt;
 use interlink_node::node::NodeError;
 
 use crate::load::{CallerLoad, Samples};
@@ -248,9 +249,7 @@ async fn measure(
     let calls = load::take(&samples.calls);
     let discoverable_ms = load::take(&samples.discoverable_ms);
     let visible_ms = load::take(&samples.visible_ms);
-    let count = |counter: &std::sync::Mutex<usize>| {
-        std::mem::take(&mut *counter.lock().unwrap_or_else(|p| p.into_inner()))
-    };
+    let count = |counter: &std::sync::Mutex<usize>| std::mem::take(&mut *counter.locked());
     let never_discovered = count(&samples.never_discovered);
     let never_visible = count(&samples.never_visible);
     let answered_after = holder_answers(world).await;

@@ -15,6 +15,7 @@ use interlink_node::calls::caller::{self, CallOptions, CallerContext};
 use interlink_node::clock;
 use interlink_node::discovery::{self, Discovery, Query};
 use interlink_node::identity;
+use interlink_node::lock::LockExt;
 use interlink_node::network::{CacheUse, Client};
 use interlink_protocol::offer::OfferStatus;
 use interlink_protocol::ranking::{self, History, Measurements, Policy, PolicyKind};
@@ -67,15 +68,12 @@ pub struct CallerLoad {
 const RECENT: usize = 8;
 
 fn push<T>(samples: &Mutex<Vec<T>>, sample: T) {
-    samples
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(sample);
+    samples.locked().push(sample);
 }
 
 /// Takes what was collected.
 pub fn take<T>(samples: &Mutex<Vec<T>>) -> Vec<T> {
-    std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()))
+    std::mem::take(&mut *samples.locked())
 }
 
 /// One caller's load until `end`: lookups (and calls, if asked) at Poisson intervals.
@@ -591,7 +589,7 @@ pub async fn probe(
         }
         tokio::time::sleep(PROBE_INTERVAL).await;
     }
-    *never.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    *never.locked() += 1;
 }
 
 /// A probe of a new gateway's first publication, into the discoverable samples.

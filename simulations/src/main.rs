@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use interlink_node::local_network::LocalTransport;
+use interlink_node::lock::LockExt;
 use interlink_simulations::scenario::{
     DiscoveryChoice, LinkModelChoice, NAMED, Scenario, Security,
 };
@@ -213,7 +214,7 @@ fn plain_progress(last: &Mutex<(Instant, Option<String>)>, prefix: &str, phase: 
         Phase::TearingDown => ("stopping the nodes", String::new()),
     };
     let key = format!("{prefix} {kind}");
-    let mut last = last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut last = last.locked();
     if last.1.as_deref() != Some(key.as_str()) || last.0.elapsed() >= Duration::from_secs(10) {
         eprintln!("{key} {detail}");
         *last = (Instant::now(), Some(key));

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use interlink_node::config::{DhtSection, GatewayPlan};
 use interlink_node::local_network::{caller_spec, local_spec};
+use interlink_node::lock::LockExt;
 use interlink_node::network::Client;
 use interlink_node::node::{Node, NodeError, NodeSpec};
 use interlink_protocol::offer::{ClaimedQuality, Mos, Permille, Route, Tariff};
@@ -64,9 +65,7 @@ pub struct Truth {
 
 impl Truth {
     fn lock(&self) -> MutexGuard<'_, HashMap<ProviderId, GatewayTruth>> {
-        self.gateways
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.gateways.locked()
     }
 
     /// A copy of what is known now.

@@ -9,16 +9,16 @@
 //! ended. A call whose page closed every event stream and did not come back within the
 //! orphan deadline is hung up: nobody would be there to press the button.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use interlink_protocol::offer::Tariff;
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use super::ApiState;
 use super::events::{self, EventLog, LoggedEvent};
+use super::sessions::{self, Served, Session, Sessions};
 
 use crate::calls::caller::{
     self, Attempt, CallError, CallOptions, CallPlan, CallReport, CallerContext, CallerMedia,
@@ -205,11 +205,13 @@ impl LoggedEvent for CallEvent {
 pub struct CallEntry {
     id: String,
     started: Instant,
+    /// When it was answered, on the monotonic clock: the cost so far counts from it, so
+    /// that a step of the wall clock does not change it.
+    answered: OnceLock<Instant>,
     view: watch::Sender<CallView>,
     log: Arc<EventLog<CallEvent>>,
     hang_up: watch::Sender<bool>,
     media_started: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl CallEntry {
@@ -223,10 +225,9 @@ impl CallEntry {
     pub fn view(&self) -> CallView {
         let mut view = self.view.borrow().clone();
         if view.state == CallState::Active
-            && let (Some(tariff), Some(answered)) = (&view.tariff, view.answered_at_ms)
+            && let (Some(tariff), Some(answered)) = (&view.tariff, self.answered.get())
         {
-            let elapsed = Duration::from_millis(clock::unix_millis().saturating_sub(answered));
-            view.cost_so_far = running_cost(tariff, elapsed);
+            view.cost_so_far = running_cost(tariff, answered.elapsed());
         }
         view
     }
@@ -304,6 +305,7 @@ impl CallEntry {
                 sdp_answer,
                 ..
             } => {
+                let _ = self.answered.set(Instant::now());
                 self.view.send_modify(|v| {
                     v.state = CallState::Answered;
                     v.answered_at_ms = Some(clock::unix_millis());
@@ -408,76 +410,50 @@ fn running_cost(tariff: &TariffView, elapsed: Duration) -> Option<String> {
 pub struct TooManyCalls(pub usize);
 
 /// The calls placed through the API.
-#[derive(Clone, Debug)]
-pub struct Calls {
-    inner: Arc<Registry>,
+pub type Calls = Sessions<CallEntry>;
+
+impl Session for CallEntry {
+    type TooMany = TooManyCalls;
+    const RECENT: usize = RECENT_CALLS;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn too_many(taken: usize) -> TooManyCalls {
+        TooManyCalls(taken)
+    }
 }
 
-#[derive(Debug)]
-struct Registry {
-    max_calls: usize,
-    orphan_after: Option<Duration>,
-    entries: Mutex<Entries>,
-}
+impl Served for CallEntry {
+    type View = CallView;
+    type Event = CallEvent;
+    const NOUN: &'static str = "call";
+    const UNKNOWN_CODE: &'static str = "unknown_call";
 
-#[derive(Debug, Default)]
-struct Entries {
-    active: HashMap<String, Arc<CallEntry>>,
-    /// Oldest first.
-    active_order: Vec<String>,
-    recent: VecDeque<Arc<CallEntry>>,
+    fn view(&self) -> CallView {
+        CallEntry::view(self)
+    }
+
+    fn is_ended(&self) -> bool {
+        CallEntry::is_ended(self)
+    }
+
+    fn events(&self) -> &Arc<EventLog<CallEvent>> {
+        CallEntry::events(self)
+    }
+
+    /// Hangs up; `ended` follows once every leg is down.
+    fn end(&self) {
+        self.hang_up();
+    }
+
+    fn registry(state: &ApiState) -> &Calls {
+        &state.calls
+    }
 }
 
 impl Calls {
-    /// At most `max_calls` at once; `orphan_after` hangs up calls whose page went away.
-    pub fn new(max_calls: usize, orphan_after: Option<Duration>) -> Calls {
-        Calls {
-            inner: Arc::new(Registry {
-                max_calls,
-                orphan_after,
-                entries: Mutex::new(Entries::default()),
-            }),
-        }
-    }
-
-    fn entries(&self) -> MutexGuard<'_, Entries> {
-        // Every change to the maps is a single insert or remove.
-        self.inner
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Whether another call may start now.
-    pub fn check_capacity(&self) -> Result<(), TooManyCalls> {
-        let active = self.entries().active.len();
-        if active >= self.inner.max_calls {
-            Err(TooManyCalls(active))
-        } else {
-            Ok(())
-        }
-    }
-
-    /// The active call or recent call `id`.
-    pub fn get(&self, id: &str) -> Option<Arc<CallEntry>> {
-        let entries = self.entries();
-        entries
-            .active
-            .get(id)
-            .cloned()
-            .or_else(|| entries.recent.iter().find(|e| e.id == id).cloned())
-    }
-
-    /// The calls in progress, oldest first.
-    pub fn active(&self) -> Vec<Arc<CallEntry>> {
-        let entries = self.entries();
-        entries
-            .active_order
-            .iter()
-            .filter_map(|id| entries.active.get(id).cloned())
-            .collect()
-    }
-
     /// Starts a call through `plan` with the browser's `sdp_offer`, `started` when the user
     /// asked for it.
     pub fn start(
@@ -488,14 +464,15 @@ impl Calls {
         sdp_offer: String,
         started: Instant,
     ) -> Result<Arc<CallEntry>, TooManyCalls> {
-        let id = interlink_protocol::call::CallId::from_bytes(rand::random()).to_string();
+        let id = sessions::new_id();
         let (hang_up, hang_up_rx) = watch::channel(false);
         let (media_started, media_started_rx) = watch::channel(false);
         let entry = Arc::new(CallEntry {
             id: id.clone(),
             started,
+            answered: OnceLock::new(),
             view: watch::Sender::new(CallView {
-                call_id: id.clone(),
+                call_id: id,
                 destination: options.destination.to_string(),
                 state: CallState::Inviting,
                 gateway: None,
@@ -511,66 +488,28 @@ impl Calls {
             log: EventLog::new(MAX_EVENTS, LIVE_EVENTS),
             hang_up,
             media_started,
-            task: Mutex::new(None),
         });
-        {
-            let mut entries = self.entries();
-            if entries.active.len() >= self.inner.max_calls {
-                return Err(TooManyCalls(entries.active.len()));
-            }
-            entries.active.insert(id.clone(), Arc::clone(&entry));
-            entries.active_order.push(id);
-        }
+        self.insert(&entry)?;
         let media = CallerMedia::External(ExternalMedia {
             sdp_offer,
             media_started: media_started_rx,
             hang_up: hang_up_rx,
         });
-        let task = tokio::spawn(Box::pin(drive(
+        let driver = Box::pin(drive(
             self.clone(),
             Arc::clone(&entry),
             context,
             options,
             plan,
             media,
-        )));
-        *entry
-            .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+        ));
+        self.spawn(&entry, driver);
         Ok(entry)
-    }
-
-    /// Moves `id` from the active calls to the recent ones.
-    fn retire(&self, id: &str) {
-        let mut entries = self.entries();
-        if let Some(entry) = entries.active.remove(id) {
-            entries.active_order.retain(|other| other != id);
-            if entries.recent.len() == RECENT_CALLS {
-                entries.recent.pop_front();
-            }
-            entries.recent.push_back(entry);
-        }
     }
 
     /// Hangs up every call and waits, up to `deadline`, for them to end.
     pub async fn hang_up_all(&self, deadline: Duration) {
-        let active = self.active();
-        for entry in &active {
-            entry.hang_up();
-        }
-        let tasks: Vec<JoinHandle<()>> = active
-            .iter()
-            .filter_map(|entry| {
-                entry
-                    .task
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take()
-            })
-            .collect();
-        let all = futures::future::join_all(tasks);
-        if tokio::time::timeout(deadline, all).await.is_err() {
+        if !self.end_all(deadline, CallEntry::hang_up).await {
             tracing::warn!(
                 "calls placed through the API did not end within {}s",
                 deadline.as_secs()
@@ -589,8 +528,7 @@ async fn drive(
     mut media: CallerMedia,
 ) {
     let watchdog = calls
-        .inner
-        .orphan_after
+        .orphan_after()
         .map(|after| tokio::spawn(watch_orphan(Arc::clone(&entry), after)));
     let progress = |p: Progress| entry.on_progress(p);
     let result = caller::run_call_with(

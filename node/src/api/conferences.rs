@@ -5,14 +5,15 @@
 //! the room over libp2p with the browser's SDP offer; the bridge's SDP answer goes back to
 //! the browser, whose WebRTC then connects to the bridge directly. The node holds the
 //! membership ([`super::memberships`]) until the browser leaves, the room ends, the page
-//! goes away or the node stops.
+//! goes away or the node stops. The handlers of one membership by id are
+//! [`super::sessions`]'s.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use interlink_protocol::conference::RefusalReason;
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use super::calls::GatewayRef;
 use super::error::{ApiError, ApiJson};
-use super::memberships::{Admitted, MembershipEntry, MembershipView};
+use super::memberships::{Admitted, MembershipView};
 use super::routes::check_sdp_offer;
 use crate::clock;
 use crate::conference::participant::{self, JoinError, LocateError};
@@ -147,48 +148,6 @@ pub(super) async fn list(State(state): State<Arc<ApiState>>) -> Json<MembershipL
             .map(|m| m.view())
             .collect(),
     })
-}
-
-fn find(state: &ApiState, id: &str) -> Result<Arc<MembershipEntry>, ApiError> {
-    state.memberships.get(id).ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_membership",
-            format!("no conference membership {id:?} on this node"),
-        )
-    })
-}
-
-/// `GET /api/conferences/memberships/{id}`
-pub(super) async fn get(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<Json<MembershipView>, ApiError> {
-    Ok(Json(find(&state, &id)?.view()))
-}
-
-/// `DELETE /api/conferences/memberships/{id}`: leave; `ended` follows once the bridge is
-/// told.
-pub(super) async fn leave(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let entry = find(&state, &id)?;
-    if entry.is_ended() {
-        return Ok((StatusCode::OK, Json(entry.view())).into_response());
-    }
-    entry.leave();
-    Ok((StatusCode::ACCEPTED, Json(entry.view())).into_response())
-}
-
-/// `GET /api/conferences/memberships/{id}/events`: joined, leaving, ended (with the
-/// outcome: left, room_ended, lost, abandoned, node_stopped), as server-sent events.
-pub(super) async fn events(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let entry = find(&state, &id)?;
-    Ok(super::events::stream(entry.events(), &headers).into_response())
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
+use crate::lock::LockExt;
+
 /// An event a log keeps and a stream sends.
 pub trait LoggedEvent: Clone + Serialize + Send + Sync + 'static {
     /// Its number in the log, from 1: the event stream's id.
@@ -68,9 +70,7 @@ impl<E: LoggedEvent> EventLog<E> {
 
     fn inner(&self) -> MutexGuard<'_, Inner<E>> {
         // Appending an event leaves the log consistent at every step.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.locked()
     }
 
     /// Appends the event `make` builds with the next number.

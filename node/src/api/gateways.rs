@@ -67,7 +67,11 @@ pub(super) async fn list(
     let policy = state.policy(query.policy.as_deref())?;
     let started = Instant::now();
     let found = discover(&state, &destination, &policy).await?;
-    let history = state.caller.store.history().await.unwrap_or_default();
+    let history = state
+        .caller
+        .client
+        .metrics()
+        .store_result_or_default("history", state.caller.store.history().await);
     let ranking = ranking::rank(
         &found.offers,
         &destination,

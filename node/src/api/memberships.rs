@@ -11,16 +11,16 @@
 //! for the orphan deadline), or the node stops. An ended membership moves to a short list
 //! of recent ones, so that a page that reconnects still learns how it ended.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use super::ApiState;
 use super::calls::GatewayRef;
 use super::events::{self, EventLog, LoggedEvent};
+use super::sessions::{self, Place, Served, Session, Sessions};
 use crate::clock;
 use crate::conference::participant::{Membership, MembershipEnd};
 
@@ -129,7 +129,6 @@ pub struct MembershipEntry {
     view: watch::Sender<MembershipView>,
     log: Arc<EventLog<MembershipEvent>>,
     leave: watch::Sender<Option<LeaveCause>>,
-    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl MembershipEntry {
@@ -198,90 +197,64 @@ pub struct Admitted {
 }
 
 /// The rooms joined through the API.
-#[derive(Clone, Debug)]
-pub struct Memberships {
-    inner: Arc<Registry>,
+pub type Memberships = Sessions<MembershipEntry>;
+
+impl Session for MembershipEntry {
+    type TooMany = TooManyMemberships;
+    const RECENT: usize = RECENT_MEMBERSHIPS;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn too_many(taken: usize) -> TooManyMemberships {
+        TooManyMemberships(taken)
+    }
 }
 
-#[derive(Debug)]
-struct Registry {
-    max: usize,
-    orphan_after: Option<Duration>,
-    entries: Mutex<Entries>,
-}
+impl Served for MembershipEntry {
+    type View = MembershipView;
+    type Event = MembershipEvent;
+    const NOUN: &'static str = "conference membership";
+    const UNKNOWN_CODE: &'static str = "unknown_membership";
 
-#[derive(Debug, Default)]
-struct Entries {
-    /// Oldest first.
-    active: Vec<Arc<MembershipEntry>>,
-    /// Joins under way: they hold a place until admitted or refused.
-    pending: usize,
-    recent: VecDeque<Arc<MembershipEntry>>,
-}
+    fn view(&self) -> MembershipView {
+        MembershipEntry::view(self)
+    }
 
-/// A place held for a join under way; given back when dropped unless the join is
-/// registered.
-#[derive(Debug)]
-pub struct Place {
-    memberships: Memberships,
-    started: Instant,
-}
+    fn is_ended(&self) -> bool {
+        MembershipEntry::is_ended(self)
+    }
 
-impl Drop for Place {
-    fn drop(&mut self) {
-        let mut entries = self.memberships.entries();
-        entries.pending = entries.pending.saturating_sub(1);
+    fn events(&self) -> &Arc<EventLog<MembershipEvent>> {
+        MembershipEntry::events(self)
+    }
+
+    /// Leaves the room; `ended` follows once the bridge is told.
+    fn end(&self) {
+        self.leave();
+    }
+
+    fn registry(state: &ApiState) -> &Memberships {
+        &state.memberships
     }
 }
 
 impl Memberships {
-    /// At most `max` at once; `orphan_after` leaves rooms whose page went away.
-    pub fn new(max: usize, orphan_after: Option<Duration>) -> Memberships {
-        Memberships {
-            inner: Arc::new(Registry {
-                max,
-                orphan_after,
-                entries: Mutex::new(Entries::default()),
-            }),
-        }
-    }
-
-    fn entries(&self) -> MutexGuard<'_, Entries> {
-        // Every change is a single push, remove or count.
-        self.inner
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Holds a place for a join, if the node is in fewer rooms than it may be.
-    pub fn hold_place(&self) -> Result<Place, TooManyMemberships> {
-        let mut entries = self.entries();
-        let taken = entries.active.len() + entries.pending;
-        if taken >= self.inner.max {
-            return Err(TooManyMemberships(taken));
-        }
-        entries.pending += 1;
-        Ok(Place {
-            memberships: self.clone(),
-            started: Instant::now(),
-        })
-    }
-
     /// Registers the admitted `membership` in the place held for it, and follows it until
     /// it ends.
     pub fn start(
         &self,
-        place: Place,
+        place: Place<MembershipEntry>,
         membership: Membership,
         admitted: Admitted,
     ) -> Arc<MembershipEntry> {
-        let id = new_id();
+        let id = sessions::new_id();
         let entry = Arc::new(MembershipEntry {
             id: id.clone(),
-            started: place.started,
+            started: place.started(),
             view: watch::Sender::new(MembershipView {
-                membership_id: id.clone(),
+                membership_id: id,
                 room_id: admitted.room_id.clone(),
                 bridge: admitted.bridge.clone(),
                 organiser: admitted.organiser,
@@ -294,84 +267,27 @@ impl Memberships {
             }),
             log: EventLog::new(MAX_EVENTS, LIVE_EVENTS),
             leave: watch::Sender::new(None),
-            task: Mutex::new(None),
         });
         entry.push(MembershipEventKind::Joined {
             room_id: admitted.room_id,
             bridge: admitted.bridge.name,
         });
-        {
-            let mut entries = self.entries();
-            entries.active.push(Arc::clone(&entry));
-            // The place becomes the membership: the pending count drops with it below.
-        }
-        drop(place);
-        let task = tokio::spawn(drive(self.clone(), Arc::clone(&entry), membership));
-        *entry
-            .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+        // The place becomes the membership.
+        self.fill(place, &entry);
+        self.spawn(&entry, drive(self.clone(), Arc::clone(&entry), membership));
         entry
-    }
-
-    /// The membership or recent membership `id`.
-    pub fn get(&self, id: &str) -> Option<Arc<MembershipEntry>> {
-        let entries = self.entries();
-        entries
-            .active
-            .iter()
-            .chain(entries.recent.iter())
-            .find(|e| e.id == id)
-            .cloned()
-    }
-
-    /// The rooms the node is in, oldest first.
-    pub fn active(&self) -> Vec<Arc<MembershipEntry>> {
-        self.entries().active.clone()
-    }
-
-    fn retire(&self, id: &str) {
-        let mut entries = self.entries();
-        if let Some(index) = entries.active.iter().position(|e| e.id == id) {
-            let entry = entries.active.remove(index);
-            if entries.recent.len() == RECENT_MEMBERSHIPS {
-                entries.recent.pop_front();
-            }
-            entries.recent.push_back(entry);
-        }
     }
 
     /// Leaves every room and waits, up to `deadline`, for the bridges to be told.
     pub async fn leave_all(&self, deadline: Duration) {
-        let active = self.active();
-        for entry in &active {
-            entry.ask_to_leave(LeaveCause::NodeStopping);
-        }
-        let tasks: Vec<JoinHandle<()>> = active
-            .iter()
-            .filter_map(|entry| {
-                entry
-                    .task
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take()
-            })
-            .collect();
-        if tokio::time::timeout(deadline, futures::future::join_all(tasks))
-            .await
-            .is_err()
-        {
+        let leave = |entry: &MembershipEntry| entry.ask_to_leave(LeaveCause::NodeStopping);
+        if !self.end_all(deadline, leave).await {
             tracing::warn!(
                 "conference rooms joined through the API were not left within {}s",
                 deadline.as_secs()
             );
         }
     }
-}
-
-/// A random id in the form the API's call ids have.
-fn new_id() -> String {
-    interlink_protocol::call::CallId::from_bytes(rand::random()).to_string()
 }
 
 /// What ended the membership.
@@ -385,7 +301,7 @@ enum Ending {
 async fn drive(memberships: Memberships, entry: Arc<MembershipEntry>, mut membership: Membership) {
     let mut leave = entry.leave.subscribe();
     let streams = entry.log.streams();
-    let orphan_after = memberships.inner.orphan_after;
+    let orphan_after = memberships.orphan_after();
     let orphaned = async move {
         match orphan_after {
             Some(after) if events::orphaned(streams, after).await => {}

@@ -19,6 +19,9 @@
 //!   [`memberships`]). The browser's media goes to the bridge directly, as a call's goes to
 //!   its gateway.
 //!
+//! Calls and memberships are kept in one kind of registry, [`sessions::Sessions`], whose
+//! handlers serve both by id.
+//!
 //! The browser's offer travels in the call protocol's invite to the gateway, whose answer
 //! comes back the same way: media then flows between the browser and the gateway, and the
 //! node keeps the signalling, failover, hang-up and receipt. Errors are JSON
@@ -34,6 +37,7 @@ mod gateways;
 pub mod memberships;
 pub mod page;
 mod routes;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,9 +58,9 @@ use tokio::task::JoinHandle;
 
 use crate::calls::caller::CallerContext;
 use crate::config::{Config, ConfigError};
-use calls::Calls;
+use calls::{CallEntry, Calls};
 use error::ApiError;
-use memberships::Memberships;
+use memberships::{MembershipEntry, Memberships};
 
 /// The largest request body: an SDP offer is a few kilobytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -218,18 +222,21 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/node", get(routes::node))
         .route("/gateways", get(gateways::list))
         .route("/calls", get(routes::list_calls).post(routes::start_call))
-        .route("/calls/{id}", get(routes::get_call).delete(routes::hang_up))
+        .route(
+            "/calls/{id}",
+            get(sessions::get::<CallEntry>).delete(sessions::end::<CallEntry>),
+        )
         .route("/calls/{id}/media", post(routes::media_started))
-        .route("/calls/{id}/events", get(routes::events))
+        .route("/calls/{id}/events", get(sessions::events::<CallEntry>))
         .route("/conferences/join", post(conferences::join))
         .route("/conferences/memberships", get(conferences::list))
         .route(
             "/conferences/memberships/{id}",
-            get(conferences::get).delete(conferences::leave),
+            get(sessions::get::<MembershipEntry>).delete(sessions::end::<MembershipEntry>),
         )
         .route(
             "/conferences/memberships/{id}/events",
-            get(conferences::events),
+            get(sessions::events::<MembershipEntry>),
         )
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed);

@@ -1,11 +1,12 @@
-//! The handlers of `/api/node` and `/api/calls…`.
+//! The handlers of `/api/node` and `/api/calls…` (those of one call by id are
+//! [`super::sessions`]'s).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use super::ApiState;
 use super::calls::{CallEntry, CallState, CallView};
 use super::error::{ApiError, ApiJson};
 use super::gateways::{self, not_covered, parse_destination};
+use super::sessions;
 use crate::calls::caller::{self, CallError, CallOptions};
 use crate::identity;
 
@@ -226,40 +228,12 @@ pub(super) async fn list_calls(State(state): State<Arc<ApiState>>) -> Json<CallL
     })
 }
 
-fn find(state: &ApiState, id: &str) -> Result<Arc<CallEntry>, ApiError> {
-    state
-        .calls
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("unknown_call", format!("no call {id:?} on this node")))
-}
-
-/// `GET /api/calls/{id}`
-pub(super) async fn get_call(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<Json<CallView>, ApiError> {
-    Ok(Json(find(&state, &id)?.view()))
-}
-
-/// `DELETE /api/calls/{id}`: hang up; the `ended` event follows once every leg is down.
-pub(super) async fn hang_up(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let entry = find(&state, &id)?;
-    if entry.is_ended() {
-        return Ok((StatusCode::OK, Json(entry.view())).into_response());
-    }
-    entry.hang_up();
-    Ok((StatusCode::ACCEPTED, Json(entry.view())).into_response())
-}
-
 /// `POST /api/calls/{id}/media`: the browser received its first media packet.
 pub(super) async fn media_started(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<CallView>, ApiError> {
-    let entry = find(&state, &id)?;
+    let entry = sessions::find::<CallEntry>(&state, &id)?;
     if entry.is_ended() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -269,16 +243,4 @@ pub(super) async fn media_started(
     }
     entry.media_started();
     Ok(Json(entry.view()))
-}
-
-/// `GET /api/calls/{id}/events`: the call's events so far, then each as it happens, as
-/// server-sent events; the stream ends after `ended`. A browser that reconnects sends the
-/// last id it saw (`Last-Event-ID`) and gets only what followed.
-pub(super) async fn events(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let entry = find(&state, &id)?;
-    Ok(super::events::stream(entry.events(), &headers).into_response())
 }

@@ -353,7 +353,10 @@ pub async fn plan_found(
     found: &Discovery,
     started: Instant,
 ) -> Result<CallPlan, CallError> {
-    let history = context.store.history().await.unwrap_or_default();
+    let history = context
+        .client
+        .metrics()
+        .store_result_or_default("history", context.store.history().await);
     let ranking = ranking::rank(
         &found.offers,
         &options.destination,
@@ -516,7 +519,7 @@ async fn try_candidates(
                 return Err(CallError::Cancelled { attempts });
             }
             let reason = describe(&failure);
-            let _ = context
+            let recorded = context
                 .store
                 .record_attempt(
                     call_id.to_string(),
@@ -526,6 +529,10 @@ async fn try_candidates(
                     clock::now(),
                 )
                 .await;
+            context
+                .client
+                .metrics()
+                .store_result_or_default("record_attempt", recorded);
             // A stream the gateway never read (its connection closed, or the gateway's
             // stream acceptor was full under a burst of streams and dropped it): once more.
             if unheard && !invited_again {
@@ -900,7 +907,7 @@ async fn finish(
                     now,
                 )
                 .await?;
-            metrics.receipt_written(Role::Caller, "settled");
+            metrics.receipt_written(Role::Caller, ReceiptStatus::Settled);
             let r = settled.receipt();
             if r.without_media.is_some() {
                 metrics.call_not_charged(Role::Caller);
@@ -928,7 +935,7 @@ async fn finish(
                         now,
                     )
                     .await?;
-                metrics.receipt_written(Role::Caller, "disputed");
+                metrics.receipt_written(Role::Caller, ReceiptStatus::Disputed);
             }
             ReceiptSummary {
                 status: "disputed".into(),

@@ -620,11 +620,11 @@ fn receipt_of(outcome: &GatewayOutcome) -> Option<&UsageReceipt> {
 }
 
 /// The status of the receipt an outcome leaves, if it leaves one.
-fn receipt_status(outcome: &GatewayOutcome) -> Option<&'static str> {
+fn receipt_status(outcome: &GatewayOutcome) -> Option<ReceiptStatus> {
     match outcome {
-        GatewayOutcome::Settled(_) => Some("settled"),
-        GatewayOutcome::Unacknowledged(_) => Some("unacknowledged"),
-        GatewayOutcome::Disputed { .. } => Some("disputed"),
+        GatewayOutcome::Settled(_) => Some(ReceiptStatus::Settled),
+        GatewayOutcome::Unacknowledged(_) => Some(ReceiptStatus::Unacknowledged),
+        GatewayOutcome::Disputed { .. } => Some(ReceiptStatus::Disputed),
         GatewayOutcome::Rejected(_) | GatewayOutcome::Cancelled(_) => None,
     }
 }

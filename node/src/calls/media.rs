@@ -23,6 +23,8 @@ use serde::{Serialize, Serializer};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::lock::LockExt;
+
 /// Audio is sent in frames of this length.
 pub const FRAME: Duration = Duration::from_millis(20);
 /// Samples in one frame at 8 kHz.
@@ -176,9 +178,7 @@ impl Shared {
     fn book(&self) -> MutexGuard<'_, EchoBook> {
         // The book holds counters only, consistent after every statement: a panic elsewhere
         // while it was locked leaves nothing half-done worth refusing.
-        self.book
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.book.locked()
     }
 }
 

@@ -188,7 +188,9 @@ async fn hold_room(
     let (offers, measurements) = discover_bridges(node.client(), args.region, true)
         .await
         .map_err(|e| Failure::new(EXIT_UNREACHABLE, e))?;
-    let history = node.store().history().await.unwrap_or_default();
+    let history = node
+        .metrics()
+        .store_result_or_default("history", node.store().history().await);
     let ranking = rank_conferences(&offers, args.size, &measurements, &history, &policy);
     for (offer, reason) in &ranking.excluded {
         say(
@@ -439,8 +441,8 @@ async fn list(args: ListArgs) -> Result<(), Failure> {
         table.add_row(vec![
             Cell::new(humantime::format_rfc3339_seconds(opened)),
             Cell::new(row.room_id.get(..8).unwrap_or(&row.room_id)),
-            Cell::new(&row.role),
-            Cell::new(&row.status),
+            Cell::new(row.role),
+            Cell::new(row.status),
             Cell::new(short_peer_id(&row.bridge)),
             Cell::new(short_peer_id(&row.organiser)),
             Cell::new(row.attendances).set_alignment(CellAlignment::Right),

@@ -7,7 +7,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 use interlink_node::config::Config;
 use interlink_node::listing::short_peer_id;
-use interlink_node::store::{ReceiptRow, Store};
+use interlink_node::store::{ReceiptRow, ReceiptStatus, Role, Store};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -66,8 +66,8 @@ fn print_table(rows: &[ReceiptRow]) {
         table.add_row(vec![
             Cell::new(humantime::format_rfc3339_seconds(answered)),
             Cell::new(&row.call_id[..8]),
-            Cell::new(&row.role),
-            Cell::new(&row.status),
+            Cell::new(row.role),
+            Cell::new(row.status),
             Cell::new(short_peer_id(&row.gateway)),
             Cell::new(short_peer_id(&row.caller)),
             Cell::new(&row.destination),
@@ -79,7 +79,7 @@ fn print_table(rows: &[ReceiptRow]) {
     println!("{table}");
     let mut totals: std::collections::BTreeMap<(&str, &str), u64> =
         std::collections::BTreeMap::new();
-    for row in rows.iter().filter(|r| r.status == "settled") {
+    for row in rows.iter().filter(|r| r.status == ReceiptStatus::Settled) {
         *totals
             .entry((row.role.as_str(), row.currency.as_str()))
             .or_default() += row.amount_minor;
@@ -89,7 +89,7 @@ fn print_table(rows: &[ReceiptRow]) {
             .parse::<interlink_protocol::Currency>()
             .map(|c| interlink_protocol::Money::new(c, minor).to_string())
             .unwrap_or_else(|_| format!("{minor} {currency}"));
-        let side = if role == "caller" {
+        let side = if role == Role::Caller.as_str() {
             "owed to gateways"
         } else {
             "owed by callers"

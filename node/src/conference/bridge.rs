@@ -33,6 +33,7 @@ use crate::conference::book::RoomBook;
 use crate::conference::store::RoomRole;
 use crate::conference::wire::{self, CONFERENCE_PROTOCOL, FrameWriter, Frames};
 use crate::identity;
+use crate::lock::LockExt;
 use crate::network::Client;
 use crate::publisher::Published;
 use crate::store::{ReceiptStatus, Store};
@@ -78,18 +79,14 @@ struct RoomEntry {
 
 impl RoomEntry {
     fn book(&self) -> MutexGuard<'_, RoomBook> {
-        self.book
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.book.locked()
     }
 }
 
 type Rooms = Arc<Mutex<BTreeMap<RoomId, Arc<RoomEntry>>>>;
 
 fn rooms_of(rooms: &Rooms) -> MutexGuard<'_, BTreeMap<RoomId, Arc<RoomEntry>>> {
-    rooms
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    rooms.locked()
 }
 
 /// The running conference service of a bridge node.

@@ -18,8 +18,9 @@ use crate::calls::caller::CallerContext;
 use crate::clock;
 use crate::conference::store::RoomRole;
 use crate::conference::wire::{self, CONFERENCE_PROTOCOL, FrameWriter, Frames};
+use crate::framing::WireError;
 use crate::identity;
-use crate::store::ReceiptStatus;
+use crate::store::{ReceiptStatus, StoreError};
 
 /// How long the bridge may take to answer a reservation (dialling included).
 const RESERVE_DEADLINE: Duration = Duration::from_secs(10);
@@ -37,13 +38,20 @@ pub enum OrganiserError {
     #[error("the offer's provider has no libp2p identity")]
     NoPeer,
     #[error("cannot reach the bridge: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the bridge refused: {0}")]
     Refused(RefusalReason),
     #[error("the bridge did not answer in time")]
     Timeout,
     #[error("the bridge broke the protocol: {0}")]
     Protocol(String),
+    /// A frame from the bridge that could not be read, or one that could not be sent.
+    #[error("the bridge broke the protocol: {0}")]
+    Wire(#[from] WireError),
+    #[error("cannot store the room receipt: {0}")]
+    Store(#[from] StoreError),
+    #[error("the room's task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Signing(#[from] ConferenceError),
     #[error("the room receipt was refused: {0}")]
@@ -93,7 +101,7 @@ impl OrganisedRoom {
         }
         match (&mut self.task).await {
             Ok(result) => result,
-            Err(e) => Err(OrganiserError::Protocol(e.to_string())),
+            Err(e) => Err(OrganiserError::Task(e)),
         }
     }
 }
@@ -127,12 +135,12 @@ pub async fn reserve(
             .client
             .open_stream(peer, offer.offer().addresses.clone(), CONFERENCE_PROTOCOL)
             .await
-            .map_err(|e| OrganiserError::Unreachable(e.to_string()))?;
+            .map_err(|e| OrganiserError::Unreachable(e.into()))?;
         let (mut writer, mut frames) = wire::split(stream);
         writer
             .send(&ConferenceFrame::Reserve(signed.as_bytes().to_vec()))
             .await
-            .map_err(|e| OrganiserError::Unreachable(e.to_string()))?;
+            .map_err(|e| OrganiserError::Unreachable(e.into()))?;
         match frames.recv().await {
             Some(Ok(ConferenceFrame::Reserved { token })) => Ok((writer, frames, token)),
             Some(Ok(ConferenceFrame::Refused(reason))) => Err(OrganiserError::Refused(reason)),
@@ -140,7 +148,7 @@ pub async fn reserve(
                 "{} in answer to Reserve",
                 other.name()
             ))),
-            Some(Err(e)) => Err(OrganiserError::Protocol(e.to_string())),
+            Some(Err(e)) => Err(OrganiserError::Wire(e)),
             None => Err(OrganiserError::Protocol("the stream closed".into())),
         }
     };
@@ -189,12 +197,12 @@ pub async fn end_room(
             .client
             .open_stream(bridge, addresses, CONFERENCE_PROTOCOL)
             .await
-            .map_err(|e| OrganiserError::Unreachable(e.to_string()))?;
+            .map_err(|e| OrganiserError::Unreachable(e.into()))?;
         let (mut writer, mut frames) = wire::split(stream);
         writer
             .send(&ConferenceFrame::EndRoom(room_id))
             .await
-            .map_err(|e| OrganiserError::Unreachable(e.to_string()))?;
+            .map_err(|e| OrganiserError::Unreachable(e.into()))?;
         let answer = frames.recv().await;
         writer.close().await;
         match answer {
@@ -204,7 +212,7 @@ pub async fn end_room(
                 "{} in answer to EndRoom",
                 other.name()
             ))),
-            Some(Err(e)) => Err(OrganiserError::Protocol(e.to_string())),
+            Some(Err(e)) => Err(OrganiserError::Wire(e)),
             None => Err(OrganiserError::Protocol("the stream closed".into())),
         }
     };
@@ -261,7 +269,7 @@ async fn follow(
                 }
                 Some(Ok(ConferenceFrame::Ended { receipt })) => break receipt,
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(OrganiserError::Protocol(e.to_string())),
+                Some(Err(e)) => return Err(OrganiserError::Wire(e)),
                 None => return Err(OrganiserError::NoReceipt),
             },
             _ = &mut end, if !ending => {
@@ -269,8 +277,7 @@ async fn follow(
                 deadline = Some(tokio::time::Instant::now() + RECEIPT_DEADLINE);
                 writer
                     .send(&ConferenceFrame::End)
-                    .await
-                    .map_err(|e| OrganiserError::Protocol(e.to_string()))?;
+                    .await?;
             }
             () = wait => return Err(OrganiserError::Timeout),
         }
@@ -292,7 +299,7 @@ async fn follow(
             .send(&ConferenceFrame::ReceiptRefused(dispute.clone()))
             .await;
         writer.close().await;
-        let _ = store
+        let saved = store
             .save_room_receipt(
                 RoomRole::Organiser,
                 ReceiptStatus::Disputed,
@@ -302,6 +309,10 @@ async fn follow(
                 clock::now(),
             )
             .await;
+        context
+            .client
+            .metrics()
+            .store_result_or_default("save_room_receipt", saved);
         return Err(OrganiserError::Disputed(dispute));
     }
     let settled = signed.countersign(&context.key)?;
@@ -314,8 +325,7 @@ async fn follow(
             None,
             clock::now(),
         )
-        .await
-        .map_err(|e| OrganiserError::Protocol(format!("cannot store the receipt: {e}")))?;
+        .await?;
     let _ = writer
         .send(&ConferenceFrame::Countersigned(settled.as_bytes().to_vec()))
         .await;

@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::conference::wire::{self, CONFERENCE_PROTOCOL, FrameWriter, Frames};
+use crate::lock::LockExt;
 use crate::network::Client;
 
 /// How long the bridge may take to admit (dialling and its media set-up included).
@@ -129,7 +130,7 @@ pub enum MembershipEnd {
 #[non_exhaustive]
 pub enum JoinError {
     #[error("cannot reach the bridge: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the bridge refused: {0}")]
     Refused(RefusalReason),
     #[error("the bridge did not answer in time")]
@@ -186,7 +187,7 @@ pub async fn join(
         let stream = client
             .open_stream(bridge, addresses.clone(), CONFERENCE_PROTOCOL)
             .await
-            .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+            .map_err(|e| JoinError::Unreachable(e.into()))?;
         let (mut writer, mut frames) = wire::split(stream);
         writer
             .send(&ConferenceFrame::Join {
@@ -194,7 +195,7 @@ pub async fn join(
                 sdp_offer: sdp_offer.clone(),
             })
             .await
-            .map_err(|e| JoinError::Unreachable(e.to_string()))?;
+            .map_err(|e| JoinError::Unreachable(e.into()))?;
         match frames.recv().await {
             Some(Ok(ConferenceFrame::Joined { sdp_answer })) => {
                 Ok((sdp_answer, Membership { writer, frames }))
@@ -204,9 +205,9 @@ pub async fn join(
                 "{} in answer to Join",
                 other.name()
             ))),
-            Some(Err(e)) => Err(JoinError::Unreachable(format!(
-                "before the bridge answered: {e}"
-            ))),
+            Some(Err(e)) => Err(JoinError::Unreachable(
+                format!("before the bridge answered: {e}").into(),
+            )),
             None => Err(JoinError::Unreachable(
                 "the stream closed before the bridge answered".into(),
             )),
@@ -280,9 +281,7 @@ impl OfferedParticipant {
 
 impl ToneParticipant {
     fn book(&self) -> MutexGuard<'_, Book> {
-        self.book
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.book.locked()
     }
 
     /// Sends `tone` from now on (silence if `None`).
@@ -378,7 +377,7 @@ async fn run(
                     if leg.send(&packet).await.is_err() {
                         break;
                     }
-                    book.lock().unwrap_or_else(std::sync::PoisonError::into_inner).packets_sent += 1;
+                    book.locked().packets_sent += 1;
                 }
                 packet = leg.recv() => match packet {
                     Some(packet) if packet.payload.len() == FRAME_SAMPLES => {
@@ -386,7 +385,7 @@ async fn run(
                         for (sample, &byte) in frame.iter_mut().zip(packet.payload.iter()) {
                             *sample = ulaw_decode(byte);
                         }
-                        let mut book = book.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let mut book = book.locked();
                         book.packets_received += 1;
                         if book.heard.len() == HEARD_FRAMES {
                             book.heard.pop_front();

@@ -6,31 +6,49 @@ use interlink_protocol::conference::RoomReceipt;
 use rusqlite::params;
 use serde::Serialize;
 
-use crate::store::{ReceiptStatus, Store, StoreError, amount_text, peer_or_key, to_i64};
+use crate::store::{
+    ReceiptHead, ReceiptStatus, ReceiptTable, Store, StoreError, amount_text, peer_or_key,
+    stored_as_text, to_i64,
+};
+
+/// The room receipts.
+pub(crate) const ROOM_RECEIPTS: ReceiptTable = ReceiptTable {
+    name: "room_receipts",
+    key: "room_id",
+    figures: &[
+        "bridge",
+        "organiser",
+        "offer_seq",
+        "currency",
+        "per_room",
+        "per_participant_minute",
+        "billing_increment_secs",
+        "opened_at_ms",
+        "closed_at_ms",
+        "attendances",
+        "participant_seconds",
+        "amount_minor",
+    ],
+};
 
 /// Which side of the room this node was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoomRole {
     Organiser,
     Bridge,
 }
 
-impl RoomRole {
-    fn as_str(self) -> &'static str {
-        match self {
-            RoomRole::Organiser => "organiser",
-            RoomRole::Bridge => "bridge",
-        }
-    }
-}
+stored_as_text!(RoomRole {
+    Organiser => "organiser",
+    Bridge => "bridge",
+});
 
 /// A stored room receipt, as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RoomReceiptRow {
     pub room_id: String,
-    pub role: String,
-    pub status: String,
+    pub role: RoomRole,
+    pub status: ReceiptStatus,
     pub bridge: String,
     pub organiser: String,
     pub currency: String,
@@ -59,22 +77,19 @@ impl Store {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let r = receipt.clone();
-        let bytes = signed_bytes.to_vec();
+        let head = ReceiptHead {
+            key: r.room_id.to_string(),
+            role: role.as_str(),
+            status,
+            dispute,
+            signed_bytes: signed_bytes.to_vec(),
+            stored_at: now,
+        };
         self.with(move |connection| {
-            connection.execute(
-                "INSERT INTO room_receipts (room_id, role, status, bridge, organiser, offer_seq,
-                    currency, per_room, per_participant_minute, billing_increment_secs,
-                    opened_at_ms, closed_at_ms, attendances, participant_seconds, amount_minor,
-                    dispute, signed_bytes, stored_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
-                 ON CONFLICT (room_id, role) DO UPDATE SET
-                    status = excluded.status, dispute = excluded.dispute,
-                    signed_bytes = excluded.signed_bytes, stored_at_ms = excluded.stored_at_ms
-                 WHERE room_receipts.status != 'settled'",
+            ROOM_RECEIPTS.upsert(
+                connection,
+                head,
                 params![
-                    r.room_id.to_string(),
-                    role.as_str(),
-                    status.as_str(),
                     peer_or_key(&r.offer.provider),
                     peer_or_key(&r.organiser),
                     to_i64(r.offer.seq),
@@ -87,12 +102,8 @@ impl Store {
                     to_i64(r.attendances.len() as u64),
                     to_i64(r.participant_seconds),
                     to_i64(r.amount.minor_units),
-                    dispute,
-                    bytes,
-                    to_i64(now.0),
                 ],
-            )?;
-            Ok(())
+            )
         })
         .await
     }
