@@ -406,6 +406,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use interlink_protocol::conference::{JoinToken, RoomId};
+    use interlink_protocol::envelope;
 
     use super::*;
 
@@ -452,7 +453,9 @@ mod tests {
         assert!(
             matches!(
                 error,
-                Some(TokenError::Invalid(ConferenceError::BadSignature))
+                Some(TokenError::Invalid(ConferenceError::Envelope(
+                    envelope::Error::BadSignature
+                )))
             ),
             "{error:?}"
         );
