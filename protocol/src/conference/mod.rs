@@ -17,12 +17,15 @@
 //!    against the reservation and the joins and leaves it was told of, and countersigns
 //!    ([`SettledRoomReceipt`]).
 //!
-//! [`messages::ConferenceFrame`] is what travels on a conference stream.
+//! [`messages::ConferenceFrame`] is what travels on a conference stream; [`room::Room`] is
+//! the bridge's room as a state machine without IO (who is let in, who was in and when,
+//! when the room ends, its receipt and countersignature).
 
 pub mod messages;
 pub mod ranking;
 pub mod receipt;
 pub mod reservation;
+pub mod room;
 pub mod terms;
 
 pub use messages::{ConferenceFrame, RefusalReason, RoomEvent};
