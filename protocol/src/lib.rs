@@ -19,7 +19,7 @@
 //!   caller's walk and cache.
 //! - [`ranking`]: [`ranking::rank`], the explainable ordering of candidates for a call.
 //! - [`conference`]: conference bridges: their terms, reservations, join tokens, room
-//!   receipts and ranking.
+//!   receipts, ranking, and the bridge's room as a state machine ([`conference::room`]).
 //! - [`call`]: the call-signalling messages, the caller's and the gateway's state
 //!   machines, and the signed usage receipts.
 //! - [`money`] and [`time`]: integer money in ISO 4217 minor units; Unix time.
