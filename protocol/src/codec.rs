@@ -87,6 +87,35 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
         })
 }
 
+/// A size limit as a type, for generic code whose limit depends on the type it reads
+/// ([`crate::envelope::Signable`]): stable Rust takes no `{ T::LIMIT }` as a const argument.
+#[derive(Debug)]
+pub struct Limit<const BYTES: usize>;
+
+/// [`encode`] and [`decode`] under the limit a type carries.
+pub trait SizeLimit {
+    /// The limit, in bytes.
+    const BYTES: usize;
+
+    /// [`encode`] under this limit.
+    fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError>;
+
+    /// [`decode`] under this limit.
+    fn decode<T: DeserializeOwned + Serialize>(bytes: &[u8]) -> Result<T, CodecError>;
+}
+
+impl<const BYTES: usize> SizeLimit for Limit<BYTES> {
+    const BYTES: usize = BYTES;
+
+    fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+        encode::<T, BYTES>(value)
+    }
+
+    fn decode<T: DeserializeOwned + Serialize>(bytes: &[u8]) -> Result<T, CodecError> {
+        decode::<T, BYTES>(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

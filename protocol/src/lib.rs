@@ -7,6 +7,9 @@
 //!
 //! - [`offer`]: a provider's [`ServiceOffer`]: kind of service, routes (E.164 prefixes and
 //!   tariffs), codecs, claimed quality, capacity, addresses.
+//! - [`envelope`]: [`Signed`], the one envelope every signed thing travels in (offers,
+//!   invites, receipts, reservations, join tokens); opening it checks size, encoding,
+//!   signature and signer, then the type's own checks ([`Signable`]).
 //! - [`signed`]: [`SignedOffer`], the only form in which an offer travels; decoding it
 //!   checks size, signature, key binding, version, bounds and expiry.
 //! - [`destination`] and [`country`]: destinations normalised to [`E164`], route
@@ -16,7 +19,7 @@
 //!   caller's walk and cache.
 //! - [`ranking`]: [`ranking::rank`], the explainable ordering of candidates for a call.
 //! - [`conference`]: conference bridges: their terms, reservations, join tokens, room
-//!   receipts and ranking.
+//!   receipts, ranking, and the bridge's room as a state machine ([`conference::room`]).
 //! - [`call`]: the call-signalling messages, the caller's and the gateway's state
 //!   machines, and the signed usage receipts.
 //! - [`money`] and [`time`]: integer money in ISO 4217 minor units; Unix time.
@@ -28,7 +31,7 @@ pub mod country;
 pub mod destination;
 pub mod dht;
 pub mod discovery;
-mod envelope;
+pub mod envelope;
 pub mod identity;
 pub mod money;
 pub mod offer;
@@ -39,6 +42,7 @@ pub mod time;
 pub use country::CountryCode;
 pub use destination::{E164, NumberError, Prefix};
 pub use dht::DhtKey;
+pub use envelope::{Signable, Signed};
 pub use identity::{ProviderId, SecretKey};
 pub use money::{Currency, Money};
 pub use offer::{Codec, ServiceKind, ServiceOffer};

@@ -10,16 +10,6 @@ pub mod gateway;
 pub mod media;
 pub mod wire;
 
-use interlink_protocol::Timestamp;
-
-use crate::clock;
-
-/// The monotonic instant at which the wall clock will read `deadline` (a signed expiry,
-/// say), as it reads now. A call's own deadlines use its [`clock::SessionClock`].
-pub(crate) fn instant_of(deadline: Timestamp) -> tokio::time::Instant {
-    tokio::time::Instant::now() + deadline.since(clock::now())
-}
-
 /// Sleeps until `deadline`, or forever if there is none: a branch of a call's `select!`.
 pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {

@@ -11,25 +11,28 @@
 //! the organiser ends the room (or its stream breaks, or the room's time runs out, or the
 //! node stops), every participant is told and dropped, and the bridge signs the room
 //! receipt, sends it, waits for the countersignature and stores the receipt.
+//!
+//! The room's rules and record are [`room::Room`], a state machine without IO in the
+//! protocol crate; this module drives it: the organiser's task feeds it the organiser's
+//! frames, the end requests and its deadlines and sends what it returns, and each
+//! participant's task reports its join, media and leave.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use interlink_gateway_plugin::conference::{ConferenceBridge, Room};
+use interlink_protocol::conference::room::{self, Outcome};
 use interlink_protocol::conference::{
-    ConferenceFrame, JoinToken, RefusalReason, RoomEvent, RoomId, RoomReceipt, SettledRoomReceipt,
-    SignedJoinToken, SignedReservation, SignedRoomReceipt,
+    ConferenceFrame, JoinToken, RefusalReason, RoomId, SignedJoinToken, SignedReservation,
 };
-use interlink_protocol::offer::OfferStatus;
 use interlink_protocol::{ProviderId, SecretKey};
 use libp2p::{PeerId, Stream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::calls::gateway::AlreadyAccepting;
-use crate::clock;
-use crate::conference::book::RoomBook;
+use crate::clock::{self, SessionClock};
 use crate::conference::store::RoomRole;
 use crate::conference::wire::{self, CONFERENCE_PROTOCOL, FrameWriter, Frames};
 use crate::identity;
@@ -42,10 +45,6 @@ use crate::store::{ReceiptStatus, Store};
 const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a frame may take to go out.
 const SEND_DEADLINE: Duration = Duration::from_secs(5);
-/// How long the organiser may take to countersign the receipt.
-const COUNTERSIGN_DEADLINE: Duration = Duration::from_secs(5);
-/// Join and leave events queued to an organiser's stream.
-const ROOM_EVENTS: usize = 256;
 /// Streams that have not yet sent their first frame, from all peers together; beyond it
 /// new streams are dropped at once, so that idle streams cannot pile up.
 const MAX_PENDING_STREAMS: usize = 256;
@@ -68,18 +67,23 @@ impl std::fmt::Debug for BridgeContext {
 
 /// One open room.
 struct RoomEntry {
-    organiser: ProviderId,
     /// Set when the organiser asks, on another stream, to end the room.
     end: watch::Sender<bool>,
-    book: Mutex<RoomBook>,
-    room: Room,
-    events: mpsc::Sender<RoomEvent>,
+    /// The room's rules and record; never held across an await.
+    state: Mutex<room::Room>,
+    /// The room's clock: its deadlines and the times its receipt signs run on the
+    /// monotonic clock.
+    time: SessionClock,
+    /// Wakes the organiser's task when the room has frames for the organiser.
+    wake: Notify,
+    /// The room's media: the mixer and the participants' legs.
+    mixer: Room,
     closed: watch::Sender<bool>,
 }
 
 impl RoomEntry {
-    fn book(&self) -> MutexGuard<'_, RoomBook> {
-        self.book.locked()
+    fn state(&self) -> MutexGuard<'_, room::Room> {
+        self.state.locked()
     }
 }
 
@@ -213,35 +217,18 @@ fn open_room(
     peer: &PeerId,
     signed: &SignedReservation,
     shared: &Shared,
-) -> Result<(Arc<RoomEntry>, SignedJoinToken, mpsc::Receiver<RoomEvent>), RefusalReason> {
+) -> Result<(Arc<RoomEntry>, SignedJoinToken), RefusalReason> {
     let reservation = signed.reservation();
     if identity::provider_id(peer) != Some(reservation.organiser) {
         return Err(RefusalReason::Unauthorised);
     }
-    let now = clock::unix_now();
     let offer = shared
         .context
         .offer
         .borrow()
         .as_ref()
-        .map(|p| p.offer.clone())
-        .filter(|o| !o.is_expired(now) && o.offer().status == OfferStatus::Available);
-    let Some((offer, terms)) = offer.and_then(|o| o.offer().conference.map(|t| (o, t))) else {
-        return Err(RefusalReason::Unavailable);
-    };
-    if reservation.offer.provider != offer.provider() {
-        return Err(RefusalReason::Unavailable);
-    }
-    if reservation.offer.seq > offer.seq() || reservation.tariff != terms.tariff {
-        return Err(RefusalReason::PriceChanged {
-            current: Some(terms.tariff),
-        });
-    }
-    if reservation.max_participants > terms.participants_per_room {
-        return Err(RefusalReason::TooLarge {
-            max: terms.participants_per_room,
-        });
-    }
+        .map(|p| p.offer.clone());
+    let terms = room::check_reservation(reservation, offer.as_ref(), clock::unix_now())?;
     let token = SignedJoinToken::sign(
         JoinToken {
             room_id: reservation.room_id,
@@ -260,17 +247,21 @@ fn open_room(
     if rooms.len() >= terms.rooms as usize {
         return Err(RefusalReason::OverCapacity);
     }
-    let (events, events_rx) = mpsc::channel(ROOM_EVENTS);
+    let time = SessionClock::start();
     let entry = Arc::new(RoomEntry {
-        organiser: reservation.organiser,
         end: watch::channel(false).0,
-        book: Mutex::new(RoomBook::new(reservation.max_participants, clock::now())),
-        room: shared.context.bridge.open_room(),
-        events,
+        state: Mutex::new(room::Room::open(
+            signed.clone(),
+            shared.context.key.clone(),
+            time.now(),
+        )),
+        time,
+        wake: Notify::new(),
+        mixer: shared.context.bridge.open_room(),
         closed: watch::channel(false).0,
     });
     rooms.insert(reservation.room_id, Arc::clone(&entry));
-    Ok((entry, token, events_rx))
+    Ok((entry, token))
 }
 
 async fn serve_organiser(
@@ -287,14 +278,13 @@ async fn serve_organiser(
             return refuse(writer, &peer, RefusalReason::Unauthorised).await;
         }
     };
-    let (entry, token, mut events) = match open_room(&peer, &signed, &shared) {
+    let (entry, token) = match open_room(&peer, &signed, &shared) {
         Ok(opened) => opened,
         Err(reason) => return refuse(writer, &peer, reason).await,
     };
     let reservation = signed.reservation();
     let room_id = reservation.room_id;
     tracing::info!(%peer, room = %room_id, max = reservation.max_participants, "room reserved");
-    let expiry = crate::calls::instant_of(reservation.expires_at());
     let mut writable = send(
         &mut writer,
         &ConferenceFrame::Reserved {
@@ -302,98 +292,103 @@ async fn serve_organiser(
         },
     )
     .await;
+    if !writable {
+        entry.state().organiser_lost(entry.time.now());
+    }
     let mut shutdown = shared.shutdown.clone();
     let mut asked_to_end = entry.end.subscribe();
-    while writable {
-        tokio::select! {
-            _ = asked_to_end.changed() => break,
-            Some(event) = events.recv() => {
-                writable = send(&mut writer, &ConferenceFrame::Event(event)).await;
+    let outcome = 'room: loop {
+        let events: Vec<room::Event> = std::iter::from_fn(|| entry.state().poll_event()).collect();
+        for event in events {
+            match event {
+                room::Event::Closed => {
+                    // Nobody joins any more; everyone still in is told and dropped.
+                    entry.closed.send_replace(true);
+                    rooms_of(&shared.rooms).remove(&room_id);
+                    let stats = entry.mixer.close().await;
+                    tracing::info!(room = %room_id, late = stats.total().late, "room ended");
+                }
+                room::Event::Unsigned(e) => {
+                    tracing::error!(room = %room_id, error = %e, "cannot sign the room receipt");
+                    writer.close().await;
+                    return;
+                }
+                room::Event::Done(outcome) => break 'room outcome,
             }
-            frame = frames.recv() => match frame {
-                Some(Ok(ConferenceFrame::End)) => break,
-                Some(Ok(other)) => {
-                    tracing::debug!(%peer, frame = other.name(), "ignored from an organiser");
-                }
-                Some(Err(_)) | None => {
-                    writable = false;
-                }
-            },
-            () = tokio::time::sleep_until(expiry) => break,
-            _ = shutdown.changed() => break,
         }
-    }
-
-    // Close the room: nobody joins any more, everyone still in is told and dropped.
-    let closed = entry.book().close(clock::now());
-    let (opened_at, closed_at, stays) = closed;
-    entry.closed.send_replace(true);
-    rooms_of(&shared.rooms).remove(&room_id);
-    let stats = entry.room.close().await;
-    tracing::info!(room = %room_id, stays = stays.len(), late = stats.total().late, "room ended");
-
-    let receipt = RoomReceipt::for_room(reservation, opened_at, closed_at, &stays);
-    let signed_receipt = match SignedRoomReceipt::sign(receipt, &shared.context.key) {
-        Ok(signed) => signed,
-        Err(e) => {
-            tracing::error!(room = %room_id, error = %e, "cannot sign the room receipt");
-            writer.close().await;
-            return;
+        let out: Vec<ConferenceFrame> =
+            std::iter::from_fn(|| entry.state().poll_transmit()).collect();
+        for frame in out {
+            if writable {
+                writable = send(&mut writer, &frame).await;
+                if !writable {
+                    entry.state().organiser_lost(entry.time.now());
+                }
+            }
+        }
+        let (open, deadline) = {
+            let machine = entry.state();
+            (
+                machine.state() == room::State::Open,
+                machine.poll_timeout().map(|at| entry.time.instant_of(at)),
+            )
+        };
+        if !entry.state().is_done() && writable {
+            tokio::select! {
+                _ = asked_to_end.changed(), if open => entry.state().end(entry.time.now()),
+                () = entry.wake.notified() => {}
+                frame = frames.recv() => match frame {
+                    Some(Ok(frame)) => {
+                        if open && frame != ConferenceFrame::End {
+                            tracing::debug!(%peer, frame = frame.name(), "ignored from an organiser");
+                        }
+                        entry.state().handle_frame(frame, entry.time.now());
+                    }
+                    Some(Err(_)) | None => entry.state().organiser_lost(entry.time.now()),
+                },
+                () = crate::calls::sleep_until(deadline) => {
+                    entry.state().handle_timeout(entry.time.now());
+                }
+                _ = shutdown.changed(), if open => entry.state().end(entry.time.now()),
+            }
         }
     };
-    let mut outcome = (
-        ReceiptStatus::Unacknowledged,
-        signed_receipt.as_bytes().to_vec(),
-        None,
-    );
-    if writable
-        && send(
-            &mut writer,
-            &ConferenceFrame::Ended {
-                receipt: signed_receipt.as_bytes().to_vec(),
-            },
-        )
-        .await
-    {
-        let answer = tokio::time::timeout(COUNTERSIGN_DEADLINE, async {
-            loop {
-                match frames.recv().await {
-                    Some(Ok(ConferenceFrame::Countersigned(bytes))) => return Some(Ok(bytes)),
-                    Some(Ok(ConferenceFrame::ReceiptRefused(dispute))) => {
-                        return Some(Err(dispute));
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => return None,
-                }
-            }
-        })
-        .await;
-        match answer {
-            Ok(Some(Ok(bytes))) => match SettledRoomReceipt::decode(&bytes) {
-                Ok(settled) if settled.receipt() == signed_receipt.receipt() => {
-                    outcome = (ReceiptStatus::Settled, bytes, None);
-                }
-                _ => {
-                    tracing::warn!(room = %room_id, "the organiser's countersignature does not verify")
-                }
-            },
-            Ok(Some(Err(dispute))) => {
-                tracing::warn!(room = %room_id, %dispute, "the organiser refused the room receipt");
-                outcome.0 = ReceiptStatus::Disputed;
-                outcome.2 = Some(dispute.to_string());
-            }
-            _ => tracing::warn!(room = %room_id, "no countersignature for the room receipt"),
-        }
-    }
     writer.close().await;
-    let (status, bytes, dispute) = outcome;
+    let (status, receipt, bytes, dispute) = match outcome {
+        Outcome::Settled(settled) => (
+            ReceiptStatus::Settled,
+            settled.receipt().clone(),
+            settled.as_bytes().to_vec(),
+            None,
+        ),
+        Outcome::Disputed { receipt, dispute } => {
+            tracing::warn!(room = %room_id, %dispute, "the organiser refused the room receipt");
+            let bytes = receipt.as_bytes().to_vec();
+            (
+                ReceiptStatus::Disputed,
+                receipt.receipt().clone(),
+                bytes,
+                Some(dispute.to_string()),
+            )
+        }
+        Outcome::Unacknowledged(receipt) => {
+            tracing::warn!(room = %room_id, "no valid countersignature for the room receipt");
+            let bytes = receipt.as_bytes().to_vec();
+            (
+                ReceiptStatus::Unacknowledged,
+                receipt.receipt().clone(),
+                bytes,
+                None,
+            )
+        }
+    };
     if let Err(e) = shared
         .context
         .store
         .save_room_receipt(
             RoomRole::Bridge,
             status,
-            signed_receipt.receipt(),
+            &receipt,
             &bytes,
             dispute,
             clock::now(),
@@ -410,7 +405,8 @@ async fn end_room(peer: PeerId, room_id: RoomId, mut writer: FrameWriter, shared
     let Some(entry) = entry else {
         return refuse(writer, &peer, RefusalReason::RoomClosed).await;
     };
-    if identity::provider_id(&peer) != Some(entry.organiser) {
+    let organiser = entry.state().organiser();
+    if identity::provider_id(&peer) != Some(organiser) {
         return refuse(writer, &peer, RefusalReason::Unauthorised).await;
     }
     entry.end.send_replace(true);
@@ -445,36 +441,24 @@ async fn serve_participant(
     let Ok(_slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
         return refuse(writer, &peer, RefusalReason::OverCapacity).await;
     };
-    let admitted = entry.book().admit(participant, clock::now());
+    let admitted = entry.state().join(participant, entry.time.now());
     if let Err(reason) = admitted {
         return refuse(writer, &peer, reason).await;
     }
     let mut closed = entry.closed.subscribe();
-    let (sdp_answer, mut leg) = match entry.room.join(sdp_offer).await {
+    let (sdp_answer, mut leg) = match entry.mixer.join(sdp_offer).await {
         Ok(joined) => joined,
         Err(e) => {
             tracing::info!(%peer, error = %e, "participant's media refused");
-            entry.book().cancel(participant);
+            entry.state().media_failed(participant);
             return refuse(writer, &peer, RefusalReason::MediaFailed).await;
         }
     };
     let mut joined = send(&mut writer, &ConferenceFrame::Joined { sdp_answer }).await;
-    let at = clock::now();
-    let present = {
-        let mut book = entry.book();
-        book.started(participant, at);
-        book.present_count()
-    };
+    let present = entry.state().joined(participant, joined, entry.time.now());
     if joined {
+        entry.wake.notify_one();
         tracing::info!(%peer, room = %room_id, present, "participant joined");
-        let _ = entry
-            .events
-            .send(RoomEvent::Joined {
-                participant,
-                at,
-                present,
-            })
-            .await;
     }
     let mut room_closed = *closed.borrow();
     let mut shutdown = shared.shutdown.clone();
@@ -496,17 +480,9 @@ async fn serve_participant(
     }
     leg.leave().await;
     writer.close().await;
-    let at = clock::now();
-    let left = { entry.book().leave(participant, at) };
+    let left = entry.state().leave(participant, entry.time.now());
     if let Some(present) = left {
+        entry.wake.notify_one();
         tracing::info!(%peer, room = %room_id, present, "participant left");
-        let _ = entry
-            .events
-            .send(RoomEvent::Left {
-                participant,
-                at,
-                present,
-            })
-            .await;
     }
 }

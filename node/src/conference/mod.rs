@@ -4,8 +4,8 @@
 //! - [`bridge`]: accepts `/interlink/conference/1` streams: reserves rooms for organisers,
 //!   admits participants with a valid join token up to the reserved size, tells the
 //!   organiser of joins and leaves, and settles the room receipt when the organiser ends
-//!   the room.
-//! - [`book`]: a room's bookkeeping (who is in, who was, when), pure.
+//!   the room; it drives the protocol's room state machine
+//!   (`interlink_protocol::conference::room`).
 //! - [`organiser`]: reserve a room, follow its events, end it and countersign its receipt.
 //! - [`participant`]: join a room with a token; a tone-sending WebRTC endpoint for tests,
 //!   the demo and the command line.
@@ -13,7 +13,6 @@
 //! - [`store`]: room receipts in the node's database.
 //! - [`wire`]: length-prefixed conference frames on a stream.
 
-pub mod book;
 pub mod bridge;
 pub mod discovery;
 pub mod organiser;

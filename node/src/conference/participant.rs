@@ -405,6 +405,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use interlink_protocol::conference::{JoinToken, RoomId};
+    use interlink_protocol::envelope;
 
     use super::*;
 
@@ -451,7 +452,9 @@ mod tests {
         assert!(
             matches!(
                 error,
-                Some(TokenError::Invalid(ConferenceError::BadSignature))
+                Some(TokenError::Invalid(ConferenceError::Envelope(
+                    envelope::Error::BadSignature
+                )))
             ),
             "{error:?}"
         );

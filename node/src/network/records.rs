@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-use interlink_protocol::{DhtKey, OfferError, ProviderId, SignedOffer, UnixTime};
+use interlink_protocol::codec::CodecError;
+use interlink_protocol::{DhtKey, OfferError, ProviderId, SignedOffer, UnixTime, envelope};
 use libp2p::PeerId;
 
 /// Why a record was not stored.
@@ -36,11 +37,13 @@ impl Refusal {
             Refusal::NotAProvidersKey => "not_providers_key",
             Refusal::WrongKey { .. } => "wrong_key",
             Refusal::InvalidOffer(e) => match e {
-                OfferError::TooLarge { .. } => "too_large",
-                OfferError::Truncated | OfferError::Malformed(_) => "malformed",
+                OfferError::Envelope(envelope::Error::Codec(CodecError::TooLarge { .. })) => {
+                    "too_large"
+                }
+                OfferError::Envelope(envelope::Error::Codec(_)) => "malformed",
                 OfferError::UnsupportedVersion(_) => "version",
-                OfferError::BadSignature => "bad_signature",
-                OfferError::SignerNotProvider { .. } => "signer_not_provider",
+                OfferError::Envelope(envelope::Error::BadSignature) => "bad_signature",
+                OfferError::Envelope(envelope::Error::WrongSigner { .. }) => "signer_not_provider",
                 OfferError::InvalidField(_) => "invalid_field",
                 OfferError::Expired { .. } => "expired",
                 OfferError::TooFarAhead { .. } | OfferError::IssuedInFuture { .. } => "time",

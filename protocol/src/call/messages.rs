@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, CodecError};
+use crate::codec::{self, CodecError, Limit};
 use crate::destination::{E164, Prefix};
-use crate::envelope::{self, Envelope};
-use crate::identity::{ProviderId, SecretKey};
+use crate::envelope::{self, Signable, Signed};
+use crate::identity::ProviderId;
 use crate::offer::Tariff;
 use crate::time::Timestamp;
 
@@ -84,35 +84,15 @@ pub struct Invite {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InviteError {
-    #[error("invite of {size} bytes is over the limit of {limit}")]
-    TooLarge { size: usize, limit: usize },
-    #[error("the invite is truncated")]
-    Truncated,
-    #[error("malformed invite: {0}")]
-    Malformed(String),
-    #[error("the invite's signature does not verify")]
-    BadSignature,
-    #[error("signed by {signer}, but the invite names caller {caller}")]
-    SignerNotCaller {
-        signer: ProviderId,
-        caller: ProviderId,
-    },
+    /// Size, encoding, signature, or a signer that is not the invite's caller.
+    #[error(transparent)]
+    Envelope(#[from] envelope::Error),
     #[error("invalid invite field `{field}`: {reason}")]
     InvalidField { field: &'static str, reason: String },
     #[error(
         "the invite was sent at {sent_at}, too far from now ({now}): a replay or a wrong clock"
     )]
     Stale { sent_at: Timestamp, now: Timestamp },
-}
-
-impl From<CodecError> for InviteError {
-    fn from(e: CodecError) -> Self {
-        match e {
-            CodecError::TooLarge { size, limit } => InviteError::TooLarge { size, limit },
-            CodecError::Truncated => InviteError::Truncated,
-            CodecError::Malformed(reason) => InviteError::Malformed(reason),
-        }
-    }
 }
 
 impl Invite {
@@ -144,72 +124,49 @@ impl Invite {
 }
 
 /// An invite signed by its caller; it exists only verified.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedInvite {
-    invite: Invite,
-    bytes: Vec<u8>,
-}
+pub type SignedInvite = Signed<Invite>;
 
-impl SignedInvite {
-    /// Signs `invite` with the caller's key.
-    pub fn sign(invite: Invite, key: &SecretKey) -> Result<SignedInvite, InviteError> {
-        if invite.caller != key.provider_id() {
-            return Err(InviteError::SignerNotCaller {
-                signer: key.provider_id(),
-                caller: invite.caller,
-            });
-        }
-        invite.check_fields()?;
-        let body = codec::encode::<_, MAX_FRAME_BYTES>(&invite)?;
-        let bytes = envelope::seal(INVITE_DOMAIN, &body, key);
-        Ok(SignedInvite { invite, bytes })
+impl Signable for Invite {
+    const DOMAIN: &'static [u8] = INVITE_DOMAIN;
+    type BodyLimit = Limit<MAX_FRAME_BYTES>;
+    /// The gateway's `now`, against replays.
+    type Context = Timestamp;
+    type Error = InviteError;
+
+    fn signer(&self) -> ProviderId {
+        self.caller
     }
 
-    /// Reads and verifies an invite received at `now`.
-    pub fn decode(bytes: &[u8], now: Timestamp) -> Result<SignedInvite, InviteError> {
-        if bytes.len() > MAX_FRAME_BYTES {
-            return Err(InviteError::TooLarge {
-                size: bytes.len(),
-                limit: MAX_FRAME_BYTES,
-            });
-        }
-        let envelope = Envelope::split(bytes).ok_or(InviteError::Truncated)?;
-        let invite: Invite = codec::decode::<_, MAX_FRAME_BYTES>(envelope.body)?;
-        if !envelope.verify(INVITE_DOMAIN) {
-            return Err(InviteError::BadSignature);
-        }
-        if envelope.signer != invite.caller {
-            return Err(InviteError::SignerNotCaller {
-                signer: envelope.signer,
-                caller: invite.caller,
-            });
-        }
-        invite.check_fields()?;
-        let skew = if invite.sent_at > now {
-            invite.sent_at.since(now)
+    fn check_to_sign(&self) -> Result<(), InviteError> {
+        self.check_fields()
+    }
+
+    fn check_received(&self, &now: &Timestamp) -> Result<(), InviteError> {
+        self.check_fields()?;
+        let skew = if self.sent_at > now {
+            self.sent_at.since(now)
         } else {
-            now.since(invite.sent_at)
+            now.since(self.sent_at)
         };
         if skew > MAX_INVITE_SKEW {
             return Err(InviteError::Stale {
-                sent_at: invite.sent_at,
+                sent_at: self.sent_at,
                 now,
             });
         }
-        Ok(SignedInvite {
-            invite,
-            bytes: bytes.to_vec(),
-        })
+        Ok(())
+    }
+}
+
+impl SignedInvite {
+    /// Reads and verifies an invite received at `now`.
+    pub fn decode(bytes: &[u8], now: Timestamp) -> Result<SignedInvite, InviteError> {
+        Signed::open(bytes, &now)
     }
 
     /// The invite.
     pub fn invite(&self) -> &Invite {
-        &self.invite
-    }
-
-    /// The exact bytes to send.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        self.value()
     }
 }
 

@@ -16,10 +16,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::call::messages::{ByeCause, CallId, Invite, OfferRef};
-use crate::codec::{self, CodecError};
+use crate::codec::Limit;
 use crate::destination::{E164, Prefix};
-use crate::envelope::{self, Envelope};
-use crate::identity::{ProviderId, SecretKey};
+use crate::envelope::{self, Countersignable, Countersigned, Signable, Signed};
+use crate::identity::ProviderId;
 use crate::money::Money;
 use crate::offer::Tariff;
 use crate::time::Timestamp;
@@ -74,35 +74,6 @@ pub enum ReceiptDispute {
     WrongAmount { claimed: u64, expected: u64 },
     #[error("the call is charged, but the caller never heard its media")]
     ChargedWithoutMedia,
-}
-
-/// Why receipt bytes are not a valid signed or settled receipt.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReceiptError {
-    #[error("receipt of {size} bytes is over the limit of {limit}")]
-    TooLarge { size: usize, limit: usize },
-    #[error("the receipt is truncated")]
-    Truncated,
-    #[error("malformed receipt: {0}")]
-    Malformed(String),
-    #[error("the receipt's signature does not verify")]
-    BadSignature,
-    #[error("signed by {signer}, not by {expected}")]
-    WrongSigner {
-        signer: ProviderId,
-        expected: ProviderId,
-    },
-}
-
-impl From<CodecError> for ReceiptError {
-    fn from(e: CodecError) -> Self {
-        match e {
-            CodecError::TooLarge { size, limit } => ReceiptError::TooLarge { size, limit },
-            CodecError::Truncated => ReceiptError::Truncated,
-            CodecError::Malformed(reason) => ReceiptError::Malformed(reason),
-        }
-    }
 }
 
 impl UsageReceipt {
@@ -215,129 +186,63 @@ impl UsageReceipt {
 }
 
 /// A receipt signed by the gateway (the offer's provider); it exists only verified.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedReceipt {
-    receipt: UsageReceipt,
-    bytes: Vec<u8>,
+pub type SignedReceipt = Signed<UsageReceipt>;
+/// A receipt signed by the gateway and countersigned by the caller.
+pub type SettledReceipt = Countersigned<UsageReceipt>;
+
+impl Signable for UsageReceipt {
+    const DOMAIN: &'static [u8] = RECEIPT_DOMAIN;
+    type BodyLimit = Limit<MAX_RECEIPT_BYTES>;
+    type Context = ();
+    type Error = envelope::Error;
+
+    fn signer(&self) -> ProviderId {
+        self.offer.provider
+    }
+}
+
+impl Countersignable for UsageReceipt {
+    const COUNTERSIGN_DOMAIN: &'static [u8] = COUNTERSIGN_DOMAIN;
+    const MAX_COUNTERSIGNED_BYTES: usize = MAX_RECEIPT_BYTES;
+
+    fn countersigner(&self) -> ProviderId {
+        self.caller
+    }
 }
 
 impl SignedReceipt {
-    /// Signs `receipt` with the gateway's key.
-    pub fn sign(receipt: UsageReceipt, key: &SecretKey) -> Result<SignedReceipt, ReceiptError> {
-        if receipt.offer.provider != key.provider_id() {
-            return Err(ReceiptError::WrongSigner {
-                signer: key.provider_id(),
-                expected: receipt.offer.provider,
-            });
-        }
-        let body = codec::encode::<_, MAX_RECEIPT_BYTES>(&receipt)?;
-        let bytes = envelope::seal(RECEIPT_DOMAIN, &body, key);
-        Ok(SignedReceipt { receipt, bytes })
-    }
-
     /// Reads and verifies a gateway-signed receipt.
-    pub fn decode(bytes: &[u8]) -> Result<SignedReceipt, ReceiptError> {
-        if bytes.len() > MAX_RECEIPT_BYTES {
-            return Err(ReceiptError::TooLarge {
-                size: bytes.len(),
-                limit: MAX_RECEIPT_BYTES,
-            });
-        }
-        let envelope = Envelope::split(bytes).ok_or(ReceiptError::Truncated)?;
-        let receipt: UsageReceipt = codec::decode::<_, MAX_RECEIPT_BYTES>(envelope.body)?;
-        if !envelope.verify(RECEIPT_DOMAIN) {
-            return Err(ReceiptError::BadSignature);
-        }
-        if envelope.signer != receipt.offer.provider {
-            return Err(ReceiptError::WrongSigner {
-                signer: envelope.signer,
-                expected: receipt.offer.provider,
-            });
-        }
-        Ok(SignedReceipt {
-            receipt,
-            bytes: bytes.to_vec(),
-        })
+    pub fn decode(bytes: &[u8]) -> Result<SignedReceipt, envelope::Error> {
+        Signed::open(bytes, &())
     }
 
     /// The receipt.
     pub fn receipt(&self) -> &UsageReceipt {
-        &self.receipt
+        self.value()
     }
-
-    /// The exact bytes to send and store.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// The caller's countersignature, which settles the receipt.
-    pub fn countersign(&self, key: &SecretKey) -> Result<SettledReceipt, ReceiptError> {
-        if self.receipt.caller != key.provider_id() {
-            return Err(ReceiptError::WrongSigner {
-                signer: key.provider_id(),
-                expected: self.receipt.caller,
-            });
-        }
-        let bytes = envelope::seal(COUNTERSIGN_DOMAIN, &self.bytes, key);
-        Ok(SettledReceipt {
-            receipt: self.receipt.clone(),
-            bytes,
-        })
-    }
-}
-
-/// A receipt signed by the gateway and countersigned by the caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SettledReceipt {
-    receipt: UsageReceipt,
-    bytes: Vec<u8>,
 }
 
 impl SettledReceipt {
     /// Reads and verifies both signatures of a settled receipt.
-    pub fn decode(bytes: &[u8]) -> Result<SettledReceipt, ReceiptError> {
-        if bytes.len() > MAX_RECEIPT_BYTES {
-            return Err(ReceiptError::TooLarge {
-                size: bytes.len(),
-                limit: MAX_RECEIPT_BYTES,
-            });
-        }
-        let envelope = Envelope::split(bytes).ok_or(ReceiptError::Truncated)?;
-        let inner = SignedReceipt::decode(envelope.body)?;
-        if !envelope.verify(COUNTERSIGN_DOMAIN) {
-            return Err(ReceiptError::BadSignature);
-        }
-        if envelope.signer != inner.receipt.caller {
-            return Err(ReceiptError::WrongSigner {
-                signer: envelope.signer,
-                expected: inner.receipt.caller,
-            });
-        }
-        Ok(SettledReceipt {
-            receipt: inner.receipt,
-            bytes: bytes.to_vec(),
-        })
+    pub fn decode(bytes: &[u8]) -> Result<SettledReceipt, envelope::Error> {
+        Countersigned::open(bytes, &())
     }
 
     /// The receipt.
     pub fn receipt(&self) -> &UsageReceipt {
-        &self.receipt
-    }
-
-    /// The exact bytes both sides store.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        self.value()
     }
 
     /// The gateway-signed receipt inside.
     pub fn gateway_signed(&self) -> &[u8] {
-        self.bytes.get(envelope::HEADER_LEN..).unwrap_or_default()
+        self.signed_bytes()
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::identity::SecretKey;
     use crate::money::Currency;
 
     pub(crate) fn invite(caller: &SecretKey, gateway: &SecretKey) -> Invite {
@@ -486,5 +391,32 @@ pub(crate) mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         assert!(SignedReceipt::decode(&bytes).is_err());
+    }
+
+    /// A receipt signed and countersigned by the hand-written openers the envelope
+    /// replaced: both signatures made by earlier builds verify.
+    #[test]
+    fn a_receipt_settled_by_an_earlier_build_still_verifies() {
+        let bytes = crate::signed::tests::hex(
+            "\
+            fd1724385aa0c75b64fb78cd602fa1d991fdebf76b13c58ed702eac835e9f618ae4f7845b603c99d\
+            bcd05ecebab4444ab090ec4fc6ea6908b351183b56b1c1f759b382377b9b3d7087806d1e2c4e43ca\
+            8d68ce5b5c50741a91099c6a5498a200ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92\
+            421eea691446d22c2eebf43f8c303ee20da1de21285d2eae90fa98decdbec788523d6b0472c9c84a\
+            82266398d5109b577a9371c00df8e85a7e710d664f78efd9ba0da0769299fe0c0505050505050505\
+            0505050505050505ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c\
+            2afd1724385aa0c75b64fb78cd602fa1d991fdebf76b13c58ed702eac835e9f6180d2b3434373730\
+            303930303132330334343747425001023cfdc8505c18a3010000fd103f5d18a30100007847425005\
+            00",
+        );
+        let settled = SettledReceipt::decode(&bytes).unwrap();
+        let caller = SecretKey::from_seed(&[9; 32]);
+        let gateway = SecretKey::from_seed(&[7; 32]);
+        assert_eq!(settled.receipt().caller, caller.provider_id());
+        let signed = SignedReceipt::decode(settled.gateway_signed()).unwrap();
+        assert_eq!(signed.signer(), gateway.provider_id());
+        assert_eq!(signed.countersign(&caller).unwrap(), settled);
+        let again = SignedReceipt::sign(settled.receipt().clone(), &gateway).unwrap();
+        assert_eq!(again, signed);
     }
 }

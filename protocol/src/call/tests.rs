@@ -1049,7 +1049,9 @@ fn invites_are_verified() {
 
     assert!(matches!(
         SignedInvite::sign(invite(), &gateway_key()),
-        Err(messages::InviteError::SignerNotCaller { .. })
+        Err(messages::InviteError::Envelope(
+            crate::envelope::Error::WrongSigner { .. }
+        ))
     ));
 
     let mut uncovered = invite();

@@ -17,12 +17,15 @@
 //!    against the reservation and the joins and leaves it was told of, and countersigns
 //!    ([`SettledRoomReceipt`]).
 //!
-//! [`messages::ConferenceFrame`] is what travels on a conference stream.
+//! [`messages::ConferenceFrame`] is what travels on a conference stream; [`room::Room`] is
+//! the bridge's room as a state machine without IO (who is let in, who was in and when,
+//! when the room ends, its receipt and countersignature).
 
 pub mod messages;
 pub mod ranking;
 pub mod receipt;
 pub mod reservation;
+pub mod room;
 pub mod terms;
 
 pub use messages::{ConferenceFrame, RefusalReason, RoomEvent};
@@ -32,31 +35,16 @@ pub use receipt::{
 pub use reservation::{JoinToken, Reservation, RoomId, SignedJoinToken, SignedReservation};
 pub use terms::{ConferenceTariff, ConferenceTerms, InvalidRegion, Region};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use crate::codec::{self, CodecError};
-use crate::envelope::{self, Envelope};
-use crate::identity::{ProviderId, SecretKey};
+use crate::envelope;
 use crate::time::Timestamp;
 
 /// Why bytes are not a valid signed conference message, or a message cannot be signed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConferenceError {
-    #[error("{size} bytes is over the limit of {limit}")]
-    TooLarge { size: usize, limit: usize },
-    #[error("the message is truncated")]
-    Truncated,
-    #[error("malformed message: {0}")]
-    Malformed(String),
-    #[error("the signature does not verify")]
-    BadSignature,
-    #[error("signed by {signer}, not by {expected}")]
-    WrongSigner {
-        signer: ProviderId,
-        expected: ProviderId,
-    },
+    /// Size, encoding, signature, or a signer that is not the one the message names.
+    #[error(transparent)]
+    Envelope(#[from] envelope::Error),
     #[error("invalid field `{field}`: {reason}")]
     InvalidField { field: &'static str, reason: String },
     #[error("expired at {expires_at} (now {now})")]
@@ -66,51 +54,4 @@ pub enum ConferenceError {
     },
     #[error("sent at {sent_at}, too far from now ({now}): a replay or a wrong clock")]
     Stale { sent_at: Timestamp, now: Timestamp },
-}
-
-impl From<CodecError> for ConferenceError {
-    fn from(e: CodecError) -> Self {
-        match e {
-            CodecError::TooLarge { size, limit } => ConferenceError::TooLarge { size, limit },
-            CodecError::Truncated => ConferenceError::Truncated,
-            CodecError::Malformed(reason) => ConferenceError::Malformed(reason),
-        }
-    }
-}
-
-/// Encodes and signs `value` under `domain`.
-fn seal<T: Serialize, const LIMIT: usize>(
-    domain: &[u8],
-    value: &T,
-    key: &SecretKey,
-) -> Result<Vec<u8>, ConferenceError> {
-    let body = codec::encode::<_, LIMIT>(value)?;
-    Ok(envelope::seal(domain, &body, key))
-}
-
-/// Checks size and signature under `domain` and decodes; returns the signer and value.
-fn open<T: Serialize + DeserializeOwned, const LIMIT: usize>(
-    domain: &[u8],
-    bytes: &[u8],
-) -> Result<(ProviderId, T), ConferenceError> {
-    if bytes.len() > LIMIT {
-        return Err(ConferenceError::TooLarge {
-            size: bytes.len(),
-            limit: LIMIT,
-        });
-    }
-    let envelope = Envelope::split(bytes).ok_or(ConferenceError::Truncated)?;
-    let value: T = codec::decode::<_, LIMIT>(envelope.body)?;
-    if !envelope.verify(domain) {
-        return Err(ConferenceError::BadSignature);
-    }
-    Ok((envelope.signer, value))
-}
-
-fn check_signer(signer: ProviderId, expected: ProviderId) -> Result<(), ConferenceError> {
-    if signer == expected {
-        Ok(())
-    } else {
-        Err(ConferenceError::WrongSigner { signer, expected })
-    }
 }

@@ -12,11 +12,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::call::OfferRef;
+use crate::codec::Limit;
+use crate::conference::ConferenceError;
 use crate::conference::reservation::{Reservation, RoomId};
 use crate::conference::terms::ConferenceTariff;
-use crate::conference::{ConferenceError, check_signer, open, seal};
-use crate::envelope;
-use crate::identity::{ProviderId, SecretKey};
+use crate::envelope::{Countersignable, Countersigned, HEADER_LEN, Signable, Signed};
+use crate::identity::ProviderId;
 use crate::money::Money;
 use crate::time::Timestamp;
 
@@ -202,99 +203,64 @@ impl RoomReceipt {
 }
 
 /// A room receipt signed by the bridge (the offer's provider); it exists only verified.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedRoomReceipt {
-    receipt: RoomReceipt,
-    bytes: Vec<u8>,
-}
+pub type SignedRoomReceipt = Signed<RoomReceipt>;
+/// A room receipt signed by the bridge and countersigned by the organiser.
+pub type SettledRoomReceipt = Countersigned<RoomReceipt>;
 
-impl SignedRoomReceipt {
-    /// Signs `receipt` with the bridge's key.
-    pub fn sign(
-        receipt: RoomReceipt,
-        key: &SecretKey,
-    ) -> Result<SignedRoomReceipt, ConferenceError> {
-        check_signer(key.provider_id(), receipt.offer.provider)?;
-        if receipt.attendances.len() > MAX_ATTENDANCES {
+impl Signable for RoomReceipt {
+    const DOMAIN: &'static [u8] = ROOM_RECEIPT_DOMAIN;
+    type BodyLimit = Limit<MAX_ROOM_RECEIPT_BYTES>;
+    type Context = ();
+    type Error = ConferenceError;
+
+    fn signer(&self) -> ProviderId {
+        self.offer.provider
+    }
+
+    fn check_to_sign(&self) -> Result<(), ConferenceError> {
+        if self.attendances.len() > MAX_ATTENDANCES {
             return Err(ConferenceError::InvalidField {
                 field: "attendances",
                 reason: format!(
                     "{} stays, at most {MAX_ATTENDANCES}",
-                    receipt.attendances.len()
+                    self.attendances.len()
                 ),
             });
         }
-        let bytes = seal::<_, MAX_ROOM_RECEIPT_BYTES>(ROOM_RECEIPT_DOMAIN, &receipt, key)?;
-        Ok(SignedRoomReceipt { receipt, bytes })
+        Ok(())
     }
+}
 
+impl Countersignable for RoomReceipt {
+    const COUNTERSIGN_DOMAIN: &'static [u8] = ROOM_COUNTERSIGN_DOMAIN;
+    const MAX_COUNTERSIGNED_BYTES: usize = MAX_ROOM_RECEIPT_BYTES + HEADER_LEN;
+
+    fn countersigner(&self) -> ProviderId {
+        self.organiser
+    }
+}
+
+impl SignedRoomReceipt {
     /// Reads and verifies a bridge-signed room receipt.
     pub fn decode(bytes: &[u8]) -> Result<SignedRoomReceipt, ConferenceError> {
-        let (signer, receipt): (_, RoomReceipt) =
-            open::<_, MAX_ROOM_RECEIPT_BYTES>(ROOM_RECEIPT_DOMAIN, bytes)?;
-        check_signer(signer, receipt.offer.provider)?;
-        Ok(SignedRoomReceipt {
-            receipt,
-            bytes: bytes.to_vec(),
-        })
+        Signed::open(bytes, &())
     }
 
     /// The receipt.
     pub fn receipt(&self) -> &RoomReceipt {
-        &self.receipt
+        self.value()
     }
-
-    /// The exact bytes to send and store.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// The organiser's countersignature, which settles the receipt.
-    pub fn countersign(&self, key: &SecretKey) -> Result<SettledRoomReceipt, ConferenceError> {
-        check_signer(key.provider_id(), self.receipt.organiser)?;
-        Ok(SettledRoomReceipt {
-            receipt: self.receipt.clone(),
-            bytes: envelope::seal(ROOM_COUNTERSIGN_DOMAIN, &self.bytes, key),
-        })
-    }
-}
-
-/// A room receipt signed by the bridge and countersigned by the organiser.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SettledRoomReceipt {
-    receipt: RoomReceipt,
-    bytes: Vec<u8>,
 }
 
 impl SettledRoomReceipt {
     /// Reads and verifies both signatures of a settled room receipt.
     pub fn decode(bytes: &[u8]) -> Result<SettledRoomReceipt, ConferenceError> {
-        if bytes.len() > MAX_ROOM_RECEIPT_BYTES + envelope::HEADER_LEN {
-            return Err(ConferenceError::TooLarge {
-                size: bytes.len(),
-                limit: MAX_ROOM_RECEIPT_BYTES + envelope::HEADER_LEN,
-            });
-        }
-        let outer = envelope::Envelope::split(bytes).ok_or(ConferenceError::Truncated)?;
-        let inner = SignedRoomReceipt::decode(outer.body)?;
-        if !outer.verify(ROOM_COUNTERSIGN_DOMAIN) {
-            return Err(ConferenceError::BadSignature);
-        }
-        check_signer(outer.signer, inner.receipt.organiser)?;
-        Ok(SettledRoomReceipt {
-            receipt: inner.receipt,
-            bytes: bytes.to_vec(),
-        })
+        Countersigned::open(bytes, &())
     }
 
     /// The receipt.
     pub fn receipt(&self) -> &RoomReceipt {
-        &self.receipt
-    }
-
-    /// The exact bytes both sides store.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        self.value()
     }
 }
 
@@ -398,7 +364,9 @@ mod tests {
         resigned[40] ^= 1;
         assert_eq!(
             SettledRoomReceipt::decode(&resigned),
-            Err(ConferenceError::BadSignature)
+            Err(ConferenceError::Envelope(
+                crate::envelope::Error::BadSignature
+            ))
         );
     }
 }

@@ -6,9 +6,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::call::OfferRef;
+use crate::codec::Limit;
+use crate::conference::ConferenceError;
 use crate::conference::terms::{ConferenceTariff, MAX_PARTICIPANTS_PER_ROOM};
-use crate::conference::{ConferenceError, check_signer, open, seal};
-use crate::identity::{ProviderId, SecretKey};
+use crate::envelope::{self, Signable, Signed};
+use crate::identity::ProviderId;
 use crate::time::Timestamp;
 
 /// Largest signed reservation or join token.
@@ -96,31 +98,26 @@ impl Reservation {
 }
 
 /// A reservation signed by its organiser; it exists only verified.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedReservation {
-    reservation: Reservation,
-    bytes: Vec<u8>,
-}
+pub type SignedReservation = Signed<Reservation>;
 
-impl SignedReservation {
-    /// Signs `reservation` with the organiser's key.
-    pub fn sign(
-        reservation: Reservation,
-        key: &SecretKey,
-    ) -> Result<SignedReservation, ConferenceError> {
-        check_signer(key.provider_id(), reservation.organiser)?;
-        reservation.check_fields()?;
-        let bytes = seal::<_, MAX_TOKEN_BYTES>(RESERVATION_DOMAIN, &reservation, key)?;
-        Ok(SignedReservation { reservation, bytes })
+impl Signable for Reservation {
+    const DOMAIN: &'static [u8] = RESERVATION_DOMAIN;
+    type BodyLimit = Limit<MAX_TOKEN_BYTES>;
+    /// The bridge's `now`, against replays.
+    type Context = Timestamp;
+    type Error = ConferenceError;
+
+    fn signer(&self) -> ProviderId {
+        self.organiser
     }
 
-    /// Reads and verifies a reservation received at `now`.
-    pub fn decode(bytes: &[u8], now: Timestamp) -> Result<SignedReservation, ConferenceError> {
-        let (signer, reservation): (_, Reservation) =
-            open::<_, MAX_TOKEN_BYTES>(RESERVATION_DOMAIN, bytes)?;
-        check_signer(signer, reservation.organiser)?;
-        reservation.check_fields()?;
-        let sent_at = reservation.sent_at;
+    fn check_to_sign(&self) -> Result<(), ConferenceError> {
+        self.check_fields()
+    }
+
+    fn check_received(&self, &now: &Timestamp) -> Result<(), ConferenceError> {
+        self.check_fields()?;
+        let sent_at = self.sent_at;
         let skew = if sent_at > now {
             sent_at.since(now)
         } else {
@@ -129,20 +126,19 @@ impl SignedReservation {
         if skew > MAX_RESERVATION_SKEW {
             return Err(ConferenceError::Stale { sent_at, now });
         }
-        Ok(SignedReservation {
-            reservation,
-            bytes: bytes.to_vec(),
-        })
+        Ok(())
+    }
+}
+
+impl SignedReservation {
+    /// Reads and verifies a reservation received at `now`.
+    pub fn decode(bytes: &[u8], now: Timestamp) -> Result<SignedReservation, ConferenceError> {
+        Signed::open(bytes, &now)
     }
 
     /// The reservation.
     pub fn reservation(&self) -> &Reservation {
-        &self.reservation
-    }
-
-    /// The exact bytes to send.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        self.value()
     }
 }
 
@@ -159,55 +155,61 @@ pub struct JoinToken {
 }
 
 /// A join token signed by its bridge; it exists only verified.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedJoinToken {
-    token: JoinToken,
-    bytes: Vec<u8>,
+pub type SignedJoinToken = Signed<JoinToken>;
+
+impl Signable for JoinToken {
+    const DOMAIN: &'static [u8] = JOIN_TOKEN_DOMAIN;
+    type BodyLimit = Limit<MAX_TOKEN_BYTES>;
+    /// The bridge the token must be of, and `now`.
+    type Context = (ProviderId, Timestamp);
+    type Error = ConferenceError;
+
+    fn signer(&self) -> ProviderId {
+        self.bridge
+    }
+
+    fn check_received(
+        &self,
+        &(bridge, now): &(ProviderId, Timestamp),
+    ) -> Result<(), ConferenceError> {
+        if self.bridge != bridge {
+            return Err(envelope::Error::WrongSigner {
+                signer: self.bridge,
+                expected: bridge,
+            }
+            .into());
+        }
+        if now >= self.expires_at {
+            return Err(ConferenceError::Expired {
+                expires_at: self.expires_at,
+                now,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl SignedJoinToken {
-    /// Signs `token` with the bridge's key.
-    pub fn sign(token: JoinToken, key: &SecretKey) -> Result<SignedJoinToken, ConferenceError> {
-        check_signer(key.provider_id(), token.bridge)?;
-        let bytes = seal::<_, MAX_TOKEN_BYTES>(JOIN_TOKEN_DOMAIN, &token, key)?;
-        Ok(SignedJoinToken { token, bytes })
-    }
-
     /// Reads and verifies a token of `bridge` at `now`.
     pub fn decode(
         bytes: &[u8],
         bridge: ProviderId,
         now: Timestamp,
     ) -> Result<SignedJoinToken, ConferenceError> {
-        let (signer, token): (_, JoinToken) = open::<_, MAX_TOKEN_BYTES>(JOIN_TOKEN_DOMAIN, bytes)?;
-        check_signer(signer, bridge)?;
-        check_signer(token.bridge, bridge)?;
-        if now >= token.expires_at {
-            return Err(ConferenceError::Expired {
-                expires_at: token.expires_at,
-                now,
-            });
-        }
-        Ok(SignedJoinToken {
-            token,
-            bytes: bytes.to_vec(),
-        })
+        Signed::open(bytes, &(bridge, now))
     }
 
     /// The token.
     pub fn token(&self) -> &JoinToken {
-        &self.token
-    }
-
-    /// The exact bytes to hand on.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        self.value()
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::codec::CodecError;
+    use crate::identity::SecretKey;
     use crate::money::Currency;
 
     pub(crate) const NOW: Timestamp = Timestamp(1_000_000);
@@ -260,7 +262,9 @@ pub(crate) mod tests {
         );
         assert!(matches!(
             SignedReservation::sign(reservation(), &key(3)),
-            Err(ConferenceError::WrongSigner { .. })
+            Err(ConferenceError::Envelope(
+                envelope::Error::WrongSigner { .. }
+            ))
         ));
     }
 
@@ -279,7 +283,7 @@ pub(crate) mod tests {
         spliced.extend_from_slice(&forged.as_bytes()[96..]);
         assert_eq!(
             SignedReservation::decode(&spliced, NOW),
-            Err(ConferenceError::BadSignature)
+            Err(ConferenceError::Envelope(envelope::Error::BadSignature))
         );
         assert!(matches!(
             SignedReservation::decode(signed.as_bytes(), NOW.plus(Duration::from_secs(301))),
@@ -287,7 +291,9 @@ pub(crate) mod tests {
         ));
         assert!(matches!(
             SignedReservation::decode(&vec![0; MAX_TOKEN_BYTES + 1], NOW),
-            Err(ConferenceError::TooLarge { .. })
+            Err(ConferenceError::Envelope(envelope::Error::Codec(
+                CodecError::TooLarge { .. }
+            )))
         ));
         let mut empty = reservation();
         empty.max_participants = 0;
@@ -319,7 +325,9 @@ pub(crate) mod tests {
         .unwrap();
         assert!(matches!(
             SignedJoinToken::decode(other.as_bytes(), bridge, NOW),
-            Err(ConferenceError::WrongSigner { .. })
+            Err(ConferenceError::Envelope(
+                envelope::Error::WrongSigner { .. }
+            ))
         ));
         assert!(matches!(
             SignedJoinToken::decode(
@@ -334,7 +342,7 @@ pub(crate) mod tests {
         assert!(SignedJoinToken::decode(&bytes, bridge, NOW).is_err());
         assert_eq!(
             SignedJoinToken::decode(&bytes[..50], bridge, NOW),
-            Err(ConferenceError::Truncated)
+            Err(ConferenceError::Envelope(CodecError::Truncated.into()))
         );
     }
 }
