@@ -9,6 +9,12 @@
 //! store ([`network::records`]). A caller runs [`discovery::discover`] and ranks the result
 //! with `interlink_protocol::ranking::rank`.
 //!
+//! - [`calls`]: the drivers of the protocol's call machines, caller and gateway side.
+//! - [`conference`]: the bridge (driving the protocol's room machine), the organiser and
+//!   the participants of conference rooms.
+//! - [`store`]: receipts and the call history, in SQLite.
+//! - [`clock`]: the wall clock, read in one place, and [`clock::SessionClock`], on which a
+//!   call's or a room's deadlines run.
 //! - [`config`]: the TOML configuration, its defaults and checks.
 //! - [`identity`]: the ed25519 key file, shared by libp2p and offer signing.
 //! - [`node`]: a running node: network, membership, publisher.
