@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::http::Api;
 use support::node_process::{self, NodeProcess, init_home, receipts_at};
+use support::wait_for_blocking;
 
 mod support;
 
@@ -462,14 +463,9 @@ fn the_demo_serves_alices_page_until_told_to_stop() {
 
     let pid = demo.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let give_up = Instant::now() + deadline;
-    let status = loop {
-        if let Some(status) = demo.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < give_up, "the demo did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for_blocking("the demo to stop on SIGTERM", deadline, || {
+        demo.try_wait().unwrap()
+    });
     assert!(status.success(), "{status}");
     // The reader ends with the demo's stdout.
     let rest: Vec<String> = std::iter::from_fn(|| lines.recv_timeout(deadline).ok()).collect();
