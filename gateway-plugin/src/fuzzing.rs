@@ -19,18 +19,18 @@ pub fn sip_sdp(text: &str) -> bool {
 /// takes, the offer reduced to them (which webrtc-rs then parses again), and an answer's
 /// negotiated formats, as the caller's own WebRTC endpoint reads the gateway's answer.
 pub fn webrtc_sdp(text: &str) -> bool {
-    let Ok(parsed) = webrtc_leg::parse_sdp(text) else {
+    let Ok(parsed) = webrtc_leg::sdp::parse_sdp(text) else {
         return false;
     };
-    let _ = webrtc_leg::negotiated_formats(&parsed);
-    let Ok(formats) = webrtc_leg::answer_formats(&parsed) else {
+    let _ = webrtc_leg::sdp::negotiated_formats(&parsed);
+    let Ok(formats) = webrtc_leg::sdp::answer_formats(&parsed) else {
         return false;
     };
     let payload_types: Vec<u8> = formats.iter().map(|f| f.payload_type).collect();
-    let reduced = webrtc_leg::keep_audio_formats(text, &payload_types);
+    let reduced = webrtc_leg::sdp::keep_audio_formats(text, &payload_types);
     // webrtc-rs reads the reduced offer next; a reduction it cannot read fails the call
     // with an error, which is fine, but must not panic here.
-    webrtc_leg::parse_sdp(&reduced).is_ok()
+    webrtc_leg::sdp::parse_sdp(&reduced).is_ok()
 }
 
 /// A SIP message from the trunk, parsed as the SIP stack does, then read as the bridge reads

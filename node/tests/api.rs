@@ -18,7 +18,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use interlink_gateway_plugin::echo::{Answering, EchoConfig};
 use interlink_gateway_plugin::webrtc_leg::MediaSettings;
@@ -33,7 +33,7 @@ use interlink_protocol::ranking::{Policy, PolicyKind};
 use libp2p::identity::Keypair;
 use serde_json::{Value, json};
 use support::http::{Api, Event};
-use support::plan;
+use support::{plan, wait_for_blocking};
 use tokio::runtime::Runtime;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -159,15 +159,14 @@ fn names(events: &[Event]) -> Vec<&str> {
 
 /// Polls `GET /api/calls` until it is empty.
 fn wait_no_calls(api: &Api) {
-    let give_up = Instant::now() + DEADLINE;
-    loop {
+    wait_for_blocking("no call listed", DEADLINE, || {
         let calls = api.get("/api/calls").json();
         if calls["calls"].as_array().is_some_and(Vec::is_empty) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("calls still listed: {calls}"))
         }
-        assert!(Instant::now() < give_up, "calls still listed: {calls}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
 }
 
 fn assert_error(response: &support::http::Response, status: u16, code: &str) {
@@ -379,11 +378,14 @@ fn a_call_carries_the_offer_to_the_gateway_and_ends_on_every_leg() {
     drop(resumed);
 
     // Talk a little: the tone's echo comes back through the gateway.
-    let give_up = Instant::now() + DEADLINE;
-    while tone.report().echo_matches < 10 {
-        assert!(Instant::now() < give_up, "{:?}", tone.report());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_blocking("the tone's echo", DEADLINE, || {
+        let report = tone.report();
+        if report.echo_matches >= 10 {
+            Ok(())
+        } else {
+            Err(format!("{report:?}"))
+        }
+    });
     let hung_up = api.delete(&format!("/api/calls/{id}"));
     assert_eq!(hung_up.status, 202, "{}", hung_up.json());
     let end = events.until("ended", DEADLINE);
@@ -635,11 +637,9 @@ fn a_node_whose_idle_connections_closed_still_finds_gateways() {
         |spec| spec.settings.idle_connection_timeout = Duration::from_millis(500),
     );
     let api = &world.api;
-    let give_up = Instant::now() + DEADLINE;
-    while api.get("/api/node").json()["connected_peers"] != 0 {
-        assert!(Instant::now() < give_up, "connections never went idle");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_blocking("the connections to go idle", DEADLINE, || {
+        api.get("/api/node").json()["connected_peers"] == 0
+    });
     let listed = api.get("/api/gateways?destination=%2B447700900123");
     assert_eq!(listed.status, 200, "{}", listed.json());
     assert_eq!(listed.json()["gateways"][0]["name"], "Echo");

@@ -32,6 +32,7 @@ use support::node_process::{
     NodeProcess, init_node, network_section, receipts_at, start_bootstrap,
 };
 use support::sipp::Sipp;
+use support::{poll_blocking, wait_for_blocking};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// The longest the browser script may run.
@@ -118,22 +119,17 @@ fn alice_calls_bob_from_the_page_through_echo_and_sip_gateways() {
     let api = Api::new(&url);
 
     // Alice's node sees all three before Alice looks.
-    let give_up = Instant::now() + DEADLINE;
-    loop {
+    wait_for_blocking("Alice's node to find the gateways", DEADLINE, || {
         let listed = api.get("/api/gateways?destination=%2B447700900123&policy=cheapest");
         if listed.json()["gateways"]
             .as_array()
             .is_some_and(|g| g.len() == 3)
         {
-            break;
+            Ok(())
+        } else {
+            Err(listed.json())
         }
-        assert!(
-            Instant::now() < give_up,
-            "Alice's node did not find the gateways: {}",
-            listed.json()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     let setup = started.elapsed();
 
     let artifacts = artifacts_dir();
@@ -155,16 +151,11 @@ fn alice_calls_bob_from_the_page_through_echo_and_sip_gateways() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("node (Node.js)");
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if script_started.elapsed() > SCRIPT_DEADLINE {
-            let _ = child.kill();
-            panic!("the browser script ran longer than {SCRIPT_DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let left = SCRIPT_DEADLINE.saturating_sub(script_started.elapsed());
+    let status = poll_blocking(left, || child.try_wait().unwrap()).unwrap_or_else(|_| {
+        let _ = child.kill();
+        panic!("the browser script ran longer than {SCRIPT_DEADLINE:?}");
+    });
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

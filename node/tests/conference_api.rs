@@ -22,6 +22,7 @@ use interlink_protocol::conference::RoomEvent;
 use serde_json::{Value, json};
 use support::conference::{api_settings, bridge_plan, find_bridge, network};
 use support::http::Api;
+use support::wait_for_blocking;
 use tokio::runtime::Runtime;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -110,21 +111,17 @@ impl World {
 
     /// The membership `id` once it has ended.
     fn ended(&self, id: &str) -> Value {
-        let give_up = std::time::Instant::now() + DEADLINE;
-        loop {
+        wait_for_blocking(&format!("membership {id} to end"), DEADLINE, || {
             let view = self
                 .api
                 .get(&format!("/api/conferences/memberships/{id}"))
                 .json();
             if view["state"] == "ended" {
-                return view;
+                Ok(view)
+            } else {
+                Err(view)
             }
-            assert!(
-                std::time::Instant::now() < give_up,
-                "membership {id} did not end: {view}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     fn memberships(&self) -> Value {

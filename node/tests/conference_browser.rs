@@ -41,6 +41,7 @@ use serde_json::{Value, json};
 use support::browser::{artifacts_dir, browser_dir, check_tools};
 use support::conference::{api_settings, bridge_plan, find_bridge, hears, network};
 use support::http::Api;
+use support::{poll_blocking, wait_for_blocking};
 use tokio::runtime::Runtime;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -133,15 +134,6 @@ fn next_event(runtime: &Runtime, room: &mut OrganisedRoom) -> RoomEvent {
         .expect("the room's stream is open")
 }
 
-/// Waits until `check` holds, or panics with `what` after `DEADLINE`.
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let give_up = Instant::now() + DEADLINE;
-    while !check() {
-        assert!(Instant::now() < give_up, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The browser script: its stdin, and its stdout's lines as JSON.
 struct Script {
     child: Child,
@@ -214,19 +206,13 @@ impl Script {
 
     /// Waits for the script to exit, successfully.
     fn finish(mut self) {
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                if !status.success() {
-                    self.fail(&format!("the browser script exited with {status}"));
-                }
-                return;
-            }
-            if self.started.elapsed() > SCRIPT_DEADLINE {
-                self.fail(&format!(
-                    "the browser script ran longer than {SCRIPT_DEADLINE:?}"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let left = SCRIPT_DEADLINE.saturating_sub(self.started.elapsed());
+        match poll_blocking(left, || self.child.try_wait().unwrap()) {
+            Ok(status) if status.success() => {}
+            Ok(status) => self.fail(&format!("the browser script exited with {status}")),
+            Err(_) => self.fail(&format!(
+                "the browser script ran longer than {SCRIPT_DEADLINE:?}"
+            )),
         }
     }
 }
@@ -327,7 +313,7 @@ fn a_browser_joins_a_room_through_its_nodes_page_hears_the_others_and_is_heard()
     let in_room = Instant::now();
     for (i, member) in members.iter().enumerate() {
         let other = OTHERS[1 - i];
-        wait_until("a node participant to hear the browser", || {
+        wait_for_blocking("a node participant to hear the browser", DEADLINE, || {
             member.hears(in_room, &[BROWSER_TONE, other], &[member.tone])
         });
     }
@@ -369,7 +355,7 @@ fn a_browser_joins_a_room_through_its_nodes_page_hears_the_others_and_is_heard()
     let gone = Instant::now();
     for (i, member) in members.iter().enumerate() {
         let other = OTHERS[1 - i];
-        wait_until("the browser's tone to fall silent", || {
+        wait_for_blocking("the browser's tone to fall silent", DEADLINE, || {
             member.hears(gone, &[other], &[member.tone, BROWSER_TONE])
         });
     }

@@ -8,21 +8,24 @@ use std::time::{Duration, Instant};
 use interlink_gateway_plugin::webrtc_leg::{LegStats, MediaError, MediaSettings, WebRtcLeg};
 use interlink_node::calls::media::ToneCall;
 use interlink_protocol::Codec;
+use support::wait_for;
 use tokio::sync::oneshot;
+
+mod support;
 
 /// Generous: a loaded two-core machine builds and connects peers slowly.
 const MEDIA_DEADLINE: Duration = Duration::from_secs(20);
-/// How long the tone plays once media flows.
-const AUDIO: Duration = Duration::from_secs(3);
+/// How much of the tone the call plays once media flows: 3 s of 20 ms frames, echoed.
+const AUDIO_FRAMES: u64 = 150;
 
 /// Waits, within a deadline, for every task of this test's runtime to end, and returns how
 /// many are left: a closed call must leave none (webrtc-rs runs a driver task per connection).
 async fn tasks_left() -> usize {
     let metrics = tokio::runtime::Handle::current().metrics();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metrics.num_alive_tasks() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let _ = support::poll(Duration::from_secs(5), || async {
+        metrics.num_alive_tasks() == 0
+    })
+    .await;
     metrics.num_alive_tasks()
 }
 
@@ -61,7 +64,15 @@ async fn tone_call_against_an_echo_gateway() {
     call.accept_answer(&answer).await.unwrap();
     let first_echo = call.wait_first_packet(MEDIA_DEADLINE).await.unwrap();
     let waited = answered.elapsed();
-    tokio::time::sleep(AUDIO).await;
+    wait_for("3 s of the tone echoed", MEDIA_DEADLINE, || async {
+        let report = call.report();
+        if report.echo_matches >= AUDIO_FRAMES {
+            Ok(())
+        } else {
+            Err(format!("{report:?}"))
+        }
+    })
+    .await;
     let report = call.close().await;
 
     let _ = stop_echo.send(());

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ed25519_dalek::Signer;
 use futures::StreamExt;
@@ -60,20 +60,20 @@ async fn discover_until(
     what: &str,
     accept: impl Fn(&Discovery) -> bool,
 ) -> Discovery {
-    let give_up = Instant::now() + DEADLINE;
-    loop {
-        let last = match discovery::discover(caller.client(), &query()).await {
-            Ok(found) if accept(&found) => return found,
-            Ok(found) => format!("{:?}, {:?}", names(&found), found.stats),
-            Err(e) => e.to_string(),
-        };
+    let accept = &accept;
+    wait_for(what, DEADLINE, || async move {
         // What the last lookup saw tells a lookup that misses from one that fails.
-        assert!(
-            Instant::now() < give_up,
-            "timed out after {DEADLINE:?} waiting for {what}; the last lookup: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        match discovery::discover(caller.client(), &query()).await {
+            Ok(found) if accept(&found) => Ok(found),
+            Ok(found) => Err(format!(
+                "the last lookup: {:?}, {:?}",
+                names(&found),
+                found.stats
+            )),
+            Err(e) => Err(format!("the last lookup: {e}")),
+        }
+    })
+    .await
 }
 
 fn ranked_names(found: &Discovery, kind: PolicyKind) -> Vec<String> {
@@ -249,8 +249,7 @@ async fn a_republication_in_a_grown_network_replaces_every_earlier_copy() {
     // A node acknowledges a copy before its event loop has checked and stored it: wait
     // for that, briefly. A copy the republication never reached stays until it expires.
     let key = DhtKey::Offer(republished.offer.provider()).to_bytes();
-    let give_up = Instant::now() + DEADLINE;
-    loop {
+    let newest = wait_for("every copy to be the newest", DEADLINE, || async {
         let (mut newest, mut earlier) = (0, Vec::new());
         for node in network.nodes().chain(&joined) {
             match node.client().stored_record(key.clone()).await {
@@ -260,16 +259,16 @@ async fn a_republication_in_a_grown_network_replaces_every_earlier_copy() {
             }
         }
         if earlier.is_empty() {
-            // The gateway's own copy and at least the three closest now.
-            assert!(newest >= 4, "only {newest} copies");
-            break;
+            Ok(newest)
+        } else {
+            Err(format!(
+                "these nodes still hold an earlier copy: {earlier:?}"
+            ))
         }
-        assert!(
-            Instant::now() < give_up,
-            "after {DEADLINE:?} these nodes still hold an earlier copy: {earlier:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    // The gateway's own copy and at least the three closest now.
+    assert!(newest >= 4, "only {newest} copies");
 
     for node in joined {
         node.shutdown().await.unwrap();

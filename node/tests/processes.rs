@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::http::Api;
 use support::node_process::{self, NodeProcess, clock_moved, init_home, libfaketime, receipts_at};
+use support::wait_for_blocking;
 
 mod support;
 
@@ -297,6 +298,44 @@ fn exit_statuses_tell_scripts_what_went_wrong() {
     drop(boot);
 }
 
+/// `interlink call` builds its node from the config file, `[limits]` included: given a
+/// bootstrap peer that takes the TCP connection and never answers the handshake, it gives
+/// up after the config's `handshake_timeout_secs` (1 s), not after the default 10 s (which
+/// is also how long it would wait to join at all).
+#[test]
+fn interlink_call_takes_its_limits_from_the_config_file() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("alice");
+    node_process::init_node(&home, "[limits]\nhandshake_timeout_secs = 1\n");
+    // The kernel completes the TCP handshake of a listener nobody accepts from.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let bootstrap = format!(
+        "/ip4/127.0.0.1/tcp/{port}/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+    );
+
+    let started = Instant::now();
+    let output = Command::new(BIN)
+        .args(["call", "--bootstrap", &bootstrap, "+447700900123"])
+        .env("INTERLINK_HOME", &home)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    // The dial itself gave up ("cannot reach PEER: ... Timeout"), not the join deadline
+    // ("timed out"), which the default would have left to decide.
+    assert!(
+        stderr.contains("no peer could be reached: cannot reach"),
+        "{stderr}"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "gave up after {took:?}, not after the config's 1 s: {stderr}"
+    );
+    drop(silent);
+}
+
 #[test]
 fn init_writes_an_owner_only_key_and_refuses_to_overwrite_it() {
     use std::os::unix::fs::PermissionsExt;
@@ -435,14 +474,9 @@ fn the_demo_serves_alices_page_until_told_to_stop() {
 
     let pid = demo.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let give_up = Instant::now() + deadline;
-    let status = loop {
-        if let Some(status) = demo.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < give_up, "the demo did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for_blocking("the demo to stop on SIGTERM", deadline, || {
+        demo.try_wait().unwrap()
+    });
     assert!(status.success(), "{status}");
     // The reader ends with the demo's stdout.
     let rest: Vec<String> = std::iter::from_fn(|| lines.recv_timeout(deadline).ok()).collect();

@@ -85,41 +85,104 @@ pub fn uk_mobile() -> E164 {
     E164::parse("+447700900123").expect("number")
 }
 
-/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
-pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let give_up = Instant::now() + deadline;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// How often [`wait_for`] and its siblings look again.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What the check of a wait answers: done, with a value (`Some`, `Ok`, `true`), or not yet
+/// (`None`, `false`, or `Err` with what it saw, which the failure message then shows).
+pub trait Check {
+    type Value;
+    fn done(self) -> Result<Self::Value, Option<String>>;
+}
+
+impl<T> Check for Option<T> {
+    type Value = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
     }
 }
 
-/// [`wait_for`] for tests without a runtime: polls `check` until it returns `Some`, or
-/// panics with `what` after `deadline`.
-pub fn wait_for_blocking<T>(
+impl<T, E: std::fmt::Display> Check for Result<T, E> {
+    type Value = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.map_err(|seen| Some(seen.to_string()))
+    }
+}
+
+impl Check for bool {
+    type Value = ();
+    fn done(self) -> Result<(), Option<String>> {
+        if self { Ok(()) } else { Err(None) }
+    }
+}
+
+/// The message of a wait that gave up.
+fn timed_out(what: &str, deadline: Duration, seen: Option<String>) -> String {
+    match seen {
+        Some(seen) => format!("timed out after {deadline:?} waiting for {what}: {seen}"),
+        None => format!("timed out after {deadline:?} waiting for {what}"),
+    }
+}
+
+/// Polls `check` until it is done (see [`Check`]), or panics with `what` (and what the
+/// check saw last) after `deadline`.
+pub async fn wait_for<C, F, Fut>(what: &str, deadline: Duration, check: F) -> C::Value
+where
+    C: Check,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = C>,
+{
+    poll(deadline, check)
+        .await
+        .unwrap_or_else(|seen| panic!("{}", timed_out(what, deadline, seen)))
+}
+
+/// [`wait_for`] for tests without a runtime.
+pub fn wait_for_blocking<C: Check>(
     what: &str,
     deadline: Duration,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
+    check: impl FnMut() -> C,
+) -> C::Value {
+    poll_blocking(deadline, check)
+        .unwrap_or_else(|seen| panic!("{}", timed_out(what, deadline, seen)))
+}
+
+/// Polls `check` until it is done, or gives up after `deadline` with what it saw last: for
+/// a wait whose caller decides what a timeout means.
+pub async fn poll<C, F, Fut>(deadline: Duration, mut check: F) -> Result<C::Value, Option<String>>
+where
+    C: Check,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = C>,
+{
     let give_up = Instant::now() + deadline;
     loop {
-        if let Some(value) = check() {
-            return value;
+        let seen = match check().await.done() {
+            Ok(value) => return Ok(value),
+            Err(seen) => seen,
+        };
+        if Instant::now() >= give_up {
+            return Err(seen);
         }
-        assert!(
-            Instant::now() < give_up,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// [`poll`] for tests without a runtime, or that must clean up (kill a child process, say)
+/// before they fail.
+pub fn poll_blocking<C: Check>(
+    deadline: Duration,
+    mut check: impl FnMut() -> C,
+) -> Result<C::Value, Option<String>> {
+    let give_up = Instant::now() + deadline;
+    loop {
+        let seen = match check().done() {
+            Ok(value) => return Ok(value),
+            Err(seen) => seen,
+        };
+        if Instant::now() >= give_up {
+            return Err(seen);
+        }
+        std::thread::sleep(POLL_INTERVAL);
     }
 }

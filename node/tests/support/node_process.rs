@@ -171,19 +171,15 @@ impl NodeProcess {
     /// Waits for the process to exit by itself and returns its status and the messages
     /// it logged meanwhile.
     pub fn wait_exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let give_up = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                // The reader ends when the process's stderr closes.
-                let mut messages = Vec::new();
-                while let Ok(line) = self.log.recv_timeout(DEADLINE) {
-                    messages.extend(line["message"].as_str().map(str::to_owned));
-                }
-                return (status, messages);
-            }
-            assert!(Instant::now() < give_up, "{} did not exit", self.name);
-            std::thread::sleep(Duration::from_millis(20));
+        let what = format!("{} to exit", self.name);
+        let status =
+            super::wait_for_blocking(&what, DEADLINE, || self.child.try_wait().expect("wait"));
+        // The reader ends when the process's stderr closes.
+        let mut messages = Vec::new();
+        while let Ok(line) = self.log.recv_timeout(DEADLINE) {
+            messages.extend(line["message"].as_str().map(str::to_owned));
         }
+        (status, messages)
     }
 
     /// Waits until a log line starting with each of `messages` has come, in any order,
@@ -236,18 +232,8 @@ impl NodeProcess {
             .args(["-TERM", &pid])
             .status()
             .expect("kill");
-        let give_up = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < give_up,
-                "{} did not stop on SIGTERM",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("{} to stop on SIGTERM", self.name);
+        super::wait_for_blocking(&what, DEADLINE, || self.child.try_wait().expect("wait"))
     }
 }
 

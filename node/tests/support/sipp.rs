@@ -4,7 +4,7 @@
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long sipp gets to start listening and to finish its call.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -72,34 +72,30 @@ impl Sipp {
 
     /// Waits until sipp has bound its SIP port, or fails with what sipp said.
     fn wait_listening(&mut self, errors: &Path) {
-        let give_up = Instant::now() + DEADLINE;
         // Over UDP or TCP, as the scenario was started.
         let free = |port| {
             UdpSocket::bind(("127.0.0.1", port)).is_ok()
                 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
         };
-        while free(self.port) {
+        super::wait_for_blocking("sipp to listen", DEADLINE, || {
+            if !free(self.port) {
+                return true;
+            }
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!(
                     "sipp exited ({status}) before listening: {}",
                     std::fs::read_to_string(errors).unwrap_or_default()
                 );
             }
-            assert!(Instant::now() < give_up, "sipp is not listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            false
+        });
     }
 
     /// Waits for sipp to finish its call.
     pub fn finish(mut self) -> SippRun {
-        let give_up = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < give_up, "sipp did not finish its call");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = super::wait_for_blocking("sipp to finish its call", DEADLINE, || {
+            self.child.try_wait().unwrap()
+        });
         let messages = std::fs::read_to_string(&self.messages).unwrap_or_default();
         let stats = std::fs::read_to_string(&self.stats).unwrap_or_default();
         SippRun {
