@@ -112,9 +112,6 @@ impl Truth {
     }
 }
 
-/// Joins under way at once while the network grows.
-const JOINS_IN_FLIGHT: usize = 64;
-
 /// Ticks at the scenario's join rate; a tick missed (a slow join) delays the next.
 fn join_pace(scenario: &Scenario) -> tokio::time::Interval {
     let mut pace = tokio::time::interval(scenario.join_interval());
@@ -234,10 +231,6 @@ impl World {
     /// Starts DHT nodes at the scenario's join rate until there are `nodes`; `progress`
     /// hears of each. Returns the open connections per node last sampled (every 50 nodes:
     /// what the joins cost).
-    ///
-    /// Joins overlap, as they do on a network: with round trips between nodes a join
-    /// takes a few of them, and one after another 2,000 joins would take most of an hour
-    /// whatever the join rate. At most [`JOINS_IN_FLIGHT`] are under way at once.
     pub async fn grow_to(
         &mut self,
         nodes: usize,
@@ -245,29 +238,9 @@ impl World {
     ) -> Result<f64, NodeError> {
         let mut pace = join_pace(&self.scenario);
         let mut connections = 0.0;
-        let mut joining = tokio::task::JoinSet::new();
         while self.nodes.len() < nodes {
-            let started =
-                if self.nodes.len() + joining.len() < nodes && joining.len() < JOINS_IN_FLIGHT {
-                    tokio::select! {
-                        _ = pace.tick() => None,
-                        Some(started) = joining.join_next() => Some(started),
-                    }
-                } else {
-                    joining.join_next().await
-                };
-            let node = match started {
-                None => {
-                    let spec = self.server_spec(None).await;
-                    joining.spawn(Node::start(spec, keypair(&mut self.rng)));
-                    continue;
-                }
-                // A join that panicked fails the run as it would have in line.
-                Some(started) => {
-                    started.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?
-                }
-            };
-            self.nodes.push(node);
+            pace.tick().await;
+            self.start_dht_node().await?;
             if self.nodes.len().is_multiple_of(50) {
                 connections = load::sample_tables(&self.spread_clients(16)).await.1;
             }
