@@ -12,6 +12,7 @@ use libp2p::{StreamProtocol, autonat, connection_limits, identify, kad, ping};
 
 use super::dht_rate_limit;
 use super::index::codec::{Codec as IndexCodec, PROTOCOL as INDEX_PROTOCOL};
+use super::reachability::Scope;
 use super::store::Store;
 use crate::config::{DhtSection, LimitsSection};
 use crate::metrics::Metrics;
@@ -28,12 +29,15 @@ const IDENTIFY_PROTOCOL_VERSION: &str = "/interlink/1.0.0";
 /// stream; past this the peer is taken as unreachable for a while (`index/unreachable.rs`).
 const INDEX_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a Kademlia query (finding the closest peers to publish, joining) waits for one
-/// peer before it goes on without it: a peer that died in other nodes' routing tables,
-/// or one behind an address that drops the dial, then costs a query 2 s instead of
-/// libp2p's 10. A new connection and a request take about four round trips, under a
-/// second even at 250 ms; an answer that comes later is still used
-/// (`vendor/libp2p-kad`'s `set_peer_timeout`).
+/// peer on the internet before it goes on without it: a peer that died in other nodes'
+/// routing tables, or one behind an address that drops the dial, then costs a query 2 s
+/// instead of libp2p's 10. A new connection and a request take about four round trips,
+/// under a second even at 250 ms; an answer that comes later is still used
+/// (`vendor/libp2p-kad`'s `set_peer_timeout`). On a local network, where a dead peer's
+/// dial is refused at once, libp2p's 10 s stay: there a slow answer is a busy host, and
+/// leaving it out would only move an offer's holders.
 const KAD_PEER_TIMEOUT: Duration = Duration::from_secs(2);
+const KAD_PEER_TIMEOUT_LOCAL: Duration = Duration::from_secs(10);
 /// Index requests in flight on one connection, both ways.
 const INDEX_STREAMS_PER_CONNECTION: usize = 64;
 
@@ -60,6 +64,7 @@ impl Behaviour {
         keypair: &Keypair,
         dht: &DhtSection,
         limits: &LimitsSection,
+        scope: Scope,
         reachability: bool,
         metrics: Metrics,
     ) -> Behaviour {
@@ -72,7 +77,10 @@ impl Behaviour {
             .set_parallelism(nonzero(dht.parallelism))
             .disjoint_query_paths(dht.disjoint_paths)
             .set_query_timeout(Duration::from_secs(dht.query_timeout_secs))
-            .set_peer_timeout(KAD_PEER_TIMEOUT)
+            .set_peer_timeout(match scope {
+                Scope::Internet => KAD_PEER_TIMEOUT,
+                Scope::Local => KAD_PEER_TIMEOUT_LOCAL,
+            })
             // Every inbound record and provider record is checked by the event loop
             // before it is stored (see `records.rs`).
             .set_record_filtering(kad::StoreInserts::FilterBoth)

@@ -426,7 +426,16 @@ pub fn start(
         .map_err(|e| transport_error(&e))?
         .with_dns()
         .map_err(|e| transport_error(&e))?
-        .with_behaviour(|key| Behaviour::new(key, &dht, &limits, reachability, metrics.clone()))
+        .with_behaviour(|key| {
+            Behaviour::new(
+                key,
+                &dht,
+                &limits,
+                settings.scope,
+                reachability,
+                metrics.clone(),
+            )
+        })
         .map_err(|e| transport_error(&e))?
         // A stream's protocol is proposed with its first bytes instead of a round trip
         // before them (multistream-select's "V1Lazy"): every stream opened names exactly
