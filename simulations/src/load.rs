@@ -500,7 +500,7 @@ async fn place_call(context: &CallerContext, destination: E164) -> CallSample {
             answered: true,
             setup_ms: Some(report.command_to_answer_ms),
             failovers: report.failovers.len(),
-            outcome: report.receipt.status,
+            outcome: report.receipt.status.to_string(),
         },
         Err(e) => CallSample {
             at_ms: 0,

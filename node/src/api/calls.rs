@@ -25,6 +25,7 @@ use crate::calls::caller::{
     ExternalMedia, Progress, ReceiptSummary,
 };
 use crate::clock;
+use crate::store::Role;
 
 /// Ended calls kept for a late look at how they ended.
 const RECENT_CALLS: usize = 32;
@@ -96,7 +97,7 @@ pub struct EndView {
     /// Why, for people.
     pub cause: String,
     /// `caller` or `gateway`, for an answered call.
-    pub ended_by: Option<String>,
+    pub ended_by: Option<Role>,
     /// Answered time as the receipt bills it, in seconds.
     pub billed_seconds: Option<u64>,
     pub receipt: Option<ReceiptSummary>,

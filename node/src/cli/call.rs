@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use interlink_node::calls::caller::{self, CallError, CallOptions, CallReport, Progress};
+use interlink_node::calls::caller::{self, CallError, CallOptions, CallReport, Kept, Progress};
 use interlink_node::discovery::DiscoveryError;
 use interlink_node::identity;
 use interlink_node::listing::short_peer_id;
@@ -233,21 +233,17 @@ pub(crate) fn print_report(report: &CallReport) {
         report.ended_by, report.cause
     );
     let receipt = &report.receipt;
-    match (
-        receipt.status.as_str(),
-        &receipt.amount,
-        receipt.billed_seconds,
-    ) {
-        ("settled", _, _) if receipt.not_charged.is_some() => println!(
+    match (receipt.status, &receipt.amount, receipt.billed_seconds) {
+        (Kept::Settled, _, _) if receipt.not_charged.is_some() => println!(
             "  receipt            settled: not charged, media never flowed both ways ({}), signed by both sides",
             receipt.not_charged.as_deref().unwrap_or_default()
         ),
-        ("settled", Some(amount), Some(seconds)) => {
+        (Kept::Settled, Some(amount), Some(seconds)) => {
             println!(
                 "  receipt            settled: {seconds} s billed, {amount}, signed by both sides"
             )
         }
-        ("disputed", _, _) => println!(
+        (Kept::Disputed, _, _) => println!(
             "  receipt            REFUSED: {}",
             receipt
                 .dispute

@@ -38,7 +38,7 @@ use crate::store::{Role, Store, StoreError};
 
 use attempt::{Attempted, attempt};
 use report::finish;
-pub use report::{CallReport, ReceiptSummary, SetupPhases};
+pub use report::{CallReport, Kept, ReceiptSummary, SetupPhases};
 
 /// What a caller needs to place calls.
 #[derive(Clone)]

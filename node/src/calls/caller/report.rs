@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use interlink_protocol::call::{Party, ReceiptOutcome};
+use interlink_protocol::call::ReceiptOutcome;
 use interlink_protocol::offer::Tariff;
 use serde::Serialize;
 
@@ -14,11 +14,27 @@ use crate::store::{ReceiptStatus, Role};
 use super::attempt::Answered;
 use super::*;
 
+/// What the caller keeps of a call's receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kept {
+    /// Signed by the gateway and countersigned by the caller.
+    Settled,
+    /// The caller refused it.
+    Disputed,
+    /// None came.
+    Missing,
+}
+
+crate::store::stored_as_text!(Kept {
+    Settled => "settled",
+    Disputed => "disputed",
+    Missing => "missing",
+});
+
 /// The receipt of the call, as the caller stored it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReceiptSummary {
-    /// `settled`, `disputed` or `missing`.
-    pub status: String,
+    pub status: Kept,
     pub billed_seconds: Option<u64>,
     pub amount: Option<String>,
     pub amount_minor: Option<u64>,
@@ -51,7 +67,7 @@ pub struct CallReport {
     pub answered_by: Option<String>,
     pub media: MediaReport,
     /// Who ended the call and why.
-    pub ended_by: String,
+    pub ended_by: Role,
     pub cause: String,
     pub receipt: ReceiptSummary,
 }
@@ -124,7 +140,7 @@ pub(super) async fn finish(
                 metrics.call_not_charged(Role::Caller);
             }
             ReceiptSummary {
-                status: "settled".into(),
+                status: Kept::Settled,
                 billed_seconds: Some(r.billed_seconds),
                 amount: Some(r.amount.to_string()),
                 amount_minor: Some(r.amount.minor_units),
@@ -149,7 +165,7 @@ pub(super) async fn finish(
                 metrics.receipt_written(Role::Caller, ReceiptStatus::Disputed);
             }
             ReceiptSummary {
-                status: "disputed".into(),
+                status: Kept::Disputed,
                 billed_seconds: receipt.as_ref().map(|r| r.receipt().billed_seconds),
                 amount: receipt.as_ref().map(|r| r.receipt().amount.to_string()),
                 amount_minor: receipt.as_ref().map(|r| r.receipt().amount.minor_units),
@@ -164,7 +180,7 @@ pub(super) async fn finish(
             }
         }
         ReceiptOutcome::Missing => ReceiptSummary {
-            status: "missing".into(),
+            status: Kept::Missing,
             billed_seconds: None,
             amount: None,
             amount_minor: None,
@@ -173,10 +189,7 @@ pub(super) async fn finish(
             not_charged: None,
         },
     };
-    let ended_by = match end.ended_by {
-        Party::Caller => "caller",
-        Party::Gateway => "gateway",
-    };
+    let ended_by = Role::from(end.ended_by);
     context
         .store
         .record_call(
@@ -225,7 +238,7 @@ pub(super) async fn finish(
         },
         answered_by,
         media,
-        ended_by: ended_by.into(),
+        ended_by,
         cause: end.cause.to_string(),
         receipt,
     })
