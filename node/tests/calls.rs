@@ -21,11 +21,11 @@ use interlink_protocol::call::{
     Frame, GatewayCall, ReceiptDispute, SignedInvite, SignedReceipt, Timers,
 };
 use interlink_protocol::discovery::IndexKey;
-use interlink_protocol::offer::{OFFER_FORMAT_VERSION, OfferStatus, ServiceOffer};
+use interlink_protocol::offer::ServiceOffer;
 use interlink_protocol::ranking::{Policy, PolicyKind};
-use interlink_protocol::{Money, ServiceKind, SignedOffer};
+use interlink_protocol::{Money, SignedOffer};
 use libp2p::identity::Keypair;
-use support::{plan, route, uk_mobile, wait_for};
+use support::{free_uk_service_offer, plan, route, uk_mobile, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -321,19 +321,8 @@ async fn run_overcharging_gateway(node: &Node, refusals: Arc<Mutex<Vec<ReceiptDi
     let key = node.caller().key;
     let client = node.client().clone();
     let status = client.status().await.unwrap();
-    let now = clock::unix_now();
     let offer = ServiceOffer {
-        version: OFFER_FORMAT_VERSION,
-        provider: key.provider_id(),
-        seq: 1,
-        issued_at: now,
-        expires_at: now.plus(Duration::from_secs(600)),
-        status: OfferStatus::Available,
-        kind: ServiceKind::WEBRTC_TO_PSTN,
-        display_name: "Double Billing".into(),
-        region: String::new(),
         routes: vec![route("+44", 1)],
-        codecs: vec![interlink_protocol::Codec::Pcmu],
         quality: interlink_protocol::offer::ClaimedQuality {
             answer_seizure_ratio: interlink_protocol::offer::Permille(900),
             post_dial_delay_ms: 500,
@@ -341,7 +330,7 @@ async fn run_overcharging_gateway(node: &Node, refusals: Arc<Mutex<Vec<ReceiptDi
         },
         capacity: 10,
         addresses: status.listen_addrs,
-        conference: None,
+        ..free_uk_service_offer(key.provider_id(), "Double Billing")
     };
     let offer = SignedOffer::sign(offer, &key).unwrap();
     client.put_offer(offer.clone()).await.unwrap();

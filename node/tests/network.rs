@@ -15,9 +15,7 @@ use interlink_node::local_network::{LocalNetwork, LocalTransport, caller_spec, l
 use interlink_node::network::{CacheUse, KAD_PROTOCOL, MemorySecurity};
 use interlink_node::node::{Node, NodeSpec};
 use interlink_protocol::codec;
-use interlink_protocol::offer::{
-    ClaimedQuality, Codec, Mos, OFFER_FORMAT_VERSION, OfferStatus, Permille, ServiceOffer,
-};
+use interlink_protocol::offer::{OfferStatus, ServiceOffer};
 use interlink_protocol::ranking::{self, History, Policy, PolicyKind};
 use interlink_protocol::signed::SIGNING_DOMAIN;
 use interlink_protocol::{DhtKey, ServiceKind, UnixTime};
@@ -25,7 +23,7 @@ use libp2p::identity::Keypair;
 use libp2p::kad::{self, Quorum, Record, RecordKey};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
-use support::{plan, route, uk_mobile, wait_for};
+use support::{free_uk_service_offer, plan, route, uk_mobile, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -349,25 +347,13 @@ fn signed_bytes(offer: &ServiceOffer, signer: &Keypair) -> Vec<u8> {
 
 fn attacker_offer(attacker: &Keypair, issued_at: UnixTime, expires_at: UnixTime) -> ServiceOffer {
     ServiceOffer {
-        version: OFFER_FORMAT_VERSION,
-        provider: identity::secret_key(attacker).unwrap().provider_id(),
         seq: u64::MAX / 2,
         issued_at,
         expires_at,
-        status: OfferStatus::Available,
-        kind: ServiceKind::WEBRTC_TO_PSTN,
-        display_name: "Too Good To Be True".into(),
-        region: String::new(),
-        routes: vec![route("+44", 0)],
-        codecs: vec![Codec::Pcmu],
-        quality: ClaimedQuality {
-            answer_seizure_ratio: Permille(1000),
-            post_dial_delay_ms: 0,
-            mos: Mos(500),
-        },
-        capacity: 1000,
-        addresses: vec![],
-        conference: None,
+        ..free_uk_service_offer(
+            identity::secret_key(attacker).unwrap().provider_id(),
+            "Too Good To Be True",
+        )
     }
 }
 

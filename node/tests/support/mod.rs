@@ -17,7 +17,9 @@ use interlink_node::config::GatewayPlan;
 use interlink_protocol::offer::{
     ClaimedQuality, Mos, OFFER_FORMAT_VERSION, OfferStatus, Permille, Route, ServiceOffer, Tariff,
 };
-use interlink_protocol::{Codec, Currency, E164, Prefix, SecretKey, ServiceKind, SignedOffer};
+use interlink_protocol::{
+    Codec, Currency, E164, Prefix, ProviderId, SecretKey, ServiceKind, SignedOffer,
+};
 
 /// An echo gateway plan priced in GBP with 60-second increments.
 pub fn plan(name: &str, routes: &[(&str, u64)], mos: u16, asr: u16) -> GatewayPlan {
@@ -53,13 +55,13 @@ pub fn route(prefix: &str, per_minute: u64) -> Route {
     }
 }
 
-/// A valid offer of `key`'s provider for all of +44 at 0.00 a minute claiming the best
-/// quality, for ten minutes from now: what a flood or a sybil would send.
-pub fn free_uk_offer(key: &SecretKey, name: &str) -> SignedOffer {
+/// An offer of `provider` for all of +44 at 0.00 a minute claiming the best quality, for
+/// ten minutes from now, unsigned: tests change the fields they need.
+pub fn free_uk_service_offer(provider: ProviderId, name: &str) -> ServiceOffer {
     let now = clock::unix_now();
-    let offer = ServiceOffer {
+    ServiceOffer {
         version: OFFER_FORMAT_VERSION,
-        provider: key.provider_id(),
+        provider,
         seq: 1,
         issued_at: now,
         expires_at: now.plus(Duration::from_secs(600)),
@@ -77,8 +79,12 @@ pub fn free_uk_offer(key: &SecretKey, name: &str) -> SignedOffer {
         capacity: 1000,
         addresses: Vec::new(),
         conference: None,
-    };
-    SignedOffer::sign(offer, key).unwrap()
+    }
+}
+
+/// [`free_uk_service_offer`] signed by `key`: what a flood or a sybil would send.
+pub fn free_uk_offer(key: &SecretKey, name: &str) -> SignedOffer {
+    SignedOffer::sign(free_uk_service_offer(key.provider_id(), name), key).unwrap()
 }
 
 pub fn uk_mobile() -> E164 {

@@ -44,6 +44,19 @@ pub fn clock_moved<'a>(libfaketime: &'a Path, offset: &'a str) -> [(&'static str
     ]
 }
 
+/// The `seq` of the offer `gateway` published with its clock more than two minutes fast
+/// (see [`clock_moved`]); fails if it was not replicated or the clock did not run fast.
+pub fn published_ahead(gateway: &NodeProcess) -> u64 {
+    let published = gateway.wait_log("offer published");
+    assert_eq!(published["replicated"], true, "{published}");
+    let seq = published["seq"].as_u64().unwrap();
+    assert!(
+        seq > interlink_node::clock::unix_millis() + 120_000,
+        "the gateway's clock did not run fast: seq {seq}"
+    );
+    seq
+}
+
 /// A running `interlink node` whose JSON log lines arrive on a channel; killed on drop.
 pub struct NodeProcess {
     pub name: String,
