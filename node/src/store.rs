@@ -368,6 +368,55 @@ pub(crate) fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// How long opening the database waits for other commands opening it at the same time.
+const OPEN_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+enum Prepared {
+    Ready(Connection),
+    NewerSchema(i64),
+}
+
+/// Opens the file, switches it to WAL and brings its schema up to date in one write
+/// transaction, so that two commands never interleave their schema writes.
+fn open_and_prepare(path: &Path) -> Result<Prepared, rusqlite::Error> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(OPEN_BUSY_TIMEOUT)?;
+    let _mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    connection.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let prepared = (|| {
+        let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Ok(Some(version));
+        }
+        connection.execute_batch(SCHEMA)?;
+        connection.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+        Ok(None)
+    })();
+    match prepared {
+        Ok(None) => {
+            connection.execute_batch("COMMIT")?;
+            Ok(Prepared::Ready(connection))
+        }
+        Ok(Some(found)) => {
+            connection.execute_batch("ROLLBACK")?;
+            Ok(Prepared::NewerSchema(found))
+        }
+        Err(e) => {
+            // The error is what the caller needs; a failed rollback adds nothing to it.
+            let _ = connection.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 impl Store {
     /// Opens (or creates) the database in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
@@ -380,31 +429,27 @@ impl Store {
             path: data_dir.to_owned(),
             source,
         })?;
-        let connection = Connection::open(&path).map_err(open_error)?;
-        // Before anything else: switching a new database to WAL takes it exclusively, and
-        // two commands started together on one home (two `interlink call`s) would
-        // otherwise fail at once with "database is locked".
-        connection
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_error)?;
-        connection
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-            )
-            .map_err(open_error)?;
-        let version: i64 = connection
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(open_error)?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                path,
-                found: version,
-            });
-        }
-        connection.execute_batch(SCHEMA).map_err(open_error)?;
-        connection
-            .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-            .map_err(open_error)?;
+        // Commands started together on one new home (two `interlink call`s) race to
+        // create the file, switch it to WAL and write the schema. SQLite answers some of
+        // those races with "database is locked" at once, without calling the busy
+        // handler (the switch to WAL, a read lock that would have to become a write
+        // lock): the whole opening is retried until the same deadline the busy handler
+        // has.
+        let deadline = std::time::Instant::now() + OPEN_BUSY_TIMEOUT;
+        let mut pause = std::time::Duration::from_millis(2);
+        let connection = loop {
+            match open_and_prepare(&path) {
+                Ok(Prepared::Ready(connection)) => break connection,
+                Ok(Prepared::NewerSchema(found)) => {
+                    return Err(StoreError::NewerSchema { path, found });
+                }
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(open_error(e)),
+            }
+        };
         Ok(Store {
             connection: Arc::new(Mutex::new(connection)),
         })
