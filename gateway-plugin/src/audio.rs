@@ -7,6 +7,16 @@
 
 use std::f64::consts::TAU;
 
+use interlink_protocol::Codec;
+
+/// A codec with the RTP payload type it has on one leg (WebRTC or SIP): what an SDP
+/// negotiates and what a relay rewrites between the two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PayloadFormat {
+    pub(crate) codec: Codec,
+    pub(crate) payload_type: u8,
+}
+
 /// The sample rate of G.711 audio, in Hz.
 pub const SAMPLE_RATE: u32 = 8000;
 

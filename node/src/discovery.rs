@@ -124,7 +124,7 @@ impl Stats {
 }
 
 /// Why discovery could not run.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiscoveryError {
     #[error("the node knows no peer: it has no connection and an empty routing table")]

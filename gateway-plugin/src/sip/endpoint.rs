@@ -56,7 +56,7 @@ impl SipEndpoint {
         let cancel = CancellationToken::new();
         let bind_error = |source: rsipstack::Error| SipError::Bind {
             addr: trunk.local_address,
-            reason: source.to_string(),
+            source,
         };
         let mut udp =
             UdpConnection::create_connection(trunk.local_address, None, Some(cancel.child_token()))
@@ -95,9 +95,7 @@ impl SipEndpoint {
             .with_cancel_token(cancel.child_token())
             .with_option(option)
             .build();
-        let incoming = endpoint
-            .incoming_transactions()
-            .map_err(|e| SipError::Stack(e.to_string()))?;
+        let incoming = endpoint.incoming_transactions().map_err(SipError::Stack)?;
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         // The stack runs until the token is cancelled (the endpoint dropped).
         tokio::spawn(async move { endpoint.serve().await });
@@ -126,16 +124,27 @@ impl Drop for SipEndpoint {
 pub(crate) async fn resolve(host: &str, port: u16) -> Result<SocketAddr, SipError> {
     let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
     let lookup = tokio::net::lookup_host((unbracketed, port));
-    let failed = |reason: String| SipError::Resolve {
+    let failed = |source: std::io::Error| SipError::Resolve {
         host: host.to_owned(),
-        reason,
+        source,
+    };
+    let unanswered = || {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {RESOLVE_DEADLINE:?}"),
+        )
     };
     tokio::time::timeout(RESOLVE_DEADLINE, lookup)
         .await
-        .map_err(|_| failed(format!("no answer within {RESOLVE_DEADLINE:?}")))?
-        .map_err(|e| failed(e.to_string()))?
+        .map_err(|_| failed(unanswered()))?
+        .map_err(failed)?
         .next()
-        .ok_or_else(|| failed("no address".to_owned()))
+        .ok_or_else(|| {
+            failed(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no address",
+            ))
+        })
 }
 
 /// The local address the host's routing table uses toward `target` (no packet is sent).
@@ -155,7 +164,7 @@ async fn route_toward(target: SocketAddr) -> Result<IpAddr, SipError> {
         .map(|addr| addr.ip())
         .map_err(|e| SipError::Resolve {
             host: target.to_string(),
-            reason: format!("no route: {e}"),
+            source: std::io::Error::new(e.kind(), format!("no route: {e}")),
         })
 }
 

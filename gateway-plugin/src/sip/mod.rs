@@ -46,12 +46,18 @@ pub enum SipError {
     Config(#[from] TrunkError),
     #[error(transparent)]
     Capabilities(#[from] CapabilityError),
-    #[error("cannot bind the SIP endpoint to {addr}: {reason}")]
-    Bind { addr: SocketAddr, reason: String },
-    #[error("cannot resolve the trunk `{host}`: {reason}")]
-    Resolve { host: String, reason: String },
+    #[error("cannot bind the SIP endpoint to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: rsipstack::Error,
+    },
+    #[error("cannot resolve the trunk `{host}`: {source}")]
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
     #[error("the SIP stack failed to start: {0}")]
-    Stack(String),
+    Stack(#[source] rsipstack::Error),
 }
 
 /// What the calls of one SIP back-end share.

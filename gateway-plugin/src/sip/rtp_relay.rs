@@ -255,11 +255,11 @@ impl RtpRelay {
         ssrc: u32,
         silence_limit: Option<Duration>,
     ) -> RtpRelay {
-        let webrtc_audio = PayloadFormat {
-            codec: leg.codec(),
-            payload_type: leg.payload_type(),
-        };
-        let map = PayloadMap::new(webrtc_audio, leg.telephone_event_payload_type(), trunk);
+        let map = PayloadMap::new(
+            leg.audio_format(),
+            leg.telephone_event_payload_type(),
+            trunk,
+        );
         RtpRelay {
             leg,
             socket,

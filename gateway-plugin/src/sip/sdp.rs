@@ -22,19 +22,14 @@ pub(crate) const TELEPHONE_EVENT_PAYLOAD_TYPE: u8 = 101;
 /// G.711 and its telephone events run on an 8 kHz clock.
 const CLOCK_RATE: u32 = 8000;
 
-/// A codec with the payload type it has on one leg.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct PayloadFormat {
-    pub(crate) codec: Codec,
-    pub(crate) payload_type: u8,
-}
+pub(crate) use crate::audio::PayloadFormat;
 
 /// Why the far end's SDP cannot be used.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum SdpError {
     #[error("unreadable SDP: {0}")]
-    Unreadable(String),
+    Unreadable(#[source] rtc::shared::error::Error),
     #[error("no active audio stream")]
     NoAudio,
     #[error("the audio stream is {0}, not plain RTP/AVP")]
@@ -128,7 +123,7 @@ pub(crate) struct RemoteMedia {
 /// Reads the far end's SDP (the answer in a 200, or a new offer inside the call).
 pub(crate) fn parse_remote(sdp: &str) -> Result<RemoteMedia, SdpError> {
     let session = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
-        .map_err(|error| SdpError::Unreadable(error.to_string()))?;
+        .map_err(SdpError::Unreadable)?;
     let media = active_audio(&session).ok_or(SdpError::NoAudio)?;
     let profile = media.media_name.protos.join("/");
     if profile != "RTP/AVP" {

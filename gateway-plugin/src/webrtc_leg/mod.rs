@@ -86,7 +86,7 @@ impl MediaSettings {
 #[non_exhaustive]
 pub enum MediaError {
     #[error("bad SDP: {0}")]
-    BadSdp(String),
+    BadSdp(#[source] SdpFault),
     #[error("the offer has no active audio stream")]
     NoAudio,
     #[error("no common codec: the peer has [{}], this leg takes PCMU or PCMA", offered.join(", "))]
@@ -110,6 +110,21 @@ pub enum MediaError {
         during: &'static str,
         source: webrtc::error::Error,
     },
+}
+
+/// What is wrong with an SDP a leg was given.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SdpFault {
+    #[error(transparent)]
+    Unreadable(webrtc::error::Error),
+    #[error("{what} refused: {source}")]
+    Refused {
+        what: &'static str,
+        source: webrtc::error::Error,
+    },
+    #[error("the answer has {codec} as payload type {payload_type}, which was not offered")]
+    NotOffered { codec: Codec, payload_type: u8 },
 }
 
 /// Wraps a webrtc-rs error with the step that failed.
@@ -366,18 +381,23 @@ impl OfferedLeg {
         let parsed = parse_sdp(answer_sdp)?;
         let formats = negotiated_formats(&parsed)?;
         if let Some(unknown) = formats.iter().find(|f| !self.offered.contains(f)) {
-            return Err(MediaError::BadSdp(format!(
-                "the answer has {} as payload type {}, which was not offered",
-                unknown.codec, unknown.payload_type
-            )));
+            return Err(MediaError::BadSdp(SdpFault::NotOffered {
+                codec: unknown.codec,
+                payload_type: unknown.payload_type,
+            }));
         }
         let description = RTCSessionDescription::answer(answer_sdp.to_owned())
-            .map_err(|error| MediaError::BadSdp(error.to_string()))?;
+            .map_err(|error| MediaError::BadSdp(SdpFault::Unreadable(error)))?;
         self.peer
             .pc()?
             .set_remote_description(description)
             .await
-            .map_err(|error| MediaError::BadSdp(format!("answer refused: {error}")))?;
+            .map_err(|source| {
+                MediaError::BadSdp(SdpFault::Refused {
+                    what: "answer",
+                    source,
+                })
+            })?;
         Ok(formats)
     }
 }
@@ -470,7 +490,7 @@ impl WebRtcLeg {
         let payload_types: Vec<u8> = formats.iter().map(|f| f.payload_type).collect();
         let description =
             RTCSessionDescription::offer(keep_audio_formats(offer_sdp, &payload_types))
-                .map_err(|error| MediaError::BadSdp(error.to_string()))?;
+                .map_err(|error| MediaError::BadSdp(SdpFault::Unreadable(error)))?;
         let mut peer = Peer::build(settings, &formats).await?;
         match Self::make_answer(&mut peer, description, &formats).await {
             Ok((formats, sdp)) => Ok((WebRtcLeg::new(peer, formats), sdp)),
@@ -487,9 +507,12 @@ impl WebRtcLeg {
         formats: &[PayloadFormat],
     ) -> Result<(Vec<PayloadFormat>, String), MediaError> {
         let pc = Arc::clone(peer.pc()?);
-        pc.set_remote_description(offer)
-            .await
-            .map_err(|error| MediaError::BadSdp(format!("offer refused: {error}")))?;
+        pc.set_remote_description(offer).await.map_err(|source| {
+            MediaError::BadSdp(SdpFault::Refused {
+                what: "offer",
+                source,
+            })
+        })?;
         // Added after the offer is applied, the track takes over the transceiver the offer
         // created, which then sends as well as receives.
         let sender = peer.add_track().await?;
@@ -547,7 +570,8 @@ impl WebRtcLeg {
             .map(|f| f.payload_type)
     }
 
-    fn audio_format(&self) -> PayloadFormat {
+    /// The negotiated audio codec with its payload type on this leg.
+    pub(crate) fn audio_format(&self) -> PayloadFormat {
         // Negotiation keeps only formats with an audio codec among them; PCMU is the
         // fallback only for the type system.
         self.formats

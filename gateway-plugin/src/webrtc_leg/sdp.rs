@@ -12,7 +12,7 @@ use std::io::Cursor;
 use interlink_protocol::Codec;
 use rtc::sdp::SessionDescription;
 
-use super::MediaError;
+use super::{MediaError, SdpFault};
 
 /// Static payload types of RFC 3551, used when an offer lists them without `a=rtpmap`.
 pub(super) const PCMU_STATIC_PAYLOAD_TYPE: u8 = 0;
@@ -20,12 +20,7 @@ pub(super) const PCMA_STATIC_PAYLOAD_TYPE: u8 = 8;
 /// G.711 and its telephone events run on an 8 kHz clock.
 pub(super) const CLOCK_RATE: u32 = 8000;
 
-/// A codec of the negotiated audio stream with the payload type it has on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PayloadFormat {
-    pub(crate) codec: Codec,
-    pub(crate) payload_type: u8,
-}
+pub(crate) use crate::audio::PayloadFormat;
 
 /// Whether `codec` is one of the audio codecs a leg carries (G.711), not telephone events.
 pub(super) fn is_audio(codec: Codec) -> bool {
@@ -34,7 +29,7 @@ pub(super) fn is_audio(codec: Codec) -> bool {
 
 pub(crate) fn parse_sdp(sdp: &str) -> Result<SessionDescription, MediaError> {
     SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
-        .map_err(|error| MediaError::BadSdp(error.to_string()))
+        .map_err(|error| MediaError::BadSdp(SdpFault::Unreadable(error)))
 }
 
 /// One payload format of an `m=` line: its type, encoding name and clock rate.

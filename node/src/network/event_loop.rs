@@ -26,7 +26,7 @@ use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::copies::CopyHolders;
 use super::index::IndexService;
 use super::reachability::{self, Scope};
-use super::{Command, NetworkError, RefusalCounts, Settings, Status};
+use super::{Cause, Command, NetworkError, RefusalCounts, Settings, Status};
 use crate::clock::unix_now;
 
 use crate::identity;
@@ -220,7 +220,7 @@ impl EventLoop {
                         self.announcements.insert(id, reply);
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(NetworkError::Store(format!("{e:?}"))));
+                        let _ = reply.send(Err(NetworkError::Store(Cause::new(e))));
                     }
                 }
             }
@@ -376,7 +376,7 @@ impl EventLoop {
             Err(e) => {
                 let _ = reply.send(Err(NetworkError::Unreachable {
                     peer,
-                    reason: e.to_string(),
+                    source: Cause::new(e),
                 }));
             }
         }
@@ -411,7 +411,7 @@ impl EventLoop {
             expires: Some(records::expiry(&offer, now, Instant::now())),
         };
         if let Err(e) = self.kad().store_mut().put(record.clone()) {
-            let _ = reply.send(Err(NetworkError::Store(format!("{e:?}"))));
+            let _ = reply.send(Err(NetworkError::Store(Cause::new(e))));
             return;
         }
         let k = self.replication_factor;
@@ -573,17 +573,17 @@ impl EventLoop {
                 if self.swarm.is_connected(&peer) {
                     return;
                 }
-                let reason = error.to_string();
+                let source = Cause::new(error);
                 for reply in self.dials.remove(&peer).unwrap_or_default() {
                     let _ = reply.send(Err(NetworkError::Unreachable {
                         peer,
-                        reason: reason.clone(),
+                        source: source.clone(),
                     }));
                 }
                 for reply in self.rtt_waiters.remove(&peer).unwrap_or_default() {
                     let _ = reply.send(Err(NetworkError::Unreachable {
                         peer,
-                        reason: reason.clone(),
+                        source: source.clone(),
                     }));
                 }
             }

@@ -9,6 +9,7 @@
 mod behaviour;
 mod copies;
 pub mod dht_rate_limit;
+mod error;
 mod event_loop;
 pub mod index;
 pub mod links;
@@ -32,6 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use behaviour::{Behaviour, KAD_PROTOCOL};
+pub use error::{Cause, NetworkError};
 pub use index::{CacheUse, Found, Indexed};
 pub use links::{LinkModel, Links};
 pub use reachability::Scope;
@@ -101,34 +103,6 @@ impl Settings {
             limits: config.limits.clone(),
         }
     }
-}
-
-/// Why a network operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum NetworkError {
-    #[error("the network task has stopped")]
-    Stopped,
-    #[error(
-        "the node knows no peers: it has not joined the network (check the bootstrap addresses)"
-    )]
-    NoPeers,
-    #[error("cannot reach {peer}: {reason}")]
-    Unreachable { peer: PeerId, reason: String },
-    #[error("cannot listen on {address}: {reason}")]
-    Listen { address: Multiaddr, reason: String },
-    #[error("timed out")]
-    Timeout,
-    #[error("too many operations in flight; try again")]
-    Busy,
-    #[error("record store: {0}")]
-    Store(String),
-    #[error("only {acknowledged} peers acknowledged the record")]
-    NotReplicated { acknowledged: usize },
-    #[error("cannot build the transport: {0}")]
-    Transport(String),
-    #[error("invalid query: {0}")]
-    InvalidQuery(String),
 }
 
 /// Records and provider records refused, by reason.
@@ -373,7 +347,6 @@ pub fn start(
     settings: &Settings,
     metrics: Metrics,
 ) -> Result<(Client, NetworkTask), NetworkError> {
-    let transport_error = |e: &dyn std::fmt::Display| NetworkError::Transport(e.to_string());
     let dht = settings.dht.clone();
     let limits = settings.limits.clone();
     // A node that others should reach over the internet finds out whether they can.
@@ -423,9 +396,9 @@ pub fn start(
                     .map(|either, _| either.into_inner()),
             )
         })
-        .map_err(|e| transport_error(&e))?
+        .map_err(|e| NetworkError::Transport(Cause::new(e)))?
         .with_dns()
-        .map_err(|e| transport_error(&e))?
+        .map_err(|e| NetworkError::Transport(Cause::new(e)))?
         .with_behaviour(|key| {
             Behaviour::new(
                 key,
@@ -436,7 +409,7 @@ pub fn start(
                 metrics.clone(),
             )
         })
-        .map_err(|e| transport_error(&e))?
+        .map_err(|e| NetworkError::Transport(Cause::new(e)))?
         // A stream's protocol is proposed with its first bytes instead of a round trip
         // before them (multistream-select's "V1Lazy"): every stream opened names exactly
         // one protocol, so nothing is lost but the wait.
@@ -467,7 +440,7 @@ pub fn start(
             .listen_on(address.clone())
             .map_err(|e| NetworkError::Listen {
                 address: address.clone(),
-                reason: e.to_string(),
+                source: Cause::new(e),
             })?;
     }
 
@@ -564,7 +537,7 @@ impl Client {
                 .await
                 .map_err(|e| NetworkError::Unreachable {
                     peer,
-                    reason: e.to_string(),
+                    source: Cause::new(e),
                 })
         };
         match attempt().await {

@@ -237,7 +237,7 @@ impl IndexService {
         reply: Reply<Found>,
     ) {
         if let Err(e) = query.check() {
-            let _ = reply.send(Err(NetworkError::InvalidQuery(e.to_string())));
+            let _ = reply.send(Err(NetworkError::InvalidQuery(e)));
             return;
         }
         let now = Instant::now();
