@@ -179,6 +179,8 @@ async fn measure(
     let duration = Duration::from_secs(scenario.duration_secs);
     let started = Instant::now();
     let end = started + duration;
+    let load_cpu_before = cpu_time();
+    let lag_probe = tokio::spawn(measure::probe_timer_lag(end));
     let covering = covering(&world.truth, &scenario.routes.countries);
     let answered_before = holder_answers(world).await;
     let mut callers = Vec::new();
@@ -238,6 +240,9 @@ async fn measure(
     for caller in callers {
         let _ = caller.await;
     }
+    let load_cpu_seconds = cpu_time().saturating_sub(load_cpu_before).as_secs_f64();
+    let load_seconds = started.elapsed().as_secs_f64();
+    let timer_lag_ms = lag_probe.await.unwrap_or_default();
 
     let node_count = world.node_count();
     let (table_sum, connection_sum) = tables
@@ -289,6 +294,9 @@ async fn measure(
         rss_peak_bytes: rss_peak,
         cpu_seconds: cpu_time().saturating_sub(cpu_before).as_secs_f64(),
         wall_seconds: began.elapsed().as_secs_f64(),
+        load_cpu_seconds,
+        load_seconds,
+        timer_lag_ms,
         routing_table_mean: table_sum / sampled_rounds,
         routing_table_ideal: ideal_routing_table(node_count, settings.dht().replication_factor),
         connections_mean: connection_sum / sampled_rounds,

@@ -134,6 +134,12 @@ pub struct RunResult {
     /// CPU time of the whole run (build, warm-up, load).
     pub cpu_seconds: f64,
     pub wall_seconds: f64,
+    /// CPU time and wall time of the load alone: how busy the cores were while lookups ran.
+    pub load_cpu_seconds: f64,
+    pub load_seconds: f64,
+    /// How late a timer due every [`LAG_PROBE_PERIOD`] fired during the load, in ms: the
+    /// wait any ready task (a lookup's next step) had for a core.
+    pub timer_lag_ms: Vec<f64>,
     /// Mean routing table size of sampled server nodes, and what a full table holds.
     pub routing_table_mean: f64,
     pub routing_table_ideal: f64,
@@ -205,9 +211,30 @@ pub struct Summary {
     pub call_setup_p95_ms: f64,
     pub rss_per_node_mib: f64,
     pub cpu_seconds: f64,
+    /// Cores busy on average during the load, and the timer lag's p50 and p99.
+    pub load_cores_busy: f64,
+    pub timer_lag_p50_ms: f64,
+    pub timer_lag_p99_ms: f64,
     pub routing_table_mean: f64,
     pub routing_table_ideal: f64,
     pub connections_mean: f64,
+}
+
+/// How often the timer-lag probe asks to be woken during the load.
+pub const LAG_PROBE_PERIOD: Duration = Duration::from_millis(10);
+
+/// Until `end`, sleeps [`LAG_PROBE_PERIOD`] at a time and records how much later than asked
+/// each wake-up came, in ms. On a runtime whose cores are all busy, that is the queue a
+/// lookup's every step waits in, whatever the network does.
+pub async fn probe_timer_lag(end: std::time::Instant) -> Vec<f64> {
+    let mut lag = Vec::new();
+    while std::time::Instant::now() < end {
+        let asked = std::time::Instant::now();
+        tokio::time::sleep(LAG_PROBE_PERIOD).await;
+        let late = asked.elapsed().saturating_sub(LAG_PROBE_PERIOD);
+        lag.push(late.as_secs_f64() * 1000.0);
+    }
+    lag
 }
 
 /// The `p`th percentile (nearest rank) of `values`; 0 for none.
@@ -326,6 +353,13 @@ impl RunResult {
                 / self.total_nodes.max(1) as f64
                 / (1024.0 * 1024.0),
             cpu_seconds: self.cpu_seconds,
+            load_cores_busy: if self.load_seconds > 0.0 {
+                self.load_cpu_seconds / self.load_seconds
+            } else {
+                0.0
+            },
+            timer_lag_p50_ms: percentile(&self.timer_lag_ms, 50.0),
+            timer_lag_p99_ms: percentile(&self.timer_lag_ms, 99.0),
             routing_table_mean: self.routing_table_mean,
             routing_table_ideal: self.routing_table_ideal,
             connections_mean: self.connections_mean,
@@ -419,6 +453,28 @@ mod tests {
         assert!((ideal_routing_table(21, 20) - 20.0).abs() < 1.0);
         let at_5000 = ideal_routing_table(5000, 20);
         assert!((150.0..200.0).contains(&at_5000), "{at_5000}");
+    }
+
+    #[test]
+    fn the_timer_lag_probe_sees_a_core_held_by_other_work() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let held = Duration::from_millis(60);
+        let lag = runtime.block_on(async {
+            let end = std::time::Instant::now() + Duration::from_millis(300);
+            let probe = tokio::spawn(probe_timer_lag(end));
+            // Another task takes the only core while the probe sleeps.
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            std::thread::sleep(held);
+            probe.await.unwrap()
+        });
+        let worst = lag.iter().copied().fold(0.0, f64::max);
+        assert!(
+            worst >= (held - LAG_PROBE_PERIOD).as_secs_f64() * 1000.0,
+            "the probe saw at most {worst} ms of lag while the core was held {held:?}"
+        );
     }
 
     #[test]

@@ -325,6 +325,18 @@ pub fn write(
         }
     }
     for summary in results.iter().map(RunResult::summary) {
+        text += &format!(
+            "Load ({}, {} nodes): {:.2} of {} cores busy on average while the lookups ran; a \
+             timer due every {} ms fired late by {:.1} ms at p50 and {:.1} ms at p99 (the wait \
+             of any ready task, a lookup's next step among them, for a core).\n\n",
+            label(&summary),
+            summary.total_nodes,
+            summary.load_cores_busy,
+            std::thread::available_parallelism().map_or(1, usize::from),
+            crate::measure::LAG_PROBE_PERIOD.as_millis(),
+            summary.timer_lag_p50_ms,
+            summary.timer_lag_p99_ms,
+        );
         if summary.holder_answers > 0 {
             text += &format!(
                 "Holders ({}, {} nodes): {} nodes answered {} lookups as holders of a key; the \
