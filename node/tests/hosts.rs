@@ -314,10 +314,20 @@ fn a_call_from_behind_a_nat_to_a_gateway_80_ms_away_has_media_both_ways_and_one_
     );
     assert_both_sides_agree(&scene, "Far", &report);
     let phases = &report["phases"];
+    let ms = |key: &str| {
+        phases[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {key}: {phases}"))
+    };
     assert!(
-        phases["invite_to_early_answer_ms"].as_f64().unwrap()
-            <= phases["invite_to_ringing_ms"].as_f64().unwrap(),
+        ms("invite_to_early_answer_ms") <= ms("invite_to_ringing_ms"),
         "the media is answered before the callee rings: {phases}"
+    );
+    // ICE and DTLS ran while the callee rang: the connection was up before the answer.
+    assert!(
+        ms("invite_to_early_answer_ms") + ms("sdp_answer_to_ice_ms") + ms("ice_to_dtls_ms")
+            < ms("invite_to_answer_ms"),
+        "the connection is up before the answer: {phases}"
     );
 
     let late = scene.gateways[1].peer_id.clone();
@@ -326,6 +336,7 @@ fn a_call_from_behind_a_nat_to_a_gateway_80_ms_away_has_media_both_ways_and_one_
     assert_media_both_ways(&before);
     assert_both_sides_agree(&scene, "Late", &before);
     assert!(before["phases"]["invite_to_early_answer_ms"].is_null());
+    assert!(before["phases"]["ice_to_dtls_ms"].is_f64(), "{before}");
 
     for (design, report) in [
         ("answered at the answer", &before),
@@ -341,7 +352,7 @@ fn a_call_from_behind_a_nat_to_a_gateway_80_ms_away_has_media_both_ways_and_one_
         eprintln!(
             "80 ms link, 500 ms ringing, {design}: command → answer {:.0} ms, command → first media {:.0} ms, \
              echo rtt {rtt:.1} ms; lookup {}, stream {}, invite → trying {}, → early answer {}, \
-             → ringing {}, → answer {}, answer → first media {}",
+             → ringing {}, → answer {}, answer → first media {}; SDP answer → ICE {}, ICE → DTLS {}",
             report["command_to_answer_ms"].as_f64().unwrap(),
             report["command_to_first_media_ms"].as_f64().unwrap(),
             round_trips("lookup_ms"),
@@ -351,6 +362,8 @@ fn a_call_from_behind_a_nat_to_a_gateway_80_ms_away_has_media_both_ways_and_one_
             round_trips("invite_to_ringing_ms"),
             round_trips("invite_to_answer_ms"),
             round_trips("answer_to_first_media_ms"),
+            round_trips("sdp_answer_to_ice_ms"),
+            round_trips("ice_to_dtls_ms"),
         );
     }
 }

@@ -40,8 +40,8 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, SettingEngineBuilder, StatsSelector, configure_rtcp_reports,
+    RTCConfigurationBuilder, RTCIceConnectionState, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder, StatsSelector, configure_rtcp_reports,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -152,9 +152,19 @@ pub struct RoundTrip {
     pub ice: Option<Duration>,
 }
 
+/// When a leg's connection got through each step of its handshake.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handshake {
+    /// ICE found a working candidate pair (its first `connected`).
+    pub ice_connected: Option<Instant>,
+    /// DTLS completed over that pair: the connection is up (its first `connected`).
+    pub dtls_connected: Option<Instant>,
+}
+
 /// What the driver tells us through the event handler.
 struct Events {
     state: watch::Sender<RTCPeerConnectionState>,
+    handshake: watch::Sender<Handshake>,
     gathering: watch::Sender<RTCIceGatheringState>,
     media_started: watch::Sender<Option<Instant>>,
     tracks: mpsc::Sender<Arc<dyn TrackRemote>>,
@@ -166,24 +176,39 @@ impl PeerConnectionEventHandler for Events {
         self.gathering.send_replace(state);
     }
 
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if state == RTCIceConnectionState::Connected {
+            self.handshake
+                .send_if_modified(|h| first(&mut h.ice_connected, Instant::now()));
+        }
+    }
+
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!(%state, "WebRTC connection state");
+        if state == RTCPeerConnectionState::Connected {
+            self.handshake
+                .send_if_modified(|h| first(&mut h.dtls_connected, Instant::now()));
+        }
         self.state.send_replace(state);
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         // webrtc-rs opens a remote track when its first RTP packet arrives.
-        self.media_started.send_if_modified(|started| {
-            let first = started.is_none();
-            if first {
-                *started = Some(Instant::now());
-            }
-            first
-        });
+        self.media_started
+            .send_if_modified(|started| first(started, Instant::now()));
         if self.tracks.try_send(track).is_err() {
             tracing::debug!("ignoring a second remote track: a leg carries one audio stream");
         }
     }
+}
+
+/// Sets `slot` to `at` unless it already holds a time; whether it did.
+fn first(slot: &mut Option<Instant>, at: Instant) -> bool {
+    let empty = slot.is_none();
+    if empty {
+        *slot = Some(at);
+    }
+    empty
 }
 
 /// One peer connection with its local audio track and the receiving ends of its events.
@@ -193,6 +218,7 @@ struct Peer {
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     state: watch::Receiver<RTCPeerConnectionState>,
+    handshake: watch::Receiver<Handshake>,
     gathering: watch::Receiver<RTCIceGatheringState>,
     media_started: watch::Receiver<Option<Instant>>,
     tracks: mpsc::Receiver<Arc<dyn TrackRemote>>,
@@ -221,11 +247,13 @@ impl Peer {
             .build();
 
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let (handshake_tx, handshake) = watch::channel(Handshake::default());
         let (gathering_tx, gathering) = watch::channel(RTCIceGatheringState::New);
         let (media_started_tx, media_started) = watch::channel(None);
         let (tracks_tx, tracks) = mpsc::channel(1);
         let events = Arc::new(Events {
             state: state_tx,
+            handshake: handshake_tx,
             gathering: gathering_tx,
             media_started: media_started_tx,
             tracks: tracks_tx,
@@ -265,6 +293,7 @@ impl Peer {
             track,
             ssrc: 0,
             state,
+            handshake,
             gathering,
             media_started,
             tracks,
@@ -617,6 +646,11 @@ impl WebRtcLeg {
             RTCPeerConnectionState::Failed => Err(MediaError::ConnectionFailed),
             _ => Err(MediaError::Closed),
         }
+    }
+
+    /// When ICE and then DTLS got through, so far.
+    pub fn handshake(&self) -> Handshake {
+        *self.peer.handshake.borrow()
     }
 
     /// When the peer's first RTP packet arrived, if one has.

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use interlink_gateway_plugin::audio::{ToneGenerator, alaw_encode, ulaw_encode};
 use interlink_gateway_plugin::webrtc_leg::rtp::header::Header;
 use interlink_gateway_plugin::webrtc_leg::rtp::packet::Packet;
-use interlink_gateway_plugin::webrtc_leg::{MediaError, MediaSettings, OfferedLeg, WebRtcLeg};
+use interlink_gateway_plugin::webrtc_leg::{
+    Handshake, MediaError, MediaSettings, OfferedLeg, WebRtcLeg,
+};
 use interlink_protocol::Codec;
 use serde::{Serialize, Serializer};
 use tokio::sync::{oneshot, watch};
@@ -63,6 +65,12 @@ pub struct MediaReport {
     /// From ICE connectivity checks on the selected pair; read at close.
     #[serde(rename = "ice_rtt_ms", serialize_with = "millis")]
     pub ice_rtt: Option<Duration>,
+    /// From applying the gateway's SDP answer to ICE connected, and from there to DTLS
+    /// connected: the handshake's two steps (the call report shows them in its phases).
+    #[serde(skip)]
+    pub sdp_answer_to_ice: Option<Duration>,
+    #[serde(skip)]
+    pub ice_to_dtls: Option<Duration>,
 }
 
 /// Durations go out as milliseconds, a number scripts can compare.
@@ -103,6 +111,8 @@ struct EchoBook {
     delays: VecDeque<Duration>,
     rtcp_rtt: Option<Duration>,
     ice_rtt: Option<Duration>,
+    sdp_answer_applied_at: Option<Instant>,
+    handshake: Handshake,
 }
 
 impl EchoBook {
@@ -161,6 +171,15 @@ impl EchoBook {
             echo_rtt: delays.get(delays.len() / 2).copied(),
             rtcp_rtt: self.rtcp_rtt,
             ice_rtt: self.ice_rtt,
+            sdp_answer_to_ice: self
+                .sdp_answer_applied_at
+                .zip(self.handshake.ice_connected)
+                .map(|(applied, ice)| ice.saturating_duration_since(applied)),
+            ice_to_dtls: self
+                .handshake
+                .ice_connected
+                .zip(self.handshake.dtls_connected)
+                .map(|(ice, dtls)| dtls.saturating_duration_since(ice)),
         }
     }
 }
@@ -231,6 +250,7 @@ impl ToneCall {
         let Stage::Offered(offered) = std::mem::replace(&mut self.stage, Stage::Ended) else {
             return Err(MediaError::Closed);
         };
+        self.shared.book().sdp_answer_applied_at = Some(Instant::now());
         let leg = match offered.accept_answer(sdp_answer).await {
             Ok(leg) => leg,
             Err(error) => {
@@ -291,6 +311,7 @@ impl ToneCall {
                             let mut book = self.shared.book();
                             book.rtcp_rtt = round_trip.rtcp;
                             book.ice_rtt = round_trip.ice;
+                            book.handshake = leg.handshake();
                         }
                         leg.close().await;
                     }
@@ -478,6 +499,23 @@ mod tests {
     }
 
     #[test]
+    fn the_handshake_is_timed_from_the_sdp_answer_to_ice_and_on_to_dtls() {
+        let applied = Instant::now();
+        let mut book = EchoBook {
+            sdp_answer_applied_at: Some(applied),
+            ..EchoBook::default()
+        };
+        assert_eq!(book.report().sdp_answer_to_ice, None);
+        book.handshake = Handshake {
+            ice_connected: Some(applied + Duration::from_millis(90)),
+            dtls_connected: Some(applied + Duration::from_millis(250)),
+        };
+        let report = book.report();
+        assert_eq!(report.sdp_answer_to_ice, Some(Duration::from_millis(90)));
+        assert_eq!(report.ice_to_dtls, Some(Duration::from_millis(160)));
+    }
+
+    #[test]
     fn report_serialises_durations_as_milliseconds() {
         let report = MediaReport {
             packets_sent: 10,
@@ -487,8 +525,7 @@ mod tests {
             loss: 0.1,
             first_packet_after_answer: Some(Duration::from_millis(250)),
             echo_rtt: Some(Duration::from_micros(1500)),
-            rtcp_rtt: None,
-            ice_rtt: None,
+            ..MediaReport::default()
         };
         let json = serde_json::to_value(report).unwrap();
         assert_eq!(json["first_packet_after_answer_ms"], 250.0);

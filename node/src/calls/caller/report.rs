@@ -89,6 +89,10 @@ pub struct SetupPhases {
     /// From the answer to the first media packet from the gateway: what is left of ICE
     /// and DTLS once the callee answers, plus one round trip for the echo.
     pub answer_to_first_media_ms: Option<f64>,
+    /// The connection's handshake, wherever it fell: from applying the gateway's SDP
+    /// answer (early or at the answer) to ICE connected, and from ICE to DTLS connected.
+    pub sdp_answer_to_ice_ms: Option<f64>,
+    pub ice_to_dtls_ms: Option<f64>,
 }
 
 /// Stores what the answered call left and writes its report.
@@ -235,6 +239,8 @@ pub(super) async fn finish(
             invite_to_ringing_ms: timeline.ringing.map(|at| millis(at - invited_at)),
             invite_to_answer_ms: millis(invite_to_answer),
             answer_to_first_media_ms: first_media_at.map(|at| millis(at - answered_at)),
+            sdp_answer_to_ice_ms: media.sdp_answer_to_ice.map(millis),
+            ice_to_dtls_ms: media.ice_to_dtls.map(millis),
         },
         answered_by,
         media,
