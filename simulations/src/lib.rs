@@ -180,7 +180,7 @@ async fn measure(
     let started = Instant::now();
     let end = started + duration;
     let load_cpu_before = cpu_time();
-    let lag_probe = tokio::spawn(measure::probe_timer_lag(end));
+    let lag_probe = tokio::spawn(measure::probe_timer_lag(started, end));
     let covering = covering(&world.truth, &scenario.routes.countries);
     let answered_before = holder_answers(world).await;
     let mut callers = Vec::new();
@@ -242,7 +242,7 @@ async fn measure(
     }
     let load_cpu_seconds = cpu_time().saturating_sub(load_cpu_before).as_secs_f64();
     let load_seconds = started.elapsed().as_secs_f64();
-    let timer_lag_ms = lag_probe.await.unwrap_or_default();
+    let timer_lag = lag_probe.await.unwrap_or_default();
 
     let node_count = world.node_count();
     let (table_sum, connection_sum) = tables
@@ -296,7 +296,8 @@ async fn measure(
         wall_seconds: began.elapsed().as_secs_f64(),
         load_cpu_seconds,
         load_seconds,
-        timer_lag_ms,
+        timer_lag,
+        churn_events: churn.events,
         routing_table_mean: table_sum / sampled_rounds,
         routing_table_ideal: ideal_routing_table(node_count, settings.dht().replication_factor),
         connections_mean: connection_sum / sampled_rounds,

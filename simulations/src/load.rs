@@ -24,7 +24,7 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 
 use crate::legacy;
-use crate::measure::{CacheSample, CallSample, LookupSample, Outcome};
+use crate::measure::{CacheSample, CallSample, ChurnEvent, LookupSample, Outcome};
 use crate::scenario::Method;
 use crate::world::{Ending, GatewayTruth, Truth, World, random_destination};
 
@@ -609,12 +609,13 @@ pub fn probe_new(
 }
 
 /// What the churn did.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ChurnCounts {
     pub joins: usize,
     pub clean_leaves: usize,
     pub crashes: usize,
     pub reprices: usize,
+    pub events: Vec<ChurnEvent>,
 }
 
 /// Joins, leaves and reprices at the scenario's rates until `end`; new gateways and new
@@ -630,6 +631,7 @@ pub async fn run_churn(world: &mut World, end: Instant, samples: &Samples) -> Ch
     }
     let total = churn.joins_per_minute + churn.leaves_per_minute + reprices;
     let mut rng = world.fork_rng();
+    let load_began = Instant::now();
     loop {
         let gap = -rng.random_range(f64::EPSILON..1.0f64).ln() / rate;
         let at = Instant::now() + Duration::from_secs_f64(gap);
@@ -639,6 +641,14 @@ pub async fn run_churn(world: &mut World, end: Instant, samples: &Samples) -> Ch
         }
         tokio::time::sleep_until(at.into()).await;
         let draw = rng.random_range(0.0..total);
+        let began = Instant::now();
+        let event = if draw < reprices {
+            "new price"
+        } else if draw < reprices + churn.joins_per_minute {
+            "join"
+        } else {
+            "leave"
+        };
         if draw < reprices {
             if let Some((provider, seq, _)) = world.reprice_random() {
                 counts.reprices += 1;
@@ -671,6 +681,11 @@ pub async fn run_churn(world: &mut World, end: Instant, samples: &Samples) -> Ch
                 None => {}
             }
         }
+        counts.events.push(ChurnEvent {
+            at_ms: u64::try_from(began.duration_since(load_began).as_millis()).unwrap_or(u64::MAX),
+            event,
+            took_ms: began.elapsed().as_secs_f64() * 1000.0,
+        });
     }
 }
 

@@ -137,9 +137,11 @@ pub struct RunResult {
     /// CPU time and wall time of the load alone: how busy the cores were while lookups ran.
     pub load_cpu_seconds: f64,
     pub load_seconds: f64,
-    /// How late a timer due every [`LAG_PROBE_PERIOD`] fired during the load, in ms: the
-    /// wait any ready task (a lookup's next step) had for a core.
-    pub timer_lag_ms: Vec<f64>,
+    /// How late a timer due every [`LAG_PROBE_PERIOD`] fired during the load: the wait
+    /// any ready task (a lookup's next step) had for a core.
+    pub timer_lag: Vec<Moment>,
+    /// Joins, leaves and new prices during the load, with how long each took to start.
+    pub churn_events: Vec<ChurnEvent>,
     /// Mean routing table size of sampled server nodes, and what a full table holds.
     pub routing_table_mean: f64,
     pub routing_table_ideal: f64,
@@ -211,10 +213,11 @@ pub struct Summary {
     pub call_setup_p95_ms: f64,
     pub rss_per_node_mib: f64,
     pub cpu_seconds: f64,
-    /// Cores busy on average during the load, and the timer lag's p50 and p99.
+    /// Cores busy on average during the load, and the timer lag's p50, p99 and largest.
     pub load_cores_busy: f64,
     pub timer_lag_p50_ms: f64,
     pub timer_lag_p99_ms: f64,
+    pub timer_lag_max_ms: f64,
     pub routing_table_mean: f64,
     pub routing_table_ideal: f64,
     pub connections_mean: f64,
@@ -223,16 +226,35 @@ pub struct Summary {
 /// How often the timer-lag probe asks to be woken during the load.
 pub const LAG_PROBE_PERIOD: Duration = Duration::from_millis(10);
 
+/// A figure at a moment of the load: `at_ms` since the load began.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Moment {
+    pub at_ms: u64,
+    pub ms: f64,
+}
+
+/// A join, leave or new price during the load, and how long the simulator took to start it
+/// (a join: the node's start; a leave: its withdrawal and stop; a price: the signing).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ChurnEvent {
+    pub at_ms: u64,
+    pub event: &'static str,
+    pub took_ms: f64,
+}
+
 /// Until `end`, sleeps [`LAG_PROBE_PERIOD`] at a time and records how much later than asked
-/// each wake-up came, in ms. On a runtime whose cores are all busy, that is the queue a
-/// lookup's every step waits in, whatever the network does.
-pub async fn probe_timer_lag(end: std::time::Instant) -> Vec<f64> {
+/// each wake-up came, at its moment since `started`. On a runtime whose cores are all
+/// busy, that is the queue a lookup's every step waits in, whatever the network does.
+pub async fn probe_timer_lag(started: std::time::Instant, end: std::time::Instant) -> Vec<Moment> {
     let mut lag = Vec::new();
     while std::time::Instant::now() < end {
         let asked = std::time::Instant::now();
         tokio::time::sleep(LAG_PROBE_PERIOD).await;
         let late = asked.elapsed().saturating_sub(LAG_PROBE_PERIOD);
-        lag.push(late.as_secs_f64() * 1000.0);
+        lag.push(Moment {
+            at_ms: u64::try_from(asked.duration_since(started).as_millis()).unwrap_or(u64::MAX),
+            ms: late.as_secs_f64() * 1000.0,
+        });
     }
     lag
 }
@@ -289,6 +311,7 @@ impl RunResult {
         let ages: Vec<f64> = hits.iter().map(|c| c.age_ms).collect();
         let p50_ms = percentile(&latencies, 50.0);
         let p99_ms = percentile(&latencies, 99.0);
+        let lags: Vec<f64> = self.timer_lag.iter().map(|m| m.ms).collect();
         Summary {
             settings: self.settings,
             method: self.method,
@@ -358,8 +381,9 @@ impl RunResult {
             } else {
                 0.0
             },
-            timer_lag_p50_ms: percentile(&self.timer_lag_ms, 50.0),
-            timer_lag_p99_ms: percentile(&self.timer_lag_ms, 99.0),
+            timer_lag_p50_ms: percentile(&lags, 50.0),
+            timer_lag_p99_ms: percentile(&lags, 99.0),
+            timer_lag_max_ms: lags.iter().copied().fold(0.0, f64::max),
             routing_table_mean: self.routing_table_mean,
             routing_table_ideal: self.routing_table_ideal,
             connections_mean: self.connections_mean,
@@ -463,14 +487,17 @@ mod tests {
             .unwrap();
         let held = Duration::from_millis(60);
         let lag = runtime.block_on(async {
-            let end = std::time::Instant::now() + Duration::from_millis(300);
-            let probe = tokio::spawn(probe_timer_lag(end));
+            let started = std::time::Instant::now();
+            let probe = tokio::spawn(probe_timer_lag(
+                started,
+                started + Duration::from_millis(300),
+            ));
             // Another task takes the only core while the probe sleeps.
             tokio::time::sleep(Duration::from_millis(15)).await;
             std::thread::sleep(held);
             probe.await.unwrap()
         });
-        let worst = lag.iter().copied().fold(0.0, f64::max);
+        let worst = lag.iter().map(|m| m.ms).fold(0.0, f64::max);
         assert!(
             worst >= (held - LAG_PROBE_PERIOD).as_secs_f64() * 1000.0,
             "the probe saw at most {worst} ms of lag while the core was held {held:?}"

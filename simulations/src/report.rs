@@ -219,7 +219,16 @@ pub fn comparison(results: &[RunResult]) -> Vec<String> {
     lines
 }
 
-/// Writes everything into `dir`: `lookups.csv`, `calls.csv`, `summary.json`, the plots
+/// One row of `timeline.csv`: a timer's lateness, or a churn event and how long it took.
+#[derive(serde::Serialize)]
+struct TimelineRow {
+    method: &'static str,
+    at_ms: u64,
+    what: &'static str,
+    ms: f64,
+}
+
+/// Writes everything into `dir`: `lookups.csv`, `calls.csv`, `timeline.csv`, `summary.json`, the plots
 /// that apply and `report.md`. Returns the report's path.
 pub fn write(
     dir: &Path,
@@ -248,6 +257,28 @@ pub fn write(
     }
     lookups.flush().map_err(io_error(dir))?;
     calls.flush().map_err(io_error(dir))?;
+    // The load's timeline, to set slow lookups beside what the process was doing then.
+    let mut timeline = csv::Writer::from_path(dir.join("timeline.csv"))?;
+    for result in results {
+        let method = result.method.label();
+        for lag in &result.timer_lag {
+            timeline.serialize(TimelineRow {
+                method,
+                at_ms: lag.at_ms,
+                what: "timer lag",
+                ms: lag.ms,
+            })?;
+        }
+        for event in &result.churn_events {
+            timeline.serialize(TimelineRow {
+                method,
+                at_ms: event.at_ms,
+                what: event.event,
+                ms: event.took_ms,
+            })?;
+        }
+    }
+    timeline.flush().map_err(io_error(dir))?;
     let summaries: Vec<Summary> = results.iter().map(RunResult::summary).collect();
     let json = serde_json::to_string_pretty(
         &serde_json::json!({ "scenario": scenario, "summaries": summaries, "machine": machine() }),
@@ -327,8 +358,9 @@ pub fn write(
     for summary in results.iter().map(RunResult::summary) {
         text += &format!(
             "Load ({}, {} nodes): {:.2} of {} cores busy on average while the lookups ran; a \
-             timer due every {} ms fired late by {:.1} ms at p50 and {:.1} ms at p99 (the wait \
-             of any ready task, a lookup's next step among them, for a core).\n\n",
+             timer due every {} ms fired late by {:.1} ms at p50, {:.1} ms at p99 and {:.0} ms \
+             at most (the wait of any ready task, a lookup's next step among them, for a \
+             core; every sample in timeline.csv beside the joins, leaves and new prices).\n\n",
             label(&summary),
             summary.total_nodes,
             summary.load_cores_busy,
@@ -336,6 +368,7 @@ pub fn write(
             crate::measure::LAG_PROBE_PERIOD.as_millis(),
             summary.timer_lag_p50_ms,
             summary.timer_lag_p99_ms,
+            summary.timer_lag_max_ms,
         );
         if summary.holder_answers > 0 {
             text += &format!(
@@ -361,7 +394,7 @@ pub fn write(
     for (title, file) in plots {
         text += &format!("## {title}\n\n![{title}]({file})\n\n");
     }
-    text += "Raw samples: [lookups.csv](lookups.csv), [calls.csv](calls.csv); figures: [summary.json](summary.json).\n";
+    text += "Raw samples: [lookups.csv](lookups.csv), [calls.csv](calls.csv), [timeline.csv](timeline.csv); figures: [summary.json](summary.json).\n";
     report
         .write_all(text.as_bytes())
         .map_err(io_error(&report_path))?;

@@ -38,8 +38,24 @@ async fn a_small_market_gets_the_true_best_ten_and_never_a_stale_offer() {
     };
     assert!(covering("1") >= 40, "{:?}", result.covering);
     assert!(covering("44") >= 20, "{:?}", result.covering);
-    // The market moved while it was measured.
+    // The market moved while it was measured, and the load's timeline holds every move
+    // and the timer that measures the wait for a core.
     assert!(result.reprices > 0 && result.joins > 0 && result.clean_leaves > 0);
+    let moves = |what: &str| {
+        result
+            .churn_events
+            .iter()
+            .filter(|e| e.event == what)
+            .count()
+    };
+    assert!(moves("join") >= result.joins);
+    assert!(moves("leave") >= result.clean_leaves + result.crashes);
+    assert!(moves("new price") >= result.reprices);
+    assert!(
+        result.timer_lag.len() > 100,
+        "{} lag samples",
+        result.timer_lag.len()
+    );
     assert!(summary.lookups >= 60, "only {} lookups", summary.lookups);
 
     // Every lookup got the true best 10 for its policy; none showed an offer replaced,
