@@ -24,7 +24,7 @@ const NUMBER: &str = "+447700900123";
 /// One way between the caller's home and the internet: 80 ms round trips to everyone.
 const HOME_LINK: Link = Link {
     delay_ms: 40,
-    loss: 0.0,
+    ..Link::DIRECT
 };
 
 /// A config for a node on `host` listening on its address (TCP, and QUIC for gateways),
@@ -371,8 +371,8 @@ fn a_call_from_behind_a_nat_to_a_gateway_80_ms_away_has_media_both_ways_and_one_
 #[test]
 fn twenty_calls_under_five_percent_loss_each_way_all_get_media() {
     let lossy = Link {
-        delay_ms: 40,
         loss: 0.05,
+        ..HOME_LINK
     };
     let Some(scene) = Scene::new(&[("Far", "0.01", "ring_ms = 0")], lossy, Firewall::Open) else {
         return;
@@ -403,6 +403,31 @@ fn twenty_calls_under_five_percent_loss_each_way_all_get_media() {
     eprintln!(
         "5 % loss each way, 80 ms: 20/20 calls with media; command → first media p50 {} ms, max {} ms",
         first_media[10], first_media[19]
+    );
+}
+
+#[test]
+fn a_dtls_flight_lost_twice_on_the_way_still_connects() {
+    // Alice's home link loses the first two copies of her node's DTLS flight 4 (the caller,
+    // the offerer, is the DTLS server; its flight opens with the ServerHello). With
+    // webrtc-rs 0.21.1 as released this handshake never completes.
+    let link = Link {
+        drop_server_hellos: 2,
+        ..HOME_LINK
+    };
+    let Some(scene) = Scene::new(&[("Far", "0.01", "ring_ms = 0")], link, Firewall::Open) else {
+        return;
+    };
+    let report = Caller::spawn(scene.call("2", &[])).report();
+    assert_media_both_ways(&report);
+    assert_both_sides_agree(&scene, "Far", &report);
+    // The flight was lost twice: the handshake waited for two retransmissions (the
+    // gateway's ClientHello again after 500 ms, then after 1 s more).
+    let dtls = report["phases"]["ice_to_dtls_ms"].as_f64().unwrap();
+    eprintln!("DTLS flight 4 lost twice on an 80 ms link: ICE → DTLS connected {dtls:.0} ms");
+    assert!(
+        dtls > 1_000.0,
+        "DTLS took {dtls} ms: were the flights lost?"
     );
 }
 

@@ -4,7 +4,9 @@
 This kernel has no netem, so the link is a program: it opens a TAP device in each
 namespace (`NS_A`/`DEV_A`, `NS_B`/`DEV_B`) and copies every Ethernet frame from one to the
 other after `--delay-ms` (in order, as a cable plus a queue would), dropping each frame
-with probability `--loss` in each direction. The devices exist only while it runs: they go
+with probability `--loss` in each direction, and the first `--drop-server-hellos` UDP
+datagrams that open with a DTLS ServerHello (a DTLS server's flight 4), to lose one flight
+on purpose as often as asked. The devices exist only while it runs: they go
 away with the process, so nothing is left behind if a test dies.
 
 It prints `ready` once both devices exist, runs until stdin closes (the test holds the
@@ -51,6 +53,23 @@ def open_tap(namespace, name):
     return fd
 
 
+DTLS_HANDSHAKE = 22
+SERVER_HELLO = 2
+
+
+def opens_with_server_hello(frame):
+    """Whether an Ethernet frame carries IPv4 UDP whose payload starts with a DTLS record
+    holding a ServerHello (RFC 6347: 13-byte record header, then the handshake type)."""
+    if len(frame) < 14 + 20 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        return False
+    payload = 14 + (frame[14] & 0x0F) * 4 + 8
+    return (
+        len(frame) > payload + 13
+        and frame[payload] == DTLS_HANDSHAKE
+        and frame[payload + 13] == SERVER_HELLO
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ns_a")
@@ -60,6 +79,7 @@ def main():
     parser.add_argument("--delay-ms", type=float, default=0.0, help="one way, each direction")
     parser.add_argument("--loss", type=float, default=0.0, help="0..1, each direction")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--drop-server-hellos", type=int, default=0, help="either direction")
     args = parser.parse_args()
 
     a = open_tap(args.ns_a, args.dev_a)
@@ -72,6 +92,7 @@ def main():
     other = {a: b, b: a}
     forwarded = {a: 0, b: 0}
     dropped = {a: 0, b: 0}
+    hellos_to_drop = args.drop_server_hellos
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
 
@@ -105,6 +126,10 @@ def main():
                 except BlockingIOError:
                     break
                 if args.loss > 0 and rng.random() < args.loss:
+                    dropped[source] += 1
+                    continue
+                if hellos_to_drop > 0 and opens_with_server_hello(frame):
+                    hellos_to_drop -= 1
                     dropped[source] += 1
                     continue
                 forwarded[source] += 1

@@ -36,18 +36,21 @@ pub struct Link {
     pub delay_ms: u32,
     /// The share of frames lost in each direction, 0 to 1.
     pub loss: f64,
+    /// The first datagrams opening with a DTLS ServerHello (flight 4) that are lost.
+    pub drop_server_hellos: u32,
 }
 
 impl Link {
     pub const DIRECT: Link = Link {
         delay_ms: 0,
         loss: 0.0,
+        drop_server_hellos: 0,
     };
 
     pub fn delay(delay_ms: u32) -> Link {
         Link {
             delay_ms,
-            loss: 0.0,
+            ..Link::DIRECT
         }
     }
 }
@@ -234,7 +237,7 @@ impl Lab {
         self.next_port += 1;
         let port = format!("p{}", self.next_port);
         let internet = format!("{}-net", self.prefix);
-        if link.delay_ms == 0 && link.loss == 0.0 {
+        if link.delay_ms == 0 && link.loss == 0.0 && link.drop_server_hellos == 0 {
             veth(namespace, device, &internet, &port);
         } else {
             let mut child = Command::new("python3")
@@ -243,6 +246,7 @@ impl Lab {
                 .args(["--delay-ms", &link.delay_ms.to_string()])
                 .args(["--loss", &link.loss.to_string()])
                 .args(["--seed", &self.next_port.to_string()])
+                .args(["--drop-server-hellos", &link.drop_server_hellos.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
