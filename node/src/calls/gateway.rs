@@ -45,8 +45,6 @@ use crate::store::{ReceiptStatus, Role, Store};
 
 /// How long a new stream may take to send its invite.
 const INVITE_DEADLINE: Duration = Duration::from_secs(5);
-/// How long a frame may take to go out before the caller is considered gone.
-const SEND_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a back-end may take to release a leg after the call ends.
 const RELEASE_DEADLINE: Duration = Duration::from_secs(5);
 /// Back-end events queued per call.
@@ -255,7 +253,7 @@ fn admit(
 
 /// Closes the sending side, within the send deadline.
 async fn close(writer: &mut FrameWriter) {
-    let _ = tokio::time::timeout(SEND_DEADLINE, writer.close()).await;
+    wire::close_in_time(writer).await;
 }
 
 async fn handle_call(
@@ -278,11 +276,7 @@ async fn handle_call(
             Ok(invite) => invite,
             Err(e) => {
                 metrics.call_stream_error("invalid_invite");
-                let _ = tokio::time::timeout(
-                    SEND_DEADLINE,
-                    writer.send(&Frame::Reject(RejectReason::Unauthorised)),
-                )
-                .await;
+                wire::send_in_time(&mut writer, &Frame::Reject(RejectReason::Unauthorised)).await;
                 close(&mut writer).await;
                 return Err(refused("invalid_invite", format!("an invalid invite: {e}")));
             }
@@ -479,12 +473,7 @@ async fn drive(
                     answering.invited_at.elapsed(),
                 );
             }
-            if writable
-                && !matches!(
-                    tokio::time::timeout(SEND_DEADLINE, writer.send(&frame)).await,
-                    Ok(Ok(()))
-                )
-            {
+            if writable && !wire::send_in_time(writer, &frame).await {
                 writable = false;
                 call.connection_lost(time.now());
             }

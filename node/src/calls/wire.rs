@@ -7,6 +7,8 @@ use interlink_protocol::call::messages::MAX_FRAME_BYTES;
 use interlink_protocol::codec::CodecError;
 use libp2p::{Stream, StreamProtocol};
 
+use std::time::Duration;
+
 use crate::framing::{self, Frames, WireFrame};
 pub use crate::framing::{FRAME_BODY_DEADLINE, WireError};
 
@@ -54,6 +56,22 @@ pub async fn read_frame_limited<R: futures::AsyncRead + Unpin>(
     limit: usize,
 ) -> Result<Option<Frame>, WireError> {
     framing::read_frame(reader, limit).await
+}
+
+/// How long a frame may take to go out before the other side is considered gone.
+pub const SEND_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Sends `frame` within [`SEND_DEADLINE`]; whether it went out.
+pub async fn send_in_time(writer: &mut FrameWriter, frame: &Frame) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_DEADLINE, writer.send(frame)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Closes the stream's sending side, waiting at most [`SEND_DEADLINE`].
+pub async fn close_in_time(writer: &mut FrameWriter) {
+    let _ = tokio::time::timeout(SEND_DEADLINE, writer.close()).await;
 }
 
 #[cfg(test)]

@@ -17,9 +17,6 @@ use crate::store::Role;
 
 use super::*;
 
-/// How long a frame may take to go out before the gateway is considered gone.
-const SEND_DEADLINE: Duration = Duration::from_secs(5);
-
 /// An attempt that reached the answer, and what the caller measured.
 pub(super) struct Answered {
     pub(super) call_id: CallId,
@@ -140,12 +137,7 @@ pub(super) async fn attempt(
 
     let result = loop {
         while let Some(frame) = call.poll_transmit() {
-            if writable
-                && !matches!(
-                    tokio::time::timeout(SEND_DEADLINE, writer.send(&frame)).await,
-                    Ok(Ok(()))
-                )
-            {
+            if writable && !wire::send_in_time(&mut writer, &frame).await {
                 writable = false;
                 call.connection_lost(time.now());
             }
@@ -210,7 +202,7 @@ pub(super) async fn attempt(
             // Let the last frames (a Bye, the countersignature) go out.
             while let Some(frame) = call.poll_transmit() {
                 if writable {
-                    let _ = tokio::time::timeout(SEND_DEADLINE, writer.send(&frame)).await;
+                    wire::send_in_time(&mut writer, &frame).await;
                 }
             }
             break outcome;
@@ -257,7 +249,7 @@ pub(super) async fn attempt(
             () = sleep_until(give_up_at) => call.hang_up(time.now()),
         }
     };
-    let _ = tokio::time::timeout(SEND_DEADLINE, writer.close()).await;
+    wire::close_in_time(&mut writer).await;
     let media = match tone {
         Some(tone) => tone.close().await,
         // The node does not see an external endpoint's media.
