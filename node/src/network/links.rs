@@ -71,11 +71,19 @@ where
 pub struct Delayed<S> {
     inner: S,
     delay: Duration,
-    /// Bytes read from `inner`, each chunk with when it may be delivered.
-    arrived: VecDeque<(Instant, Vec<u8>)>,
+    /// Bytes read from `inner`, in order, each chunk with when it may be delivered.
+    arrived: VecDeque<Chunk>,
     /// When the end of the stream may be delivered, once `inner` reached it.
     closed_at: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// What one read of the inner stream brought, and how much of it was passed on.
+#[derive(Debug)]
+struct Chunk {
+    due: Instant,
+    bytes: Vec<u8>,
+    read: usize,
 }
 
 impl<S> Delayed<S> {
@@ -93,6 +101,12 @@ impl<S> Delayed<S> {
 /// How much one read of the inner stream takes at most.
 const CHUNK: usize = 16 * 1024;
 
+thread_local! {
+    /// Where [`Delayed`] reads the inner stream before keeping what came.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; CHUNK].into_boxed_slice());
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Delayed<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -100,18 +114,27 @@ impl<S: AsyncRead + Unpin> AsyncRead for Delayed<S> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.delay.is_zero() {
+        if this.delay.is_zero() || buf.is_empty() {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        // Take in everything that has arrived, stamped with when it may be read.
+        // Take in everything that has arrived, stamped with when it may be read: through
+        // one scratch buffer per thread, so that a chunk keeps only what it holds and a
+        // reader asking for a few bytes at a time does not cut the stream into crumbs.
         while this.closed_at.is_none() {
-            let mut chunk = vec![0u8; CHUNK];
-            match Pin::new(&mut this.inner).poll_read(cx, &mut chunk) {
-                Poll::Ready(Ok(0)) => this.closed_at = Some(Instant::now() + this.delay),
-                Poll::Ready(Ok(n)) => {
-                    chunk.truncate(n);
-                    this.arrived.push_back((Instant::now() + this.delay, chunk));
+            let read = SCRATCH.with_borrow_mut(|scratch| {
+                Pin::new(&mut this.inner)
+                    .poll_read(cx, scratch)
+                    .map_ok(|n| scratch[..n].to_vec())
+            });
+            match read {
+                Poll::Ready(Ok(bytes)) if bytes.is_empty() => {
+                    this.closed_at = Some(Instant::now() + this.delay);
                 }
+                Poll::Ready(Ok(bytes)) => this.arrived.push_back(Chunk {
+                    due: Instant::now() + this.delay,
+                    bytes,
+                    read: 0,
+                }),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => break,
             }
@@ -119,16 +142,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Delayed<S> {
         loop {
             let now = Instant::now();
             let due = match this.arrived.front_mut() {
-                Some((at, bytes)) if *at <= now => {
-                    let n = buf.len().min(bytes.len());
-                    buf[..n].copy_from_slice(&bytes[..n]);
-                    bytes.drain(..n);
-                    if bytes.is_empty() {
+                Some(chunk) if chunk.due <= now => {
+                    let rest = &chunk.bytes[chunk.read..];
+                    let n = buf.len().min(rest.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    chunk.read += n;
+                    if chunk.read == chunk.bytes.len() {
                         this.arrived.pop_front();
                     }
                     return Poll::Ready(Ok(n));
                 }
-                Some((at, _)) => *at,
+                Some(chunk) => chunk.due,
                 None => match this.closed_at {
                     Some(at) if at <= now => return Poll::Ready(Ok(0)),
                     Some(at) => at,
@@ -139,7 +163,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Delayed<S> {
             let timer = this
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-            timer.as_mut().reset(due);
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
@@ -262,6 +288,78 @@ mod tests {
             closed.elapsed(),
             Duration::from_millis(40),
             "the close is late too"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_read_in_small_pieces_come_in_order_and_all_half_a_round_trip_late() {
+        let model: LinkModel = Arc::new(|_, _| Duration::from_millis(100));
+        let links = |node| Links {
+            node,
+            model: Arc::clone(&model),
+        };
+        let (a, b) = pair().await;
+        let (dialled, accepted) = tokio::join!(
+            connect(a, endpoint(true), Some(links(1))),
+            connect(b, endpoint(false), Some(links(2)))
+        );
+        let (mut dialled, mut accepted) = (dialled.unwrap(), accepted.unwrap());
+        let message: Vec<u8> = (0..5_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = Instant::now();
+        let write = async {
+            for part in message.chunks(700) {
+                dialled.write_all(part).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            sent.elapsed() - Duration::from_millis(1)
+        };
+        let read = async {
+            let mut received = Vec::new();
+            let mut piece = [0u8; 3];
+            while received.len() < message.len() {
+                let n = accepted.read(&mut piece).await.unwrap();
+                assert!(n > 0, "closed early");
+                received.extend_from_slice(&piece[..n]);
+            }
+            (received, sent.elapsed())
+        };
+        let (last_written, (received, read_by)) = tokio::join!(write, read);
+        assert_eq!(received, message);
+        assert_eq!(read_by, last_written + Duration::from_millis(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_asking_for_few_bytes_does_not_cut_what_waits_into_crumbs() {
+        let model: LinkModel = Arc::new(|_, _| Duration::from_millis(100));
+        let links = |node| Links {
+            node,
+            model: Arc::clone(&model),
+        };
+        let (a, b) = pair().await;
+        let (dialled, accepted) = tokio::join!(
+            connect(a, endpoint(true), Some(links(1))),
+            connect(b, endpoint(false), Some(links(2)))
+        );
+        let (mut dialled, mut accepted) = (dialled.unwrap(), accepted.unwrap());
+        for _ in 0..4 {
+            dialled.write_all(&[7u8; 1000]).await.unwrap();
+        }
+        let mut two = [0u8; 2];
+        let waker = futures::task::noop_waker();
+        let early = Pin::new(&mut accepted).poll_read(&mut Context::from_waker(&waker), &mut two);
+        assert!(early.is_pending(), "nothing is due yet");
+        assert!(
+            accepted.arrived.len() <= 4,
+            "{} chunks kept for four writes",
+            accepted.arrived.len()
+        );
+        assert_eq!(
+            accepted
+                .arrived
+                .iter()
+                .map(|c| c.bytes.len())
+                .sum::<usize>(),
+            4000
         );
     }
 
