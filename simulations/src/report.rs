@@ -360,7 +360,9 @@ pub fn write(
             "Load ({}, {} nodes): {:.2} of {} cores busy on average while the lookups ran; a \
              timer due every {} ms fired late by {:.1} ms at p50, {:.1} ms at p99 and {:.0} ms \
              at most (the wait of any ready task, a lookup's next step among them, for a \
-             core; every sample in timeline.csv beside the joins, leaves and new prices).\n\n",
+             core; every sample in timeline.csv beside the joins, leaves and new prices). \
+             While the slowest 5 % of lookups ran it was {:.1} ms late on average, while the \
+             rest ran {:.1} ms.\n\n",
             label(&summary),
             summary.total_nodes,
             summary.load_cores_busy,
@@ -369,6 +371,8 @@ pub fn write(
             summary.timer_lag_p50_ms,
             summary.timer_lag_p99_ms,
             summary.timer_lag_max_ms,
+            summary.lag_slowest_ms,
+            summary.lag_rest_ms,
         );
         if summary.holder_answers > 0 {
             text += &format!(
