@@ -197,15 +197,13 @@ mod tests {
 
     use libp2p::Multiaddr;
     use libp2p::core::Endpoint;
+    use libp2p::core::transport::memory::Channel;
     use libp2p::core::transport::{
         DialOpts, ListenerId, MemoryTransport, PortUse, Transport, TransportEvent,
     };
 
     /// Two ends of one in-memory connection.
-    async fn pair() -> (
-        libp2p::core::transport::memory::Channel<Vec<u8>>,
-        libp2p::core::transport::memory::Channel<Vec<u8>>,
-    ) {
+    async fn pair() -> (Channel<Vec<u8>>, Channel<Vec<u8>>) {
         let mut listener = MemoryTransport::default();
         let address: Multiaddr = "/memory/0".parse().unwrap();
         listener.listen_on(ListenerId::next(), address).unwrap();
@@ -246,20 +244,29 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_connection_costs_a_round_trip_and_every_read_half_of_one() {
-        let model: LinkModel = Arc::new(|a, b| Duration::from_millis(10 * (a + b)));
+    /// Both ends of a fresh connection between nodes `a` (dialling) and `b` under `model`.
+    async fn linked(
+        model: LinkModel,
+        a: u64,
+        b: u64,
+    ) -> (Delayed<Channel<Vec<u8>>>, Delayed<Channel<Vec<u8>>>) {
         let links = |node| Links {
             node,
             model: Arc::clone(&model),
         };
-        let (a, b) = pair().await;
-        let started = Instant::now();
+        let (dialler, listener) = pair().await;
         let (dialled, accepted) = tokio::join!(
-            connect(a, endpoint(true), Some(links(3))),
-            connect(b, endpoint(false), Some(links(5)))
+            connect(dialler, endpoint(true), Some(links(a))),
+            connect(listener, endpoint(false), Some(links(b)))
         );
-        let (mut dialled, mut accepted) = (dialled.unwrap(), accepted.unwrap());
+        (dialled.unwrap(), accepted.unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_costs_a_round_trip_and_every_read_half_of_one() {
+        let model: LinkModel = Arc::new(|a, b| Duration::from_millis(10 * (a + b)));
+        let started = Instant::now();
+        let (mut dialled, mut accepted) = linked(model, 3, 5).await;
         assert_eq!(
             started.elapsed(),
             Duration::from_millis(80),
@@ -294,16 +301,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn bytes_read_in_small_pieces_come_in_order_and_all_half_a_round_trip_late() {
         let model: LinkModel = Arc::new(|_, _| Duration::from_millis(100));
-        let links = |node| Links {
-            node,
-            model: Arc::clone(&model),
-        };
-        let (a, b) = pair().await;
-        let (dialled, accepted) = tokio::join!(
-            connect(a, endpoint(true), Some(links(1))),
-            connect(b, endpoint(false), Some(links(2)))
-        );
-        let (mut dialled, mut accepted) = (dialled.unwrap(), accepted.unwrap());
+        let (mut dialled, mut accepted) = linked(model, 1, 2).await;
         let message: Vec<u8> = (0..5_000u32).map(|i| (i % 251) as u8).collect();
         let sent = Instant::now();
         let write = async {
@@ -331,16 +329,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reader_asking_for_few_bytes_does_not_cut_what_waits_into_crumbs() {
         let model: LinkModel = Arc::new(|_, _| Duration::from_millis(100));
-        let links = |node| Links {
-            node,
-            model: Arc::clone(&model),
-        };
-        let (a, b) = pair().await;
-        let (dialled, accepted) = tokio::join!(
-            connect(a, endpoint(true), Some(links(1))),
-            connect(b, endpoint(false), Some(links(2)))
-        );
-        let (mut dialled, mut accepted) = (dialled.unwrap(), accepted.unwrap());
+        let (mut dialled, mut accepted) = linked(model, 1, 2).await;
         for _ in 0..4 {
             dialled.write_all(&[7u8; 1000]).await.unwrap();
         }
