@@ -251,11 +251,6 @@ fn admit(
         .map_err(|_| RejectReason::OverCapacity)
 }
 
-/// Closes the sending side, within the send deadline.
-async fn close(writer: &mut FrameWriter) {
-    wire::close_in_time(writer).await;
-}
-
 async fn handle_call(
     peer: PeerId,
     stream: Stream,
@@ -277,13 +272,13 @@ async fn handle_call(
             Err(e) => {
                 metrics.call_stream_error("invalid_invite");
                 wire::send_in_time(&mut writer, &Frame::Reject(RejectReason::Unauthorised)).await;
-                close(&mut writer).await;
+                wire::close_in_time(&mut writer).await;
                 return Err(refused("invalid_invite", format!("an invalid invite: {e}")));
             }
         },
         Ok(Some(Ok(other))) => {
             metrics.call_stream_error("not_an_invite");
-            close(&mut writer).await;
+            wire::close_in_time(&mut writer).await;
             return Err(refused(
                 "not_an_invite",
                 format!(
@@ -297,19 +292,19 @@ async fn handle_call(
                 metrics.limit_refusal("call_frame_size");
             }
             metrics.call_stream_error(e.label());
-            close(&mut writer).await;
+            wire::close_in_time(&mut writer).await;
             return Err(refused(
                 e.label(),
                 format!("an unreadable call stream: {e}"),
             ));
         }
         Ok(None) => {
-            close(&mut writer).await;
+            wire::close_in_time(&mut writer).await;
             return Ok(());
         }
         Err(_) => {
             metrics.call_stream_error("no_invite");
-            close(&mut writer).await;
+            wire::close_in_time(&mut writer).await;
             return Err(refused(
                 "no_invite",
                 format!("no invite within {INVITE_DEADLINE:?}"),
@@ -373,7 +368,7 @@ async fn handle_call(
         &mut journal,
     )
     .await;
-    close(&mut writer).await;
+    wire::close_in_time(&mut writer).await;
     if let Some(leg) = leg {
         let _ = tokio::time::timeout(RELEASE_DEADLINE, leg.finished()).await;
     }
