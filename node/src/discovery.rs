@@ -107,6 +107,8 @@ pub struct Stats {
     pub rounds: u32,
     /// Holders whose answers were merged.
     pub holders: usize,
+    /// Requests of the walk that first had to set up a connection.
+    pub dials: usize,
     /// Offers in answers that failed verification.
     pub invalid_offers: usize,
     /// Why the walk ended, if there was one.
@@ -155,6 +157,7 @@ pub async fn discover(client: &Client, query: &Query) -> Result<Discovery, Disco
         requests: found.walk.requests as u64,
         rounds: found.walk.rounds,
         holders: found.walk.holders,
+        dials: found.dials,
         invalid_offers: found.walk.invalid_offers,
         ending: found.ending,
         bytes: after.traffic.since(&before.traffic).total(),

@@ -43,7 +43,7 @@ use tokio::time::Instant;
 
 use crate::clock::{unix_millis, unix_now};
 use crate::config::GatewayPlan;
-use crate::network::{Client, NetworkError};
+use crate::network::{Client, NetworkError, Placement};
 use crate::store::Store;
 use interlink_gateway_plugin::Capabilities;
 
@@ -89,6 +89,9 @@ enum Request {
         reply: oneshot::Sender<Result<Published, PublishError>>,
     },
     Withdraw {
+        reply: oneshot::Sender<Result<Published, PublishError>>,
+    },
+    Republish {
         reply: oneshot::Sender<Result<Published, PublishError>>,
     },
 }
@@ -168,6 +171,23 @@ impl Publisher {
             let (reply, response) = oneshot::channel();
             requests
                 .send(Request::SetRoutes { routes, reply })
+                .await
+                .map_err(|_| PublishError::Stopped)?;
+            response.await.map_err(|_| PublishError::Stopped)?
+        }
+    }
+
+    /// Republishes at once with a higher `seq`, finding the nodes now closest to each key
+    /// as the periodic republication does (a price change reuses those a recent walk
+    /// found): for a network that has just grown around the offer's keys.
+    pub fn republish(
+        &self,
+    ) -> impl Future<Output = Result<Published, PublishError>> + Send + 'static {
+        let requests = self.requests.clone();
+        async move {
+            let (reply, response) = oneshot::channel();
+            requests
+                .send(Request::Republish { reply })
                 .await
                 .map_err(|_| PublishError::Stopped)?;
             response.await.map_err(|_| PublishError::Stopped)?
@@ -264,14 +284,26 @@ impl State {
                         let result = if self.addresses.is_empty() {
                             Err(PublishError::Unreachable)
                         } else {
-                            self.publish_above_holders(OfferStatus::Available).await
+                            self.publish_above_holders(OfferStatus::Available, Placement::Known).await
                         };
                         next = Instant::now() + self.next_republish(&result);
                         let _ = reply.send(result);
                     }
                     Some(Request::Withdraw { reply }) => {
-                        let _ = reply.send(self.publish_above_holders(OfferStatus::Withdrawn).await);
+                        let withdrawn = self
+                            .publish_above_holders(OfferStatus::Withdrawn, Placement::Known)
+                            .await;
+                        let _ = reply.send(withdrawn);
                         return;
+                    }
+                    Some(Request::Republish { reply }) => {
+                        let result = if self.addresses.is_empty() {
+                            Err(PublishError::Unreachable)
+                        } else {
+                            self.publish_above_holders(OfferStatus::Available, Placement::Find).await
+                        };
+                        next = Instant::now() + self.next_republish(&result);
+                        let _ = reply.send(result);
                     }
                     None => return,
                 }
@@ -301,7 +333,7 @@ impl State {
     }
 
     async fn publish_logged(&mut self, status: OfferStatus) -> Duration {
-        let result = self.publish_above_holders(status).await;
+        let result = self.publish_above_holders(status, Placement::Find).await;
         if let Err(e) = &result {
             tracing::warn!(error = %e, "publishing the offer failed; retrying in {}s", RETRY_AFTER_FAILURE.as_secs());
         }
@@ -346,8 +378,9 @@ impl State {
     async fn publish_above_holders(
         &mut self,
         status: OfferStatus,
+        placement: Placement,
     ) -> Result<Published, PublishError> {
-        let (published, held) = self.publish(status).await?;
+        let (published, held) = self.publish(status, placement).await?;
         let Some(held) = held else {
             return Ok(published);
         };
@@ -357,7 +390,7 @@ impl State {
             "holders hold an offer of ours with a higher seq (a clock that ran fast, or a lost database); publishing above it"
         );
         self.seq = self.seq.max(held);
-        Ok(self.publish(status).await?.0)
+        Ok(self.publish(status, placement).await?.0)
     }
 
     /// The `seq` for the next offer: at start the clock's milliseconds, then the next
@@ -387,6 +420,7 @@ impl State {
     async fn publish(
         &mut self,
         status: OfferStatus,
+        placement: Placement,
     ) -> Result<(Published, Option<u64>), PublishError> {
         self.next_seq().await;
         let offer = SignedOffer::sign(self.offer(status, unix_now()), &self.key)?;
@@ -395,9 +429,9 @@ impl State {
         let work = async {
             let index = futures::future::join_all(
                 keys.iter()
-                    .map(|key| self.client.index_offer(offer.clone(), *key)),
+                    .map(|key| self.client.index_offer(offer.clone(), *key, placement)),
             );
-            tokio::join!(self.client.put_offer(offer.clone()), index)
+            tokio::join!(self.client.put_offer(offer.clone(), placement), index)
         };
         let (stored, indexed) = tokio::time::timeout(PUBLISH_DEADLINE, work)
             .await

@@ -16,6 +16,7 @@ use interlink_node::calls::wire::{self, CALL_PROTOCOL};
 use interlink_node::clock;
 use interlink_node::config::{BackendSpec, DhtSection, GatewayPlan};
 use interlink_node::local_network::{LocalNetwork, caller_spec, loopback_spec};
+use interlink_node::network::Placement;
 use interlink_node::node::Node;
 use interlink_protocol::call::{
     Frame, GatewayCall, ReceiptDispute, SignedInvite, SignedReceipt, Timers,
@@ -333,9 +334,12 @@ async fn run_overcharging_gateway(node: &Node, refusals: Arc<Mutex<Vec<ReceiptDi
         ..free_uk_service_offer(key.provider_id(), "Double Billing")
     };
     let offer = SignedOffer::sign(offer, &key).unwrap();
-    client.put_offer(offer.clone()).await.unwrap();
+    client
+        .put_offer(offer.clone(), Placement::Find)
+        .await
+        .unwrap();
     let indexed = client
-        .index_offer(offer, IndexKey::of_number(&uk_mobile()))
+        .index_offer(offer, IndexKey::of_number(&uk_mobile()), Placement::Find)
         .await
         .unwrap();
     assert!(indexed.stored > 0, "{indexed:?}");

@@ -319,6 +319,68 @@ async fn a_new_price_or_a_withdrawal_is_never_undone_once_a_caller_has_seen_it()
     network.stop().await;
 }
 
+/// Walks toward keys `node` ran to find the nodes closest to them, so far.
+fn walks(node: &Node) -> f64 {
+    scrape::sum_with(
+        &node.metrics().encode(),
+        "interlink_dht_queries_total",
+        "kind=\"get_closest_peers\"",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_price_goes_to_the_holders_a_recent_walk_found_and_walks_again_when_they_are_gone() {
+    let mut network = Network::start(10, DhtSection::default(), DiscoverySection::default()).await;
+    network
+        .add_gateways(vec![plan("Mover", &[("+44", 9)], 400, 500)], 1)
+        .await;
+    let caller = network.caller().await;
+    let mover = network.gateways.remove(0);
+    let mover_id = interlink_node::identity::provider_id(&mover.peer_id()).unwrap();
+    let publisher = mover.publisher().unwrap();
+    let sees = |seq: u64| {
+        let caller = &caller;
+        async move {
+            let found = ask(caller, &uk_mobile(), PolicyKind::Cheapest, 10).await;
+            found
+                .offers
+                .iter()
+                .any(|o| o.provider() == mover_id && o.seq() == seq)
+                .then_some(())
+        }
+    };
+
+    // A new price a moment after the walks of the first publication: no walk, and the
+    // caller sees it.
+    let before = walks(&mover);
+    let repriced = publisher.set_routes(vec![route("+44", 1)]).await.unwrap();
+    assert!(repriced.replicated);
+    assert_eq!(walks(&mover), before, "a new price walked again");
+    wait_for("the new price", DEADLINE, || sees(repriced.offer.seq())).await;
+
+    // Most of the holders die: the next price reaches the few left, finds the closest
+    // nodes anew, and is stored there.
+    let dead = network.nodes.len() - 3;
+    futures::future::join_all(network.nodes.drain(..dead).map(Node::kill)).await;
+    let before = walks(&mover);
+    let repriced = publisher.set_routes(vec![route("+44", 2)]).await.unwrap();
+    assert!(repriced.replicated);
+    assert!(walks(&mover) > before, "no walk after the holders died");
+    wait_for("the price after the deaths", DEADLINE, || {
+        sees(repriced.offer.seq())
+    })
+    .await;
+
+    // A republication finds the closest nodes anew whatever the last walk.
+    let before = walks(&mover);
+    publisher.republish().await.unwrap();
+    assert!(walks(&mover) > before, "a republication did not walk");
+
+    caller.kill().await;
+    mover.kill().await;
+    network.stop().await;
+}
+
 // ---- A holder that lies --------------------------------------------------------------
 
 #[derive(NetworkBehaviour)]

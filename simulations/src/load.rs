@@ -244,6 +244,7 @@ pub async fn look_up(
     sample.policy = policy.kind.to_string();
     sample.rounds = found.stats.rounds;
     sample.holders = found.stats.holders;
+    sample.dials = found.stats.dials;
     if sample.outcome != Outcome::All {
         tracing::debug!(
             %destination,
@@ -483,6 +484,7 @@ fn judge(
         best_note: String::new(),
         rounds: 0,
         holders: 0,
+        dials: 0,
     }
 }
 

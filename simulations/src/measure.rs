@@ -61,6 +61,8 @@ pub struct LookupSample {
     pub rounds: u32,
     /// Holders whose answers the walk merged (the index only).
     pub holders: usize,
+    /// Requests of the walk that first had to open a connection (the index only).
+    pub dials: usize,
 }
 
 /// A question asked again and answered from the caller's cache.

@@ -280,7 +280,7 @@ impl World {
                 std::sync::Arc::clone(&samples.discoverable_ms),
                 std::sync::Arc::clone(&samples.never_discovered),
             )));
-            republications.push(publisher.set_routes(offer.routes.clone()));
+            republications.push(publisher.republish());
         }
         let outcomes = futures::future::join_all(republications).await;
         let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count();

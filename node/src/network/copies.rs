@@ -11,9 +11,19 @@
 //! So each publication also goes to every node that acknowledged an earlier copy still
 //! alive, and replaces it there. (For that, libp2p's record TTL is off: see
 //! `behaviour.rs`.)
+//!
+//! Finding the closest nodes is a Kademlia walk: tens of requests, most on new
+//! connections. A change soon after a walk (a new price, a withdrawal) goes to the holders
+//! that walk found without walking again, as a BitTorrent DHT node announces to the nodes
+//! its `get_peers` found within the ten minutes their tokens last (BEP 5). Measured in
+//! the simulator's market, each publication's walks were a burst of work that slowed the
+//! lookups running then to several times their usual time. Nodes that join nearer the key
+//! meanwhile are handed what the holders hold (`index::on_new_peer`), the periodic
+//! republication walks again, and a change that reaches fewer than half the holders it was
+//! sent to walks at once.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::kad::RecordKey;
@@ -22,10 +32,29 @@ use libp2p::kad::RecordKey;
 /// forgotten (their copies may then be returned until they expire).
 pub(super) const MAX_HOLDERS_PER_KEY: usize = 200;
 
+/// How long after a walk toward a key a change is sent to the holders it found instead
+/// of walking again: BEP 5's token lifetime.
+pub(super) const WALK_REUSED_FOR: Duration = Duration::from_secs(600);
+
+/// Where a publication goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// To the nodes a new walk finds closest to the key, and every earlier copy's holder:
+    /// a first publication, and the periodic republication that follows the network's
+    /// changes.
+    Find,
+    /// To the holders of the earlier copy when a walk found them within
+    /// [`WALK_REUSED_FOR`], otherwise as [`Placement::Find`]: a change of an offer
+    /// published a moment ago.
+    Known,
+}
+
 /// The nodes holding a copy of each of this node's records, and when each copy expires.
 #[derive(Debug, Default)]
 pub(super) struct CopyHolders {
     by_key: HashMap<RecordKey, HashMap<PeerId, Instant>>,
+    /// When a walk toward each key last found the nodes closest to it.
+    walked: HashMap<RecordKey, Instant>,
 }
 
 impl CopyHolders {
@@ -53,6 +82,39 @@ impl CopyHolders {
             targets.extend(earlier);
         }
         targets
+    }
+
+    /// The nodes a change of `key` goes to without a walk: every holder of a live copy,
+    /// if a walk toward the key found the closest nodes less than [`WALK_REUSED_FOR`] ago
+    /// and one of them is still known to hold it. `None`: walk.
+    pub(super) fn known(&mut self, key: &RecordKey, now: Instant) -> Option<Vec<PeerId>> {
+        let walked = *self.walked.get(key)?;
+        if now.saturating_duration_since(walked) >= WALK_REUSED_FOR {
+            self.walked.remove(key);
+            return None;
+        }
+        let holders = self.targets(key, [], now);
+        (!holders.is_empty()).then_some(holders)
+    }
+
+    /// Notes that a walk toward `key` found the nodes closest to it at `now`.
+    pub(super) fn walked(&mut self, key: &RecordKey, now: Instant) {
+        self.walked.insert(key.clone(), now);
+    }
+
+    /// Notes how a change sent to the known holders of `key` went: if fewer than half of
+    /// the `sent` acknowledged it, the holders a walk found are mostly gone and the change
+    /// must find the closest nodes anew (`true`). If any failed, the next change walks.
+    pub(super) fn known_reached(
+        &mut self,
+        key: &RecordKey,
+        sent: usize,
+        acknowledged: usize,
+    ) -> bool {
+        if acknowledged < sent {
+            self.walked.remove(key);
+        }
+        acknowledged * 2 < sent
     }
 
     /// Notes that `peers` acknowledged a copy of `key` that lives until `expires`.
@@ -129,6 +191,69 @@ mod tests {
             now + Duration::from_secs(60),
         );
         assert!(holders.targets(&RecordKey::new(&b"b"), [], now).is_empty());
+    }
+
+    #[test]
+    fn a_change_soon_after_a_walk_goes_to_the_holders_it_found() {
+        let (key, now, mut holders) = offer_key_now_and_no_holders();
+        let found = peers(3);
+        // No walk yet: walk.
+        assert_eq!(holders.known(&key, now), None);
+
+        holders.walked(&key, now);
+        holders.stored(&key, found.clone(), now + Duration::from_secs(3600));
+        let soon = now + WALK_REUSED_FOR - Duration::from_secs(1);
+        let known = holders.known(&key, soon).expect("the holders found");
+        assert_eq!(sorted(known), sorted(found));
+
+        // Once the walk is old, the next change walks again.
+        assert_eq!(holders.known(&key, now + WALK_REUSED_FOR), None);
+        assert_eq!(
+            holders.known(&key, soon),
+            None,
+            "forgotten, not only skipped"
+        );
+    }
+
+    #[test]
+    fn a_walk_whose_holders_all_expired_is_not_reused() {
+        let (key, now, mut holders) = offer_key_now_and_no_holders();
+        holders.walked(&key, now);
+        holders.stored(&key, peers(2), now + Duration::from_secs(1));
+        assert_eq!(holders.known(&key, now + Duration::from_secs(2)), None);
+    }
+
+    #[test]
+    fn a_change_most_known_holders_missed_walks_now_and_one_any_missed_walks_next() {
+        let (key, now, mut holders) = offer_key_now_and_no_holders();
+        let later = now + Duration::from_secs(1);
+        holders.stored(&key, peers(4), now + Duration::from_secs(3600));
+
+        holders.walked(&key, now);
+        assert!(!holders.known_reached(&key, 4, 4), "all reached");
+        assert!(
+            holders.known(&key, later).is_some(),
+            "the walk still serves"
+        );
+
+        assert!(
+            !holders.known_reached(&key, 4, 2),
+            "half reached: enough for now"
+        );
+        assert_eq!(
+            holders.known(&key, later),
+            None,
+            "but the next change walks"
+        );
+
+        holders.walked(&key, now);
+        assert!(holders.known_reached(&key, 4, 1), "most missed: walk now");
+        assert_eq!(holders.known(&key, later), None);
+    }
+
+    fn sorted(mut peers: Vec<PeerId>) -> Vec<PeerId> {
+        peers.sort();
+        peers
     }
 
     #[test]

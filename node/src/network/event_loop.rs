@@ -23,7 +23,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, autonat, connection_limits, identify, pin
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
-use super::copies::CopyHolders;
+use super::copies::{CopyHolders, Placement};
 use super::index::IndexService;
 use super::reachability::{self, Scope};
 use super::{Cause, Command, NetworkError, RefusalCounts, Settings, Status};
@@ -58,6 +58,8 @@ struct Publication {
     record: Record,
     /// The nodes sent the copy (once they are known).
     targets: Vec<PeerId>,
+    /// Sent to the holders a recent walk found, without a walk of its own.
+    known: bool,
     reply: Reply<usize>,
 }
 
@@ -213,7 +215,11 @@ impl EventLoop {
                     let _ = reply.send(Err(NetworkError::NoPeers));
                 }
             },
-            Command::PutOffer { offer, reply } => self.put_offer(offer, reply),
+            Command::PutOffer {
+                offer,
+                placement,
+                reply,
+            } => self.put_offer(offer, placement, reply),
             Command::StartProviding { key, reply } => {
                 match self.kad().start_providing(RecordKey::new(&key.to_bytes())) {
                     Ok(id) => {
@@ -254,9 +260,14 @@ impl EventLoop {
                 cache,
                 reply,
             } => self.index.find(&mut self.swarm, query, cache, reply),
-            Command::IndexOffer { offer, key, reply } => {
-                self.index.publish(&mut self.swarm, offer, key, reply)
-            }
+            Command::IndexOffer {
+                offer,
+                key,
+                placement,
+                reply,
+            } => self
+                .index
+                .publish(&mut self.swarm, offer, key, placement, reply),
             Command::MeasureRtt {
                 peer,
                 addresses,
@@ -401,8 +412,9 @@ impl EventLoop {
     /// Publishes this node's offer: stores it here, finds the nodes now closest to its
     /// key, then stores it at those and at every node holding an earlier copy (see
     /// `copies.rs`). This is Kademlia's `put_record` in two steps, so that the nodes
-    /// storing it are known.
-    fn put_offer(&mut self, offer: SignedOffer, reply: Reply<usize>) {
+    /// storing it are known. A change soon after a walk skips the first step
+    /// ([`Placement::Known`]).
+    fn put_offer(&mut self, offer: SignedOffer, placement: Placement, reply: Reply<usize>) {
         let now = unix_now();
         let record = Record {
             key: RecordKey::new(&DhtKey::Offer(offer.provider()).to_bytes()),
@@ -414,24 +426,48 @@ impl EventLoop {
             let _ = reply.send(Err(NetworkError::Store(Cause::new(e))));
             return;
         }
-        let k = self.replication_factor;
-        let id = self.kad().get_n_closest_peers(record.key.to_vec(), k);
-        let publication = Publication {
+        let mut publication = Publication {
             record,
             targets: Vec::new(),
+            known: false,
             reply,
         };
+        if placement == Placement::Known
+            && let Some(holders) = self.holders.known(&publication.record.key, Instant::now())
+        {
+            publication.known = true;
+            publication.targets = holders;
+            self.send_publication(publication);
+            return;
+        }
+        self.find_holders(publication);
+    }
+
+    /// Walks toward the publication's key for the nodes closest to it.
+    fn find_holders(&mut self, mut publication: Publication) {
+        publication.known = false;
+        let k = self.replication_factor;
+        let id = self
+            .kad()
+            .get_n_closest_peers(publication.record.key.to_vec(), k);
         self.finding_holders.insert(id, publication);
     }
 
-    /// Sends the offer to the closest nodes found and to the earlier copies' holders, and
-    /// waits for every one of them: the publisher moves on (or the node shuts down after
-    /// a withdrawal) only once the new copy is everywhere it will be looked up.
+    /// Sends the offer to the closest nodes found and to the earlier copies' holders.
     fn store_publication(&mut self, mut publication: Publication, closest: Vec<kad::PeerInfo>) {
+        let now = Instant::now();
+        if !closest.is_empty() {
+            self.holders.walked(&publication.record.key, now);
+        }
         let closest = closest.into_iter().map(|p| p.peer_id);
-        publication.targets =
-            self.holders
-                .targets(&publication.record.key, closest, Instant::now());
+        publication.targets = self.holders.targets(&publication.record.key, closest, now);
+        self.send_publication(publication);
+    }
+
+    /// Sends the offer to the publication's targets, and waits for every one of them: the
+    /// publisher moves on (or the node shuts down after a withdrawal) only once the new
+    /// copy is everywhere it will be looked up.
+    fn send_publication(&mut self, publication: Publication) {
         if publication.targets.is_empty() {
             self.metrics.offer_published(false);
             let _ = publication
@@ -449,7 +485,7 @@ impl EventLoop {
     /// Notes which nodes now hold the offer, and tells the publisher how many.
     fn finish_publication(&mut self, publication: Publication, result: kad::PutRecordResult) {
         let acknowledged = match result {
-            Ok(_) => publication.targets,
+            Ok(_) => publication.targets.clone(),
             // Nodes that left since they were found, or an earlier holder gone, cannot
             // acknowledge: what counts is that the copy reached the nodes there are.
             Err(
@@ -457,7 +493,6 @@ impl EventLoop {
                 | kad::PutRecordError::Timeout { success, .. },
             ) => success,
         };
-        self.metrics.offer_published(!acknowledged.is_empty());
         if let Some(expires) = publication.record.expires {
             self.holders.stored(
                 &publication.record.key,
@@ -465,6 +500,18 @@ impl EventLoop {
                 expires,
             );
         }
+        if publication.known
+            && self.holders.known_reached(
+                &publication.record.key,
+                publication.targets.len(),
+                acknowledged.len(),
+            )
+        {
+            // The holders found a moment ago are mostly gone: find the closest anew.
+            self.find_holders(publication);
+            return;
+        }
+        self.metrics.offer_published(!acknowledged.is_empty());
         let _ = publication.reply.send(match acknowledged.len() {
             0 => Err(NetworkError::NotReplicated { acknowledged: 0 }),
             n => Ok(n),

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use behaviour::{Behaviour, KAD_PROTOCOL};
+pub use copies::Placement;
 pub use error::{Cause, NetworkError};
 pub use index::{CacheUse, Found, Indexed};
 pub use links::{LinkModel, Links};
@@ -157,6 +158,7 @@ pub(crate) enum Command {
     },
     PutOffer {
         offer: SignedOffer,
+        placement: Placement,
         reply: Reply<usize>,
     },
     StartProviding {
@@ -182,6 +184,7 @@ pub(crate) enum Command {
     IndexOffer {
         offer: SignedOffer,
         key: IndexKey,
+        placement: Placement,
         reply: Reply<Indexed>,
     },
     MeasureRtt {
@@ -599,9 +602,19 @@ impl Client {
         self.ask(|reply| Command::Bootstrap { reply }).await
     }
 
-    /// Stores this node's signed offer locally and at the nodes closest to its key.
-    pub async fn put_offer(&self, offer: SignedOffer) -> Result<usize, NetworkError> {
-        self.ask(|reply| Command::PutOffer { offer, reply }).await
+    /// Stores this node's signed offer locally and at the nodes closest to its key (found
+    /// anew, or those found a moment ago, as `placement` says).
+    pub async fn put_offer(
+        &self,
+        offer: SignedOffer,
+        placement: Placement,
+    ) -> Result<usize, NetworkError> {
+        self.ask(|reply| Command::PutOffer {
+            offer,
+            placement,
+            reply,
+        })
+        .await
     }
 
     /// Announces this node as a provider under `key`.
@@ -641,14 +654,21 @@ impl Client {
         .await
     }
 
-    /// Stores this node's `offer` at the nodes closest to `key` of the offer index.
+    /// Stores this node's `offer` at the nodes closest to `key` of the offer index (found
+    /// anew, or those found a moment ago, as `placement` says).
     pub async fn index_offer(
         &self,
         offer: SignedOffer,
         key: IndexKey,
+        placement: Placement,
     ) -> Result<Indexed, NetworkError> {
-        self.ask(|reply| Command::IndexOffer { offer, key, reply })
-            .await
+        self.ask(|reply| Command::IndexOffer {
+            offer,
+            key,
+            placement,
+            reply,
+        })
+        .await
     }
 
     /// The round-trip time to `peer`, connecting at `addresses` if need be.

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::behaviour::Behaviour;
-use super::copies::CopyHolders;
+use super::copies::{CopyHolders, Placement};
 use super::records;
 use super::{NetworkError, Settings};
 use crate::clock::unix_now;
@@ -78,6 +78,9 @@ pub struct Found {
     pub walk: WalkStats,
     /// Why the walk ended (`None` for an answer from the cache).
     pub ending: Option<Ending>,
+    /// Requests of the walk sent to a peer this node had no connection to: each waited
+    /// for a connection to be set up first.
+    pub dials: usize,
 }
 
 /// What became of this node's offer under one key.
@@ -97,6 +100,8 @@ struct Lookup {
     started: Instant,
     /// `None` for a refresh of a cached answer, which nobody waits for.
     reply: Option<Reply<Found>>,
+    /// Requests sent to peers not connected.
+    dials: usize,
 }
 
 enum Outbound {
@@ -122,6 +127,10 @@ struct Publication {
     offer: SignedOffer,
     key: IndexKey,
     waiting: usize,
+    /// The holders sent it.
+    sent: usize,
+    /// Sent to the holders a recent walk found, without a walk of its own.
+    known: bool,
     /// The holders that hold it now.
     stored: Vec<PeerId>,
     indexed: Indexed,
@@ -254,6 +263,7 @@ impl IndexService {
                 cached: Some(hit.age),
                 walk: WalkStats::default(),
                 ending: None,
+                dials: 0,
             }));
             if hit.refresh && self.in_flight() < MAX_IN_FLIGHT {
                 self.start_walk(swarm, query, None);
@@ -306,6 +316,7 @@ impl IndexService {
                 walk,
                 started: now,
                 reply,
+                dials: 0,
             },
         );
         self.drive(swarm, id);
@@ -324,6 +335,9 @@ impl IndexService {
                     addresses,
                     request,
                 } => {
+                    if !swarm.is_connected(&peer) {
+                        lookup.dials += 1;
+                    }
                     let request_id = swarm
                         .behaviour_mut()
                         .index
@@ -378,6 +392,7 @@ impl IndexService {
                 cached: None,
                 walk: result.stats,
                 ending: Some(result.ending),
+                dials: lookup.dials,
             }));
         }
     }
@@ -450,38 +465,56 @@ impl IndexService {
 
     // ---- Publication ----------------------------------------------------------------
 
-    /// Stores `offer` at the nodes closest to `key`.
+    /// Stores `offer` at the nodes closest to `key`: found by a walk, or for a change soon
+    /// after one ([`Placement::Known`]) the holders it found (see `copies.rs`).
     pub(super) fn publish(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
         offer: SignedOffer,
         key: IndexKey,
+        placement: Placement,
         reply: Reply<Indexed>,
     ) {
         if self.in_flight() >= MAX_IN_FLIGHT {
             let _ = reply.send(Err(NetworkError::Busy));
             return;
         }
+        let publication = Publication {
+            offer,
+            key,
+            waiting: 0,
+            sent: 0,
+            known: false,
+            stored: Vec::new(),
+            indexed: Indexed {
+                key,
+                stored: 0,
+                refused: Vec::new(),
+                unreachable: 0,
+            },
+            reply,
+        };
+        let known = (placement == Placement::Known)
+            .then(|| self.copies.known(&copy_key(&key), Instant::now()))
+            .flatten();
+        match known {
+            Some(holders) => {
+                let mut publication = publication;
+                publication.known = true;
+                self.send_publication(swarm, publication, holders, HashMap::new());
+            }
+            None => self.find_holders(swarm, publication),
+        }
+    }
+
+    /// Walks toward the publication's key for the nodes closest to it.
+    fn find_holders(&mut self, swarm: &mut Swarm<Behaviour>, mut publication: Publication) {
+        publication.known = false;
         let query = swarm
             .behaviour_mut()
             .kad
-            .get_n_closest_peers(key.to_bytes(), self.replicas);
-        self.finding.insert(
-            query,
-            Publication {
-                offer,
-                key,
-                waiting: 0,
-                stored: Vec::new(),
-                indexed: Indexed {
-                    key,
-                    stored: 0,
-                    refused: Vec::new(),
-                    unreachable: 0,
-                },
-                reply,
-            },
-        );
+            .get_n_closest_peers(publication.key.to_bytes(), self.replicas);
+        self.finding.insert(query, publication);
     }
 
     /// The nodes closest to a publication's key are known: send each the offer.
@@ -491,22 +524,35 @@ impl IndexService {
         id: QueryId,
         closest: Vec<libp2p::kad::PeerInfo>,
     ) {
-        let Some(mut publication) = self.finding.remove(&id) else {
+        let Some(publication) = self.finding.remove(&id) else {
             return;
         };
-        let number = self.next_id();
         // The closest nodes now, and every node still holding an earlier copy: a node no
         // longer among the closest would otherwise answer lookups with the old offer.
         let copies = copy_key(&publication.key);
-        let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = closest
+        let now = Instant::now();
+        if !closest.is_empty() {
+            self.copies.walked(&copies, now);
+        }
+        let addresses: HashMap<PeerId, Vec<Multiaddr>> = closest
             .iter()
             .map(|peer| (peer.peer_id, peer.addrs.clone()))
             .collect();
-        let targets = self.copies.targets(
-            &copies,
-            closest.into_iter().map(|peer| peer.peer_id),
-            Instant::now(),
-        );
+        let targets =
+            self.copies
+                .targets(&copies, closest.into_iter().map(|peer| peer.peer_id), now);
+        self.send_publication(swarm, publication, targets, addresses);
+    }
+
+    /// Sends the offer to `targets`, dialling them at `addresses` if need be.
+    fn send_publication(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        mut publication: Publication,
+        targets: Vec<PeerId>,
+        mut addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    ) {
+        let number = self.next_id();
         for peer in targets {
             let request = Request::Store {
                 key: publication.key,
@@ -525,15 +571,22 @@ impl IndexService {
                 },
             );
             publication.waiting += 1;
+            publication.sent += 1;
         }
         if publication.waiting == 0 {
-            self.finish_publication(publication);
+            self.finish_publication(swarm, publication);
         } else {
             self.storing.insert(number, publication);
         }
     }
 
-    fn on_stored(&mut self, number: u64, peer: PeerId, outcome: Option<StoreOutcome>) {
+    fn on_stored(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        number: u64,
+        peer: PeerId,
+        outcome: Option<StoreOutcome>,
+    ) {
         let Some(publication) = self.storing.get_mut(&number) else {
             return;
         };
@@ -556,17 +609,33 @@ impl IndexService {
         if publication.waiting == 0
             && let Some(publication) = self.storing.remove(&number)
         {
-            self.finish_publication(publication);
+            self.finish_publication(swarm, publication);
         }
     }
 
-    fn finish_publication(&mut self, publication: Publication) {
+    fn finish_publication(&mut self, swarm: &mut Swarm<Behaviour>, publication: Publication) {
         let expires = records::expiry(&publication.offer, unix_now(), Instant::now());
-        self.copies.stored(
-            &copy_key(&publication.key),
-            publication.stored.iter().copied(),
-            expires,
-        );
+        let copies = copy_key(&publication.key);
+        self.copies
+            .stored(&copies, publication.stored.iter().copied(), expires);
+        // Refused counts as reached: the holder is there, and holds its reason.
+        let reached = publication.indexed.stored + publication.indexed.refused.len();
+        if publication.known
+            && self
+                .copies
+                .known_reached(&copies, publication.sent, reached)
+        {
+            // The holders found a moment ago are mostly gone: find the closest anew.
+            let mut publication = publication;
+            publication.waiting = 0;
+            publication.sent = 0;
+            publication.stored.clear();
+            publication.indexed.stored = 0;
+            publication.indexed.refused.clear();
+            publication.indexed.unreachable = 0;
+            self.find_holders(swarm, publication);
+            return;
+        }
         let _ = publication.reply.send(Ok(publication.indexed));
     }
 
@@ -794,7 +863,7 @@ impl IndexService {
                     Some(Response::Stored(outcomes)) => outcomes.into_iter().next(),
                     _ => None,
                 };
-                self.on_stored(publication, peer, outcome);
+                self.on_stored(swarm, publication, peer, outcome);
             }
             Some(Outbound::Sync { key, peer }) => {
                 if let Some(Response::Synced { want, offers }) = response {
