@@ -36,9 +36,6 @@ pub const SETTLE: Duration = Duration::from_secs(1);
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(60);
 /// How often a probe looks.
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
-/// How often a probe checks whether the publication it waits for was acknowledged (a look
-/// at the truth, not a lookup).
-const ACKNOWLEDGEMENT_POLL: Duration = Duration::from_millis(5);
 
 /// Samples collected while a run goes.
 #[derive(Clone, Debug, Default)]
@@ -539,12 +536,6 @@ impl Publication {
 
 /// Looks for a gateway's publication until found (by `method`); records how long after
 /// it began in `found`, or counts it in `never`.
-///
-/// It starts looking once the publisher has heard its holders acknowledge the offer:
-/// until then a lookup finds nothing new, and a probe looking every 50 ms from a new
-/// gateway's start (1.3 s at p50 before its offer is stored, in the 1,310-node market)
-/// made more lookups than all the callers together, a burst after each join that slowed
-/// the lookups measured. The time is still counted from `since`.
 pub async fn probe(
     client: Client,
     truth: Truth,
@@ -578,11 +569,6 @@ pub async fn probe(
             && offer.offer().seq > publication.after_seq
             && offer.offer().status == OfferStatus::Available
     };
-    while since.elapsed() < PROBE_DEADLINE
-        && !truth.acknowledged_above(&provider, publication.after_seq)
-    {
-        tokio::time::sleep(ACKNOWLEDGEMENT_POLL).await;
-    }
     while since.elapsed() < PROBE_DEADLINE {
         let seen = match method {
             Method::Index => discovery::discover(&client, &query)

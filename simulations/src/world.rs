@@ -73,14 +73,6 @@ impl Truth {
         self.lock().clone()
     }
 
-    /// Whether other nodes acknowledged an offer of `provider` with a `seq` above `seq`.
-    pub fn acknowledged_above(&self, provider: &ProviderId, seq: u64) -> bool {
-        self.lock()
-            .get(provider)
-            .and_then(|gateway| gateway.latest)
-            .is_some_and(|(latest, _)| latest > seq)
-    }
-
     fn started(&self, provider: ProviderId, routes: Vec<Prefix>) {
         self.lock().insert(
             provider,
@@ -649,26 +641,6 @@ fn keypair(rng: &mut StdRng) -> Keypair {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_publication_is_acknowledged_once_other_nodes_acknowledged_a_newer_seq() {
-        let truth = Truth::default();
-        let provider = interlink_protocol::SecretKey::from_seed(&[7; 32]).provider_id();
-        assert!(!truth.acknowledged_above(&provider, 0), "unknown gateway");
-        truth.started(provider, Vec::new());
-        assert!(
-            !truth.acknowledged_above(&provider, 0),
-            "started, nothing stored"
-        );
-        if let Some(gateway) = truth.lock().get_mut(&provider) {
-            gateway.latest = Some((5, Instant::now()));
-        }
-        assert!(truth.acknowledged_above(&provider, 4));
-        assert!(
-            !truth.acknowledged_above(&provider, 5),
-            "the probe waits for a newer one"
-        );
-    }
 
     #[test]
     fn refresh_intervals_are_spread_around_the_scenarios() {
