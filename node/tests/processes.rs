@@ -754,12 +754,17 @@ fn long_call(bootstrap: &str, home: &Path) -> std::process::Child {
 /// in the background so the child never blocks on a full pipe.
 fn wait_progress(child: &mut std::process::Child, what: &str) {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    wait_line(&mut lines, what);
+    std::thread::spawn(move || lines.for_each(drop));
+}
+
+/// Reads progress lines until one contains `what`.
+fn wait_line(lines: &mut impl Iterator<Item = std::io::Result<String>>, what: &str) {
     let mut seen = Vec::new();
-    for line in lines.by_ref().map_while(Result::ok) {
+    for line in lines.map_while(Result::ok) {
         let found = line.contains(what);
         seen.push(line);
         if found {
-            std::thread::spawn(move || lines.for_each(drop));
             return;
         }
     }
@@ -811,25 +816,28 @@ fn ctrl_c_during_an_answered_call_settles_it_on_both_sides_and_twice_exits_at_on
         at_gateway[0]["signed_bytes_hex"]
     );
 
-    // Twice: out at once, as interrupted.
+    // Twice: out at once, as interrupted. The gateway is frozen so that the hang-up the
+    // first Ctrl-C starts is still waiting when the second comes, and the second is sent
+    // once the first was seen: signals that arrive together count as one.
     let mut call = long_call(&bootstrap, &alice);
-    wait_progress(&mut call, "answered via Echo");
-    let pid = call.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let mut lines = BufReader::new(call.stderr.take().unwrap()).lines();
+    wait_line(&mut lines, "answered via Echo");
+    gateway.signal("STOP");
+    let interrupt = || {
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &call.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    interrupt();
+    wait_line(&mut lines, "hanging up");
+    interrupt();
+    wait_line(&mut lines, "interrupted again: exiting now");
     let status = call.wait().unwrap();
+    gateway.signal("CONT");
     assert_eq!(status.code(), Some(130), "{status}");
     drop((gateway, boot));
 }
