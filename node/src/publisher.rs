@@ -281,13 +281,7 @@ impl State {
                 request = requests.recv() => match request {
                     Some(Request::SetRoutes { routes, reply }) => {
                         self.plan.routes = routes;
-                        let result = if self.addresses.is_empty() {
-                            Err(PublishError::Unreachable)
-                        } else {
-                            self.publish_above_holders(OfferStatus::Available, Placement::Known).await
-                        };
-                        next = Instant::now() + self.next_republish(&result);
-                        let _ = reply.send(result);
+                        next = self.publish_asked(Placement::Known, reply).await;
                     }
                     Some(Request::Withdraw { reply }) => {
                         let withdrawn = self
@@ -297,13 +291,7 @@ impl State {
                         return;
                     }
                     Some(Request::Republish { reply }) => {
-                        let result = if self.addresses.is_empty() {
-                            Err(PublishError::Unreachable)
-                        } else {
-                            self.publish_above_holders(OfferStatus::Available, Placement::Find).await
-                        };
-                        next = Instant::now() + self.next_republish(&result);
-                        let _ = reply.send(result);
+                        next = self.publish_asked(Placement::Find, reply).await;
                     }
                     None => return,
                 }
@@ -321,6 +309,24 @@ impl State {
                 .cloned()
                 .collect();
         }
+    }
+
+    /// Publishes now as asked, placed as `placement` says, and tells `reply` how it went
+    /// (unreachable if no address is confirmed); when to republish next.
+    async fn publish_asked(
+        &mut self,
+        placement: Placement,
+        reply: oneshot::Sender<Result<Published, PublishError>>,
+    ) -> Instant {
+        let result = if self.addresses.is_empty() {
+            Err(PublishError::Unreachable)
+        } else {
+            self.publish_above_holders(OfferStatus::Available, placement)
+                .await
+        };
+        let next = Instant::now() + self.next_republish(&result);
+        let _ = reply.send(result);
+        next
     }
 
     /// Publishes if an address is confirmed; when to try next.
