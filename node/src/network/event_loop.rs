@@ -483,9 +483,10 @@ impl EventLoop {
     }
 
     /// Notes which nodes now hold the offer, and tells the publisher how many.
-    fn finish_publication(&mut self, publication: Publication, result: kad::PutRecordResult) {
+    fn finish_publication(&mut self, mut publication: Publication, result: kad::PutRecordResult) {
+        let sent = publication.targets.len();
         let acknowledged = match result {
-            Ok(_) => publication.targets.clone(),
+            Ok(_) => std::mem::take(&mut publication.targets),
             // Nodes that left since they were found, or an earlier holder gone, cannot
             // acknowledge: what counts is that the copy reached the nodes there are.
             Err(
@@ -501,11 +502,9 @@ impl EventLoop {
             );
         }
         if publication.known
-            && self.holders.known_reached(
-                &publication.record.key,
-                publication.targets.len(),
-                acknowledged.len(),
-            )
+            && self
+                .holders
+                .known_reached(&publication.record.key, sent, acknowledged.len())
         {
             // The holders found a moment ago are mostly gone: find the closest anew.
             self.find_holders(publication);

@@ -127,14 +127,32 @@ struct Publication {
     offer: SignedOffer,
     key: IndexKey,
     waiting: usize,
-    /// The holders sent it.
-    sent: usize,
     /// Sent to the holders a recent walk found, without a walk of its own.
     known: bool,
     /// The holders that hold it now.
     stored: Vec<PeerId>,
     indexed: Indexed,
     reply: Reply<Indexed>,
+}
+
+impl Publication {
+    /// `offer` under `key`, not yet sent anywhere.
+    fn new(offer: SignedOffer, key: IndexKey, reply: Reply<Indexed>) -> Publication {
+        Publication {
+            offer,
+            key,
+            waiting: 0,
+            known: false,
+            stored: Vec::new(),
+            indexed: Indexed {
+                key,
+                stored: 0,
+                refused: Vec::new(),
+                unreachable: 0,
+            },
+            reply,
+        }
+    }
 }
 
 /// The index service of one node, driven by its event loop.
@@ -479,27 +497,12 @@ impl IndexService {
             let _ = reply.send(Err(NetworkError::Busy));
             return;
         }
-        let publication = Publication {
-            offer,
-            key,
-            waiting: 0,
-            sent: 0,
-            known: false,
-            stored: Vec::new(),
-            indexed: Indexed {
-                key,
-                stored: 0,
-                refused: Vec::new(),
-                unreachable: 0,
-            },
-            reply,
-        };
+        let mut publication = Publication::new(offer, key, reply);
         let known = (placement == Placement::Known)
             .then(|| self.copies.known(&copy_key(&key), Instant::now()))
             .flatten();
         match known {
             Some(holders) => {
-                let mut publication = publication;
                 publication.known = true;
                 self.send_publication(swarm, publication, holders, HashMap::new());
             }
@@ -508,8 +511,7 @@ impl IndexService {
     }
 
     /// Walks toward the publication's key for the nodes closest to it.
-    fn find_holders(&mut self, swarm: &mut Swarm<Behaviour>, mut publication: Publication) {
-        publication.known = false;
+    fn find_holders(&mut self, swarm: &mut Swarm<Behaviour>, publication: Publication) {
         let query = swarm
             .behaviour_mut()
             .kad
@@ -571,7 +573,6 @@ impl IndexService {
                 },
             );
             publication.waiting += 1;
-            publication.sent += 1;
         }
         if publication.waiting == 0 {
             self.finish_publication(swarm, publication);
@@ -619,21 +620,16 @@ impl IndexService {
         self.copies
             .stored(&copies, publication.stored.iter().copied(), expires);
         // Refused counts as reached: the holder is there, and holds its reason.
-        let reached = publication.indexed.stored + publication.indexed.refused.len();
+        let indexed = &publication.indexed;
+        let reached = indexed.stored + indexed.refused.len();
         if publication.known
             && self
                 .copies
-                .known_reached(&copies, publication.sent, reached)
+                .known_reached(&copies, reached + indexed.unreachable, reached)
         {
             // The holders found a moment ago are mostly gone: find the closest anew.
-            let mut publication = publication;
-            publication.waiting = 0;
-            publication.sent = 0;
-            publication.stored.clear();
-            publication.indexed.stored = 0;
-            publication.indexed.refused.clear();
-            publication.indexed.unreachable = 0;
-            self.find_holders(swarm, publication);
+            let again = Publication::new(publication.offer, publication.key, publication.reply);
+            self.find_holders(swarm, again);
             return;
         }
         let _ = publication.reply.send(Ok(publication.indexed));
